@@ -1,0 +1,32 @@
+"""Command-line interface: one click group, with sub-commands registered from their modules."""
+
+from __future__ import annotations
+
+import click
+
+from gcsim import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="gcsim")
+def main() -> None:
+    """gcsim: characterise gain-cell attention circuits in ngspice, fit them, simulate them.
+
+    \b
+    Example:
+      gcsim sweep characterization/gain_cell_iv.toml -o iv.parquet
+    """
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print ratios against a baseline measured in the same run.
+
+    \b
+    Example:
+      gcsim bench sweep --points 1000 --json
+    """
+
+
+# Sub-command registration: each module adds its commands to `main` or `bench`.
+# --- registrations below ---
