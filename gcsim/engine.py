@@ -1,0 +1,260 @@
+"""Runs netlists in ngspice (PySpice's shared-library interface), one worker process per run.
+
+Each run gets a fresh process, so ngspice's global state, its memory growth and any crash
+stay inside it; the parent enforces a time limit by killing the process. ngspice's
+harmless notes (version warnings, "Note:" lines) are kept as messages, not errors: a run
+fails only when the analysis did not produce its vectors.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from gcsim.errors import NgspiceUnavailable
+
+# Lines that say why an analysis failed; everything else ngspice prints is context.
+_ERROR_WORDS = ("error", "too small", "singular", "converge", "abort", "failed", "gmin step",
+                "source step", "could not", "unknown", "not found", "no such")
+_HARMLESS = ("unsupported ngspice version", "note:", "warning:", "using sparse",
+             "spinit", "stdout", "******", "** ", "circuit:", "doing analysis",
+             "reference value", "no. of data rows", "initial transient solution")
+
+
+@dataclass
+class RunRequest:
+    """One ngspice run: a complete netlist, and the vectors to bring back."""
+
+    netlist: str
+    vectors: list[str]
+    ngbehavior: str | None = None
+    timeout_s: float = 600.0
+    tag: object = None      # the caller's handle; never sent to ngspice
+
+
+@dataclass
+class RunResult:
+    ok: bool
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None      # ngspice's own message when not ok
+    kind: str = "ok"              # ok | failed | timeout | crashed
+    messages: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def library_path() -> str:
+    """Locate libngspice, or raise NgspiceUnavailable with what to install."""
+    explicit = os.environ.get("NGSPICE_LIBRARY_PATH")
+    if explicit:
+        if not os.path.exists(explicit):
+            raise NgspiceUnavailable(f"NGSPICE_LIBRARY_PATH={explicit} does not exist")
+        return explicit
+    for candidate in ("/usr/lib/x86_64-linux-gnu/libngspice.so", "/usr/lib/libngspice.so",
+                      "/usr/local/lib/libngspice.so", "/usr/lib/aarch64-linux-gnu/libngspice.so",
+                      "/opt/homebrew/lib/libngspice.dylib", "/usr/local/lib/libngspice.dylib"):
+        if os.path.exists(candidate):
+            return candidate
+    found = ctypes.util.find_library("ngspice")
+    if found:
+        return found
+    raise NgspiceUnavailable(
+        "ngspice shared library not found: install it (Debian/Ubuntu: apt-get install ngspice "
+        "libngspice0-dev) or set NGSPICE_LIBRARY_PATH to libngspice.so")
+
+
+def _interesting(line: str) -> bool:
+    low = line.strip().lower()
+    return bool(low) and any(word in low for word in _ERROR_WORDS) and not any(
+        low.startswith(h) for h in ("note:", "warning:"))
+
+
+def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
+    """Run one netlist in the current process. Workers call this; so does the per-point
+    baseline of ``gcsim bench sweep``, which reuses one ngspice instance on purpose."""
+    started = time.perf_counter()
+    if shared is None:
+        shared = new_ngspice()
+    from PySpice.Spice.NgSpice.Shared import NgSpiceCircuitError, NgSpiceCommandError
+
+    messages: list[str] = []
+
+    def collect() -> None:
+        messages.extend(line for line in (shared._stdout + shared._stderr) if line.strip())
+
+    try:
+        shared.destroy()
+        shared.remove_circuit()
+    except (NgSpiceCommandError, AttributeError):
+        pass
+    if request.ngbehavior:
+        shared.exec_command(f"set ngbehavior={request.ngbehavior}")
+    try:
+        shared.load_circuit(request.netlist)
+    except NgSpiceCircuitError:
+        pass
+    collect()
+    try:
+        shared.clear_output()
+        shared.exec_command("run")
+    except NgSpiceCommandError:
+        pass
+    collect()
+    vectors: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    try:
+        plot = shared.plot(None, shared.last_plot)
+        names = {name.lower(): name for name in plot.keys()}
+        for wanted in request.vectors:
+            name = names.get(wanted.lower())
+            if name is None:
+                missing.append(wanted)
+            else:
+                vectors[wanted] = np.array(plot[name]._data, dtype=float)
+    except Exception as exc:  # noqa: BLE001 - no plot at all after a failed run
+        missing = list(request.vectors)
+        messages.append(f"no result plot ({exc})")
+    elapsed = time.perf_counter() - started
+    if missing or (shared.last_plot or "").startswith("const"):
+        reasons = [line.strip() for line in messages if _interesting(line)]
+        reason = " | ".join(dict.fromkeys(reasons)) or \
+            f"ngspice produced no vectors {missing[:3]}"
+        return RunResult(False, {}, reason[:2000], "failed", messages[-50:], elapsed)
+    return RunResult(True, vectors, None, "ok", messages[-50:], elapsed)
+
+
+def new_ngspice():
+    """A fresh PySpice NgSpiceShared instance, quiet about the unsupported version note."""
+    path = library_path()
+    logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+    from PySpice.Spice.NgSpice.Shared import NgSpiceShared
+
+    NgSpiceShared.LIBRARY_PATH = path
+    try:
+        return NgSpiceShared.new_instance(send_data=False)
+    except OSError as exc:
+        raise NgspiceUnavailable(f"cannot load ngspice library {path}: {exc}") from None
+
+
+def _worker(request: RunRequest, connection) -> None:
+    try:
+        result = run_in_this_process(request)
+    except NgspiceUnavailable as exc:
+        result = RunResult(False, error=str(exc), kind="unavailable")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as this run's failure
+        result = RunResult(False, error=f"{type(exc).__name__}: {exc}", kind="crashed")
+    try:
+        connection.send(result)
+    finally:
+        connection.close()
+    # Skip interpreter teardown: ngspice's atexit handlers can hang or crash.
+    os._exit(0)
+
+
+def _context():
+    # fork is fast and the parent never loads ngspice itself, so children start clean.
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def run_many(requests: Iterable[RunRequest], workers: int = 1,
+             on_start: Callable[[RunRequest], None] | None = None) -> Iterator[tuple[RunRequest, RunResult]]:
+    """Run requests in up to ``workers`` fresh processes at once; yield results as they end.
+
+    A run over its ``timeout_s`` is killed and reported as ``timeout``; a process that dies
+    without answering is reported as ``crashed``. The generator may be fed lazily.
+    """
+    library_path()  # fail fast, once, with the install hint
+    context = _context()
+    pending = iter(requests)
+    running: dict[object, tuple[RunRequest, mp.Process, float]] = {}
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(running) < max(1, workers):
+                try:
+                    request = next(pending)
+                except StopIteration:
+                    exhausted = True
+                    break
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, args=(request, sender), daemon=True)
+                process.start()
+                sender.close()
+                running[receiver] = (request, process, time.monotonic() + request.timeout_s)
+                if on_start:
+                    on_start(request)
+            if not running:
+                return
+            deadline = min(limit for _, _, limit in running.values())
+            ready = mp.connection.wait(list(running), timeout=max(0.0, deadline - time.monotonic()))
+            for receiver in ready:
+                request, process, _ = running.pop(receiver)
+                try:
+                    result = receiver.recv()
+                except (EOFError, OSError):
+                    process.join(timeout=5)
+                    result = RunResult(False, error=f"ngspice worker died (exit code "
+                                       f"{process.exitcode})", kind="crashed")
+                receiver.close()
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+                yield request, result
+            now = time.monotonic()
+            for receiver, (request, process, limit) in list(running.items()):
+                if now >= limit and receiver not in ready:
+                    process.kill()
+                    process.join(timeout=5)
+                    running.pop(receiver)
+                    receiver.close()
+                    yield request, RunResult(
+                        False, error=f"time limit of {request.timeout_s:g} s exceeded",
+                        kind="timeout")
+    finally:
+        for receiver, (_, process, _) in running.items():
+            process.kill()
+            process.join(timeout=5)
+            receiver.close()
+
+
+def ngspice_version() -> str:
+    """The version line of the ngspice shared library, read in a throwaway process."""
+    context = _context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_version_worker, args=(sender,), daemon=True)
+    process.start()
+    sender.close()
+    if not receiver.poll(60):
+        process.kill()
+        raise NgspiceUnavailable("ngspice did not answer a version query within 60 s")
+    try:
+        answer = receiver.recv()
+    except EOFError:
+        raise NgspiceUnavailable("ngspice crashed on a version query") from None
+    finally:
+        process.join(timeout=5)
+    if isinstance(answer, Exception):
+        raise NgspiceUnavailable(str(answer))
+    return answer
+
+
+def _version_worker(connection) -> None:
+    try:
+        shared = new_ngspice()
+        text = shared.exec_command("version -s")
+        line = next((l.strip() for l in text.splitlines() if "ngspice" in l.lower()),
+                    f"ngspice-{shared.ngspice_version}")
+        connection.send(line.strip("* ").strip())
+    except Exception as exc:  # noqa: BLE001 - forwarded to the parent
+        connection.send(NgspiceUnavailable(str(exc)))
+    finally:
+        connection.close()
+        os._exit(0)

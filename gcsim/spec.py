@@ -1,0 +1,316 @@
+"""Declarative characterisation specs (TOML): schema, validation and the grid they describe.
+
+Every key carries a description, so a malformed spec gets an error that names the key and
+says what was expected, and the reference in the README comes from the same table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gcsim import paths
+from gcsim.errors import ParameterError, SpecError
+from gcsim.values import check_name, parse_number
+
+TOP_KEYS = {
+    "description": "What the characterisation measures (free text).",
+    "netlist": "Template file, relative to the spec's folder or to netlists/.",
+    "models": "Device models: 'builtin' (default) or 'builtin:CORNER'.",
+    "analysis": "Table: the ngspice analysis (type = dc | op | tran, and its settings).",
+    "parameters": "Table: fixed template parameters, NAME = number or SPICE string ('15n').",
+    "axes": "Array of tables: the swept parameters; the grid is their cartesian product.",
+    "measure": "Array of tables: what to record at each point, one column each.",
+}
+ANALYSIS_KEYS = {
+    "type": "dc (nested .dc over source-bound axes), op, or tran.",
+    "step": "tran: print step, seconds.",
+    "stop": "tran: stop time, seconds.",
+    "max_step": "tran: largest internal time step, seconds (optional).",
+    "batch": "Largest number of points in one ngspice run (default 200).",
+    "timeout_s": "Time limit of one ngspice run, seconds (default 600).",
+}
+AXIS_KEYS = {
+    "param": "Template parameter swept by this axis.",
+    "column": "Table column for it, with its unit (e.g. stored_voltage_V).",
+    "values": "Explicit list of values (alternative to start/stop/num).",
+    "start": "First value.",
+    "stop": "Last value (included).",
+    "num": "Number of values, at least 1.",
+    "scale": "lin (default) or log spacing between start and stop.",
+    "dc_source": "dc: the voltage source whose value is {param}; swept by a nested .dc.",
+}
+MEASURE_KEYS = {
+    "column": "Table column, with its unit (e.g. i_out_A).",
+    "vector": "v(NODE) or i(VSOURCE) of the testbench.",
+    "scale": "Factor applied to the vector (default 1), e.g. 1e-12 for a 1 pF integrator.",
+    "at": "tran: 'end' (default) or a time in seconds at which to read the vector.",
+    "sample": "tran: a table {start, stop, num}; records the waveform at these times, one row "
+              "per time, with a time_s column.",
+}
+_COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _where(spec_name: str, key: str) -> str:
+    return f"{spec_name}: {key}"
+
+
+def _check_keys(table: Any, allowed: dict[str, str], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise SpecError(f"{where}: expected a table")
+    for key in table:
+        if key not in allowed:
+            raise SpecError(f"{where}.{key}: unknown key (allowed: {', '.join(allowed)})")
+    return table
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        return parse_number(value, where)
+    except ParameterError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Axis:
+    param: str
+    column: str
+    values: tuple[float, ...]
+    dc_source: str | None = None
+    linear: bool = False     # evenly spaced start..stop, so a .dc can sweep it exactly
+
+
+@dataclass(frozen=True)
+class Measure:
+    column: str
+    vector: str
+    scale: float = 1.0
+    at: float | None = None          # None: end of transient (or the point itself for dc/op)
+    sample: tuple[float, ...] | None = None
+
+
+@dataclass
+class Spec:
+    name: str
+    path: Path | None
+    netlist: Path
+    models: str
+    analysis: str
+    tran_step: float | None
+    tran_stop: float | None
+    tran_max_step: float | None
+    batch: int
+    timeout_s: float
+    parameters: dict[str, float]
+    axes: list[Axis]
+    measures: list[Measure]
+    description: str = ""
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def n_points(self) -> int:
+        return int(np.prod([len(axis.values) for axis in self.axes])) if self.axes else 1
+
+    def grid(self) -> list[dict[str, float]]:
+        """All points, as {param: value}; the last axis varies fastest."""
+        names = [axis.param for axis in self.axes]
+        return [dict(zip(names, combo))
+                for combo in itertools.product(*(axis.values for axis in self.axes))]
+
+
+def load(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise SpecError(f"spec {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec {path.name}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SpecError(f"spec {path}: {exc.strerror}") from None
+    return from_dict(raw, name=path.name, base=path.resolve().parent, path=path.resolve())
+
+
+def _resolve_netlist(value: Any, base: Path | None, name: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{name}: netlist: expected a file name")
+    candidates = [Path(value)] if Path(value).is_absolute() else (
+        ([base / value] if base else []) + [paths.NETLISTS / value])
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise SpecError(f"{name}: netlist: {value!r} not found (looked in "
+                    f"{', '.join(str(c.parent) for c in candidates)})")
+
+
+def _axis(raw: Any, where: str, analysis: str) -> Axis:
+    table = _check_keys(raw, AXIS_KEYS, where)
+    for key in ("param", "column"):
+        if key not in table:
+            raise SpecError(f"{where}.{key}: required")
+    try:
+        param = check_name(table["param"], f"{where}.param").lower()
+    except ParameterError as exc:
+        raise SpecError(str(exc)) from None
+    column = table["column"]
+    if not isinstance(column, str) or not _COLUMN.match(column):
+        raise SpecError(f"{where}.column: expected an identifier such as stored_voltage_V")
+    linear = False
+    if "values" in table:
+        if any(key in table for key in ("start", "stop", "num", "scale")):
+            raise SpecError(f"{where}: give either values or start/stop/num, not both")
+        values_raw = table["values"]
+        if not isinstance(values_raw, list) or not values_raw:
+            raise SpecError(f"{where}.values: expected a non-empty list")
+        values = tuple(_number(v, f"{where}.values[{i}]") for i, v in enumerate(values_raw))
+    else:
+        for key in ("start", "stop", "num"):
+            if key not in table:
+                raise SpecError(f"{where}.{key}: required (or give values = [...])")
+        start = _number(table["start"], f"{where}.start")
+        stop = _number(table["stop"], f"{where}.stop")
+        num = _count(table["num"], f"{where}.num")
+        scale = table.get("scale", "lin")
+        if scale == "lin":
+            values = tuple(float(v) for v in np.linspace(start, stop, num))
+            linear = num > 1 and stop != start
+        elif scale == "log":
+            if start <= 0 or stop <= 0:
+                raise SpecError(f"{where}: log scale needs start and stop > 0")
+            values = tuple(float(v) for v in np.geomspace(start, stop, num))
+        else:
+            raise SpecError(f"{where}.scale: expected 'lin' or 'log', got {scale!r}")
+    if len(set(values)) != len(values):
+        raise SpecError(f"{where}: values repeat")
+    source = table.get("dc_source")
+    if source is not None:
+        if analysis != "dc":
+            raise SpecError(f"{where}.dc_source: only for analysis.type = 'dc'")
+        try:
+            source = check_name(source, f"{where}.dc_source")
+        except ParameterError as exc:
+            raise SpecError(str(exc)) from None
+    return Axis(param, column, values, source, linear)
+
+
+def _measure(raw: Any, where: str, analysis: str) -> Measure:
+    from gcsim.netlist import parse_vector
+
+    table = _check_keys(raw, MEASURE_KEYS, where)
+    for key in ("column", "vector"):
+        if key not in table:
+            raise SpecError(f"{where}.{key}: required")
+    column = table["column"]
+    if not isinstance(column, str) or not _COLUMN.match(column):
+        raise SpecError(f"{where}.column: expected an identifier such as i_out_A")
+    vector = table["vector"]
+    if not isinstance(vector, str):
+        raise SpecError(f"{where}.vector: expected a string such as 'i(VBL)'")
+    parse_vector(vector)
+    scale = _number(table.get("scale", 1), f"{where}.scale")
+    at = None
+    sample = None
+    if analysis != "tran" and ("at" in table or "sample" in table):
+        raise SpecError(f"{where}: 'at' and 'sample' are for analysis.type = 'tran'")
+    if "at" in table and table["at"] != "end":
+        at = _number(table["at"], f"{where}.at")
+    if "sample" in table:
+        if "at" in table:
+            raise SpecError(f"{where}: give 'at' or 'sample', not both")
+        sample_table = _check_keys(table["sample"], {"start": "", "stop": "", "num": ""},
+                                   f"{where}.sample")
+        try:
+            start = _number(sample_table["start"], f"{where}.sample.start")
+            stop = _number(sample_table["stop"], f"{where}.sample.stop")
+            num = _count(sample_table["num"], f"{where}.sample.num")
+        except KeyError as exc:
+            raise SpecError(f"{where}.sample.{exc.args[0]}: required") from None
+        sample = tuple(float(t) for t in np.linspace(start, stop, num))
+    return Measure(column, vector, scale, at, sample)
+
+
+def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
+              path: Path | None = None) -> Spec:
+    _check_keys(raw, TOP_KEYS, name)
+    if "netlist" not in raw:
+        raise SpecError(f"{name}: netlist: required")
+    netlist = _resolve_netlist(raw["netlist"], base, name)
+    models = raw.get("models", "builtin")
+    if not isinstance(models, str):
+        raise SpecError(f"{name}: models: expected a string such as 'builtin'")
+    analysis_table = _check_keys(raw.get("analysis", {}), ANALYSIS_KEYS, f"{name}: analysis")
+    analysis = analysis_table.get("type")
+    if analysis not in ("dc", "op", "tran"):
+        raise SpecError(f"{name}: analysis.type: expected 'dc', 'op' or 'tran', got {analysis!r}")
+    step = stop = max_step = None
+    if analysis == "tran":
+        for key in ("step", "stop"):
+            if key not in analysis_table:
+                raise SpecError(f"{name}: analysis.{key}: required for a transient")
+        step = _number(analysis_table["step"], f"{name}: analysis.step")
+        stop = _number(analysis_table["stop"], f"{name}: analysis.stop")
+        if not 0 < step <= stop:
+            raise SpecError(f"{name}: analysis: need 0 < step <= stop")
+        if "max_step" in analysis_table:
+            max_step = _number(analysis_table["max_step"], f"{name}: analysis.max_step")
+            if max_step <= 0:
+                raise SpecError(f"{name}: analysis.max_step: must be > 0")
+    batch = _count(analysis_table.get("batch", 200), f"{name}: analysis.batch")
+    timeout = _number(analysis_table.get("timeout_s", 600), f"{name}: analysis.timeout_s")
+    if timeout <= 0:
+        raise SpecError(f"{name}: analysis.timeout_s: must be > 0")
+
+    parameters_raw = raw.get("parameters", {})
+    if not isinstance(parameters_raw, dict):
+        raise SpecError(f"{name}: parameters: expected a table")
+    parameters = {}
+    for key, value in parameters_raw.items():
+        try:
+            parameters[check_name(key, f"{name}: parameters").lower()] = \
+                parse_number(value, f"{name}: parameters.{key}")
+        except ParameterError as exc:
+            raise SpecError(str(exc)) from None
+
+    axes_raw = raw.get("axes", [])
+    if not isinstance(axes_raw, list):
+        raise SpecError(f"{name}: axes: expected an array of tables ([[axes]])")
+    axes = [_axis(entry, f"{name}: axes[{i}]", analysis) for i, entry in enumerate(axes_raw)]
+    measures_raw = raw.get("measure", [])
+    if not isinstance(measures_raw, list) or not measures_raw:
+        raise SpecError(f"{name}: measure: at least one [[measure]] table is required")
+    measures = [_measure(entry, f"{name}: measure[{i}]", analysis)
+                for i, entry in enumerate(measures_raw)]
+
+    columns = [axis.column for axis in axes] + [m.column for m in measures]
+    if any(m.sample for m in measures):
+        columns.append("time_s")
+        if len({m.sample for m in measures}) != 1 or not all(m.sample for m in measures):
+            raise SpecError(f"{name}: measure: all measurements must share one 'sample' grid")
+    duplicates = {c for c in columns if columns.count(c) > 1}
+    if duplicates:
+        raise SpecError(f"{name}: column names repeat: {sorted(duplicates)}")
+    params = [axis.param for axis in axes]
+    if len(set(params)) != len(params):
+        raise SpecError(f"{name}: axes: a parameter is swept twice")
+    clash = set(params) & set(parameters)
+    if clash:
+        raise SpecError(f"{name}: {sorted(clash)} both fixed in [parameters] and swept")
+    dc_axes = [axis for axis in axes if axis.dc_source]
+    if len(dc_axes) > 2:
+        raise SpecError(f"{name}: axes: ngspice nests at most two .dc sources")
+    description = raw.get("description", "")
+    return Spec(name, path, netlist, models, analysis, step, stop, max_step, batch, timeout,
+                parameters, axes, measures, str(description), raw)
