@@ -30,3 +30,11 @@ def bench() -> None:
 
 # Sub-command registration: each module adds its commands to `main` or `bench`.
 # --- registrations below ---
+from gcsim.cli_sweep import bench_sweep_command, sweep_command  # noqa: E402
+
+main.add_command(sweep_command)
+bench.add_command(bench_sweep_command)
+from gcsim.simulate.cli import bench_simulate, simulate_group  # noqa: E402
+
+main.add_command(simulate_group)
+bench.add_command(bench_simulate, name="simulate")

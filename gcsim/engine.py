@@ -24,9 +24,6 @@ from gcsim.errors import NgspiceUnavailable
 # Lines that say why an analysis failed; everything else ngspice prints is context.
 _ERROR_WORDS = ("error", "too small", "singular", "converge", "abort", "failed", "gmin step",
                 "source step", "could not", "unknown", "not found", "no such")
-_HARMLESS = ("unsupported ngspice version", "note:", "warning:", "using sparse",
-             "spinit", "stdout", "******", "** ", "circuit:", "doing analysis",
-             "reference value", "no. of data rows", "initial transient solution")
 
 
 @dataclass
@@ -72,8 +69,7 @@ def library_path() -> str:
 
 def _interesting(line: str) -> bool:
     low = line.strip().lower()
-    return bool(low) and any(word in low for word in _ERROR_WORDS) and not any(
-        low.startswith(h) for h in ("note:", "warning:"))
+    return bool(low) and any(word in low for word in _ERROR_WORDS) and not low.startswith("note:")
 
 
 def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
@@ -122,10 +118,11 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
         missing = list(request.vectors)
         messages.append(f"no result plot ({exc})")
     elapsed = time.perf_counter() - started
-    if missing or (shared.last_plot or "").startswith("const"):
+    empty = [name for name, data in vectors.items() if data.size == 0]
+    if missing or empty or (shared.last_plot or "").startswith("const"):
         reasons = [line.strip() for line in messages if _interesting(line)]
         reason = " | ".join(dict.fromkeys(reasons)) or \
-            f"ngspice produced no vectors {missing[:3]}"
+            f"ngspice produced no values for {(missing or empty)[:3]}"
         return RunResult(False, {}, reason[:2000], "failed", messages[-50:], elapsed)
     return RunResult(True, vectors, None, "ok", messages[-50:], elapsed)
 
@@ -133,6 +130,11 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
 def new_ngspice():
     """A fresh PySpice NgSpiceShared instance, quiet about the unsupported version note."""
     path = library_path()
+    # Debian's libngspice evaluates devices with OpenMP. gcsim runs one ngspice per core in
+    # separate processes, and OpenMP's spinning threads then fight over the cores (measured:
+    # 10-50x slower). libgomp reads these when ngspice loads it, i.e. just below.
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("GCSIM_NGSPICE_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.getLogger("PySpice").setLevel(logging.CRITICAL)
     from PySpice.Spice.NgSpice.Shared import NgSpiceShared
 

@@ -1,0 +1,61 @@
+"""Content-addressed store of ngspice run results, so unchanged runs are never repeated and
+an interrupted sweep resumes from the runs it had finished."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from gcsim import paths
+
+# Bump when the meaning of a stored result changes; old entries are then simply missed.
+SCHEMA = 1
+
+
+def run_key(**content) -> str:
+    """Hash everything that determines a run's result (netlist text, model file hashes,
+    ngspice version, requested vectors) into one key."""
+    blob = json.dumps({"schema": SCHEMA, **content}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.root = Path(root) if root else paths.cache_dir() / "runs"
+        self.enabled = enabled
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        path = self._path(key)
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (OSError, ValueError, EOFError):
+            # Missing, or a damaged entry (e.g. a full disk): treat as absent and recompute.
+            return None
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if not self.enabled:
+            return
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+            os.replace(temporary, path)
+        except OSError:
+            # The cache is an optimisation; a read-only or full cache folder must not fail a sweep.
+            try:
+                os.unlink(temporary)
+            except (OSError, UnboundLocalError):
+                pass
