@@ -1,0 +1,398 @@
+"""Blocked attention on gain-cell arrays: runs the signal chain of `stages` over blocks of queries, so
+memory grows with tokens x window, and keeps S, phi and the per-sub-tile outputs for the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from gcsim.simulate.models import PAPER, HardwareModel, MismatchSample, model_for_mode
+from gcsim.simulate.stages import GainCellArray, InputDAC, query_pulse_width_s, subtile_sum
+
+MODES = ("ideal", "linear", "paper", "fitted")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Options of a simulation. `window=None` means the whole causal context."""
+
+    window: int | None = PAPER.window
+    array_size: int = PAPER.array_size
+    query_levels: int = PAPER.query_levels
+    stored_levels: int = PAPER.stored_levels
+    quantize_inputs: bool = True
+    quantize_output: bool = True
+    clip_inputs: bool = True
+    decay: bool = True
+    decay_factor: float | None = None  # per token; overrides token_period_s
+    token_period_s: float | None = None  # decay factor = token period / retention time constant
+    mismatch_seed: int | None = None  # draw the model's mismatch once with this seed
+    block_queries: int = 128
+    keep_intermediates: bool = True
+    dtype: str = "float64"
+
+    def validate(self) -> None:
+        def positive_int(name, value, minimum=1):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        if self.window is not None:
+            positive_int("window", self.window)
+        positive_int("array size", self.array_size)
+        positive_int("query levels", self.query_levels, 2)
+        positive_int("stored levels", self.stored_levels, 2)
+        positive_int("block size", self.block_queries)
+        if self.decay_factor is not None and self.token_period_s is not None:
+            raise ValueError("give either a decay factor or a token period, not both")
+        if self.decay_factor is not None and not (
+            math.isfinite(self.decay_factor) and self.decay_factor >= 0
+        ):
+            raise ValueError(f"decay factor must be finite and >= 0, got {self.decay_factor}")
+        if self.token_period_s is not None and not (
+            math.isfinite(self.token_period_s) and self.token_period_s > 0
+        ):
+            raise ValueError(f"token period must be finite and > 0 s, got {self.token_period_s}")
+        if np.dtype(self.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+
+@dataclass
+class AttentionResult:
+    """Output and intermediate signals of one simulation.
+
+    `output` has the inputs' shape. Intermediates are 4-D, (batch, heads, tokens, ...):
+      S                (B, H, T, band) read-out column charge in coulombs (ideal: q . (k - 0.45))
+      phi              (B, H, T, band) HardSigmoid pulse width in seconds (ideal: softmax weight)
+      subtile_outputs  (B, H, T, slots, D) counter output of each sub-tile, in [-1, 1]
+    Band column w of token t is key j = t - band + 1 + w (see `key_positions`); slot s of token t is
+    sub-tile max(0, t - window + 1) // array_size + s (see `subtile_indices`). Entries outside the
+    window are zero.
+    """
+
+    mode: str
+    label: str
+    output: np.ndarray
+    window: int
+    array_size: int
+    decay_factor: float
+    S: np.ndarray | None = None
+    phi: np.ndarray | None = None
+    subtile_outputs: np.ndarray | None = None
+    charge_unit_C: float = PAPER.charge_unit_C
+
+    @property
+    def n_tokens(self) -> int:
+        return self.output.shape[-2]
+
+    @property
+    def band(self) -> int:
+        return min(self.window, self.n_tokens)
+
+    def key_positions(self) -> np.ndarray:
+        """(T, band) key index of each band column; negative where the band starts before j = 0."""
+        t = np.arange(self.n_tokens)[:, None]
+        return t - self.band + 1 + np.arange(self.band)[None, :]
+
+    def subtile_indices(self) -> np.ndarray:
+        """(T, slots) absolute sub-tile index of each slot, -1 where the slot is unused."""
+        t = np.arange(self.n_tokens)
+        first = np.maximum(0, t - self.window + 1) // self.array_size
+        count = t // self.array_size - first + 1
+        n_slots = self.subtile_outputs.shape[-2] if self.subtile_outputs is not None else count.max()
+        s = np.arange(n_slots)[None, :]
+        return np.where(s < count[:, None], first[:, None] + s, -1)
+
+    def dense(self, name: str) -> np.ndarray:
+        """A band intermediate ('S' or 'phi') as a full (..., T, T) matrix, zero outside the window."""
+        values = getattr(self, name)
+        if values is None:
+            raise ValueError(f"{name} was not kept (keep_intermediates=False)")
+        n = self.n_tokens
+        out = np.zeros(values.shape[:-1] + (n,), dtype=values.dtype)
+        keys = self.key_positions()
+        rows, cols = np.nonzero(keys >= 0)
+        out[..., rows, keys[rows, cols]] = values[..., rows, cols]
+        return out
+
+    def S_in_paper_units(self) -> np.ndarray:
+        """S in the published model's units (µA x T_max), e.g. -80...+100 for 64-row tiles."""
+        return self.S / self.charge_unit_C
+
+    def phi_fraction(self, t_max_s: float = PAPER.pulse_max_s) -> np.ndarray:
+        """phi as a fraction of T_max, the published model's HardSigmoid output in [0, 1]."""
+        return self.phi / t_max_s
+
+
+def as_4d(x: np.ndarray, name: str) -> np.ndarray:
+    """View (T, D), (H, T, D) or (B, H, T, D) inputs as (B, H, T, D)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if not 2 <= x.ndim <= 4:
+        raise ValueError(
+            f"{name} must be 2-D (tokens, dim), 3-D (heads, tokens, dim) or 4-D (batch, heads, "
+            f"tokens, dim); got shape {x.shape}"
+        )
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    return x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
+def check_shapes(q, k, v) -> None:
+    shapes = {"q": np.shape(q), "k": np.shape(k), "v": np.shape(v)}
+    if len(set(shapes.values())) != 1:
+        listed = ", ".join(f"{n} {s}" for n, s in shapes.items())
+        raise ValueError(f"Q, K and V must have the same shape; got {listed}")
+
+
+def prepare_inputs(q, k, v, config: SimulationConfig):
+    """Checks shapes and writes Q, K, V through their DACs; returns (B, H, T, D) float64 arrays."""
+    check_shapes(q, k, v)
+    q4, k4, v4 = as_4d(q, "Q"), as_4d(k, "K"), as_4d(v, "V")
+    query_dac = InputDAC(
+        0.0, 1.0, config.query_levels, config.clip_inputs, config.quantize_inputs, "Q"
+    )
+    key_dac = InputDAC(
+        0.0, PAPER.supply_V, config.stored_levels, config.clip_inputs, config.quantize_inputs, "K"
+    )
+    value_dac = replace(key_dac, name="V")
+    return query_dac.convert(q4), key_dac.convert(k4), value_dac.convert(v4)
+
+
+def n_subtile_slots(n_tokens: int, window: int, array_size: int) -> int:
+    t = np.arange(n_tokens)
+    first = np.maximum(0, t - window + 1) // array_size
+    return int((t // array_size - first + 1).max())
+
+
+def _band_view(block: np.ndarray, offset: int, width: int) -> np.ndarray:
+    """dest[r, w] = block[r, r + offset + w]: the diagonal band of a block, zero left of column 0."""
+    if offset < 0:
+        padded = np.zeros((block.shape[0], block.shape[1] - offset), dtype=block.dtype)
+        padded[:, -offset:] = block
+        block, offset = padded, 0
+    s0, s1 = block.strides
+    return as_strided(block[:, offset:], shape=(block.shape[0], width), strides=(s0 + s1, s1))
+
+
+def draw_mismatch(model: HardwareModel, seed: int, heads: int, head_dim: int, config, window):
+    """Draws per-cell mismatch once for the K and V arrays of every head (None if not modelled)."""
+    if model.mismatch is None:
+        return None
+    rng = np.random.default_rng(seed)
+    n_arrays = -(-window // config.array_size)
+    a = config.array_size
+    # K arrays: head_dim on rows, tokens on columns; V arrays: tokens on rows, head_dim on columns.
+    k_sample = model.mismatch.draw(rng, (heads, n_arrays, head_dim, a))
+    v_sample = model.mismatch.draw(rng, (heads, n_arrays, a, head_dim))
+    return k_sample, v_sample
+
+
+def _per_token(sample: MismatchSample, head: int, n_tokens: int, keys_on_columns: bool, array_size):
+    """Maps tokens onto the physical cells of a circular buffer of arrays: (T, D) gain and shift."""
+    n_arrays = sample.gain.shape[1]
+    j = np.arange(n_tokens)
+    array_index = (j // array_size) % n_arrays
+    column = j % array_size
+    if keys_on_columns:
+        gain = sample.gain[head][array_index, :, column]
+        shift = sample.vt_shift_V[head][array_index, :, column]
+    else:
+        gain = sample.gain[head][array_index, column, :]
+        shift = sample.vt_shift_V[head][array_index, column, :]
+    return gain, shift
+
+
+def simulate_attention(
+    q,
+    k,
+    v,
+    mode: str = "paper",
+    *,
+    model: HardwareModel | None = None,
+    fits_dir: str | Path | None = None,
+    config: SimulationConfig | None = None,
+) -> AttentionResult:
+    """Runs attention over Q, K, V ((T, D), (H, T, D) or (B, H, T, D)) in one of MODES.
+
+    `model` overrides the mode's default hardware model (e.g. a fitted model built in code).
+    """
+    config = config or SimulationConfig()
+    config.validate()
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    qd, kd, vd = prepare_inputs(q, k, v, config)
+    if mode == "ideal":
+        return ideal_attention(qd, kd, vd, config, output_shape=np.shape(q))
+    model = model or model_for_mode(mode, fits_dir)
+    return _simulate_hardware(qd, kd, vd, model, config, output_shape=np.shape(q))
+
+
+def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -> AttentionResult:
+    batch, heads, n_tokens, head_dim = qd.shape
+    dtype = np.dtype(config.dtype)
+    window = config.window or n_tokens
+    band = min(window, n_tokens)
+    a_size = config.array_size
+    block = max(a_size, (config.block_queries // a_size) * a_size)  # keys of a block align to tiles
+    decay_factor = (
+        model.resolve_decay_factor(config.decay_factor, config.token_period_s)
+        if config.decay
+        else 0.0
+    )
+    power_coefficients = model.cell.power_coefficients_A(model.read_on_V)
+    mismatch = None
+    if config.mismatch_seed is not None:
+        mismatch = draw_mismatch(model, config.mismatch_seed, heads, head_dim, config, window)
+
+    output = np.zeros((batch, heads, n_tokens, head_dim))
+    keep = config.keep_intermediates
+    n_slots = n_subtile_slots(n_tokens, window, a_size)
+    S = np.zeros((batch, heads, n_tokens, band), dtype=dtype) if keep else None
+    phi = np.zeros_like(S) if keep else None
+    subtiles = np.zeros((batch, heads, n_tokens, n_slots, head_dim), dtype=dtype) if keep else None
+    mask_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def window_mask(age_offset: int, n_q: int, n_k: int) -> np.ndarray:
+        key = (age_offset, n_q, n_k)
+        if key not in mask_cache:
+            age = age_offset + np.arange(n_q)[:, None] - np.arange(n_k)[None, :]
+            mask_cache[key] = ((age >= 0) & (age < window)).astype(dtype)
+        return mask_cache[key]
+
+    for h in range(heads):
+        k_gain = k_shift = v_gain = v_shift = None
+        if mismatch is not None:
+            k_gain, k_shift = _per_token(mismatch[0], h, n_tokens, True, a_size)
+            v_gain, v_shift = _per_token(mismatch[1], h, n_tokens, False, a_size)
+        for b in range(batch):
+            array_args = dict(
+                power_coefficients_A=power_coefficients,
+                v_mid_V=model.cell.v_mid_V,
+                decay_factor=decay_factor,
+                asymptote_V=model.decay.asymptote_V,
+                dtype=dtype,
+            )
+            k_array = GainCellArray(kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
+            v_array = GainCellArray(vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
+            widths = query_pulse_width_s(qd[b, h], model.charge_to_pulse.t_max_s).astype(dtype)
+            for t0 in range(0, n_tokens, block):
+                t1 = min(n_tokens, t0 + block)
+                n_q = t1 - t0
+                k0 = (max(0, t0 - window + 1) // a_size) * a_size
+                n_k = -(-(t1 - k0) // a_size) * a_size
+                mask = window_mask(t0 - k0, n_q, n_k)
+
+                charge = k_array.column_charges_C(widths[t0:t1], t0, k0, k0 + n_k)
+                score = model.readout.convert(charge, out=charge)
+                pulses = model.charge_to_pulse.convert(score)
+                pulses *= mask
+                subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
+                counts = model.output_converter.convert(
+                    subtile_charge, quantize=config.quantize_output, out=subtile_charge
+                )
+                # Sub-tiles outside a token's window get no pulses, so they add exactly zero.
+                output[b, h, t0:t1] = subtile_sum(counts, axis=0)
+
+                if keep:
+                    score *= mask
+                    offset = t0 - band + 1 - k0
+                    S[b, h, t0:t1] = _band_view(score, offset, band)
+                    phi[b, h, t0:t1] = _band_view(pulses, offset, band)
+                    t = np.arange(t0, t1)
+                    first = np.maximum(0, t - window + 1) // a_size
+                    count = t // a_size - first + 1
+                    slot = np.arange(n_slots)[None, :]
+                    index = np.minimum(first[:, None] - k0 // a_size + slot, counts.shape[0] - 1)
+                    gathered = counts.transpose(1, 0, 2)[np.arange(n_q)[:, None], index]
+                    gathered *= (slot < count[:, None])[..., None]
+                    subtiles[b, h, t0:t1] = gathered
+
+    return AttentionResult(
+        mode=model.name,
+        label=model.label,
+        output=output.reshape(output_shape),
+        window=window,
+        array_size=a_size,
+        decay_factor=decay_factor,
+        S=S,
+        phi=phi,
+        subtile_outputs=subtiles,
+    )
+
+
+def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None) -> AttentionResult:
+    """Softmax attention in float64 on the signed values: softmax(q (k-0.45)^T / sqrt(D)) (v-0.45).
+
+    Same causal sliding window; no decay and no nonlinearity. Computed in blocks of queries.
+    """
+    batch, heads, n_tokens, head_dim = qd.shape
+    window = config.window or n_tokens
+    band = min(window, n_tokens)
+    block = config.block_queries
+    keys = kd - PAPER.mid_rail_V
+    values = vd - PAPER.mid_rail_V
+    scale = 1.0 / math.sqrt(head_dim)
+    output = np.zeros((batch, heads, n_tokens, head_dim))
+    keep = config.keep_intermediates
+    S = np.zeros((batch, heads, n_tokens, band)) if keep else None
+    phi = np.zeros_like(S) if keep else None
+    for b in range(batch):
+        for h in range(heads):
+            for t0 in range(0, n_tokens, block):
+                t1 = min(n_tokens, t0 + block)
+                k0 = max(0, t0 - window + 1)
+                dots = qd[b, h, t0:t1] @ keys[b, h, k0:t1].T
+                age = np.arange(t0, t1)[:, None] - np.arange(k0, t1)[None, :]
+                inside = (age >= 0) & (age < window)
+                logits = np.where(inside, dots * scale, -np.inf)
+                logits -= logits.max(axis=1, keepdims=True)
+                weights = np.exp(logits)
+                weights /= weights.sum(axis=1, keepdims=True)
+                output[b, h, t0:t1] = weights @ values[b, h, k0:t1]
+                if keep:
+                    offset = t0 - band + 1 - k0
+                    S[b, h, t0:t1] = _band_view(np.where(inside, dots, 0.0), offset, band)
+                    phi[b, h, t0:t1] = _band_view(weights, offset, band)
+    return AttentionResult(
+        mode="ideal",
+        label="ideal (float64 softmax attention)",
+        output=output.reshape(output_shape or output.shape),
+        window=window,
+        array_size=config.array_size,
+        decay_factor=0.0,
+        S=S,
+        phi=phi,
+    )
+
+
+def compare_outputs(output: np.ndarray, reference: np.ndarray) -> dict:
+    """Accuracy of `output` against `reference`: RMSE, RMSE after the best single scale factor
+    (the hardware's output scale differs from softmax attention's), and per-token cosine similarity
+    over the head dimension (tokens where either vector is zero are left out and counted).
+    """
+    out = np.asarray(output, dtype=np.float64).reshape(-1, np.shape(output)[-1])
+    ref = np.asarray(reference, dtype=np.float64).reshape(out.shape)
+    rmse = float(np.sqrt(np.mean((out - ref) ** 2)))
+    denominator = float(np.sum(out * out))
+    best_scale = float(np.sum(out * ref) / denominator) if denominator > 0 else 0.0
+    rmse_scaled = float(np.sqrt(np.mean((best_scale * out - ref) ** 2)))
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    valid = norms > 0
+    cosine = np.sum(out * ref, axis=1)[valid] / norms[valid]
+    summary = {
+        "rmse": rmse,
+        "best_scale": best_scale,
+        "rmse_after_scale": rmse_scaled,
+        "cosine_mean": float(cosine.mean()) if cosine.size else float("nan"),
+        "cosine_median": float(np.median(cosine)) if cosine.size else float("nan"),
+        "cosine_min": float(cosine.min()) if cosine.size else float("nan"),
+        "tokens_compared": int(valid.sum()),
+        "tokens_with_zero_vector": int((~valid).sum()),
+    }
+    return summary
