@@ -38,3 +38,6 @@ from gcsim.simulate.cli import bench_simulate, simulate_group  # noqa: E402
 
 main.add_command(simulate_group)
 bench.add_command(bench_simulate, name="simulate")
+from gcsim.cli_run import run_command  # noqa: E402
+
+main.add_command(run_command)

@@ -1,0 +1,79 @@
+"""Headline figures of the gain-cell characterisation tables, for the one-screen summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MID_RAIL_V = 0.45
+
+
+def iv_figures(table: pd.DataFrame) -> dict[str, float]:
+    full = table[np.isclose(table["v_in_V"], table["v_in_V"].max())].sort_values("stored_voltage_V")
+    rest = table[np.isclose(table["v_in_V"], MID_RAIL_V)]
+    current = full["i_out_A"].to_numpy()
+    stored = full["stored_voltage_V"].to_numpy()
+    return {
+        "i_out_at_0V_A": float(current[0]),
+        "i_out_at_0p9V_A": float(current[-1]),
+        "zero_crossing_V": float(np.interp(0.0, current, stored)) if np.all(np.diff(current) > 0)
+        else float("nan"),
+        "monotonic": bool(np.all(np.diff(current) > 0)),
+        "max_abs_i_at_rest_A": float(rest["i_out_A"].abs().max()) if len(rest) else float("nan"),
+    }
+
+
+def pulse_figures(table: pd.DataFrame) -> dict[str, float]:
+    longest = table[table["t_pulse_s"] == table["t_pulse_s"].max()]
+    zero = table[table["t_pulse_s"] == table["t_pulse_s"].min()]
+    return {
+        "charge_min_C": float(longest["charge_C"].min()),
+        "charge_max_C": float(longest["charge_C"].max()),
+        "edge_charge_max_abs_C": float(zero["charge_C"].abs().max()),
+        "t_pulse_max_s": float(table["t_pulse_s"].max()),
+    }
+
+
+def retention_figures(table: pd.DataFrame) -> dict[str, float]:
+    """Time for the deviation from mid-rail to fall to 1/e, from the highest initial voltage."""
+    out = {}
+    top = table["initial_voltage_V"].max()
+    for temperature, group in table[np.isclose(table["initial_voltage_V"], top)].groupby(
+            "temperature_C"):
+        group = group.sort_values("time_s")
+        deviation = (group["stored_voltage_V"] - MID_RAIL_V).abs().to_numpy()
+        below = np.nonzero(deviation <= deviation[0] / np.e)[0]
+        out[f"t_1_over_e_from_{top:g}V_at_{temperature:g}C_s"] = (
+            float(group["time_s"].to_numpy()[below[0]]) if below.size else float("nan"))
+    return out
+
+
+def bitline_figures(table: pd.DataFrame) -> dict[str, float]:
+    """Largest relative change of the cell current per 10 mV of bitline movement."""
+    worst = 0.0
+    for _, group in table.groupby("stored_voltage_V"):
+        group = group.sort_values("v_bl_V")
+        current = group["i_out_A"].to_numpy()
+        nominal = np.interp(MID_RAIL_V, group["v_bl_V"], current)
+        slope = np.interp(MID_RAIL_V, group["v_bl_V"][1:], np.diff(current) / np.diff(group["v_bl_V"]))
+        if abs(nominal) > 1e-6:
+            worst = max(worst, abs(slope * 0.01 / nominal))
+    return {"max_rel_change_per_10mV": worst}
+
+
+FIGURES = {"gain_cell_iv": iv_figures, "gain_cell_pulse": pulse_figures,
+           "gain_cell_retention": retention_figures, "gain_cell_bitline": bitline_figures}
+
+
+def format_value(name: str, value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    for suffix, unit, scale in (("_A", "uA", 1e6), ("_C", "fC", 1e15), ("_s", "ms", 1e3),
+                                ("_V", "V", 1.0)):
+        if name.endswith(suffix):
+            if suffix == "_s" and abs(value) < 1e-6:
+                return f"{value * 1e9:.3g} ns"
+            return f"{value * scale:.4g} {unit}"
+    if name.startswith("max_rel"):
+        return f"{100 * value:.2f} %"
+    return f"{value:.4g}"
