@@ -226,9 +226,12 @@ def simulate_attention(
     config.validate()
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    qd, kd, vd = prepare_inputs(q, k, v, config)
     if mode == "ideal":
+        # The ideal reference sees the (clipped) values themselves, not their DAC levels.
+        exact = replace(config, quantize_inputs=False)
+        qd, kd, vd = prepare_inputs(q, k, v, exact)
         return ideal_attention(qd, kd, vd, config, output_shape=np.shape(q))
+    qd, kd, vd = prepare_inputs(q, k, v, config)
     model = model or model_for_mode(mode, fits_dir)
     return _simulate_hardware(qd, kd, vd, model, config, output_shape=np.shape(q))
 
@@ -329,7 +332,7 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
 def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None) -> AttentionResult:
     """Softmax attention in float64 on the signed values: softmax(q (k-0.45)^T / sqrt(D)) (v-0.45).
 
-    Same causal sliding window; no decay and no nonlinearity. Computed in blocks of queries.
+    Same causal sliding window; no DAC levels, decay or converters. Computed in blocks of queries.
     """
     batch, heads, n_tokens, head_dim = qd.shape
     window = config.window or n_tokens
