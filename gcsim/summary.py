@@ -73,6 +73,8 @@ def format_value(name: str, value) -> str:
         if name.endswith(suffix):
             if suffix == "_s" and abs(value) < 1e-6:
                 return f"{value * 1e9:.3g} ns"
+            if suffix == "_A" and abs(value) < 1e-9:
+                return f"{value * 1e12:.3g} pA"
             return f"{value * scale:.4g} {unit}"
     if name.startswith("max_rel"):
         return f"{100 * value:.2f} %"
