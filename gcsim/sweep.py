@@ -94,6 +94,11 @@ class Sweep:
             if grid_dc:
                 units.append(self._build(Unit(indexes, True)))
             else:
+                # Batch points whose later axes agree (pulse width, say): instances of one
+                # transient share its time steps, and every instance's own breakpoints force
+                # small steps on all of them, so like timings together keep runs short.
+                params = [a.param for a in spec.axes]
+                indexes = sorted(indexes, key=lambda i: [self.grid[i][p] for p in reversed(params)])
                 for start in range(0, len(indexes), spec.batch):
                     units.append(self._build(Unit(indexes[start:start + spec.batch], False)))
         return units
