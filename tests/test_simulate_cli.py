@@ -59,6 +59,7 @@ def test_save_and_plot(tmp_path):
         assert saved["subtile_outputs"].shape[:3] == (1, 2, 80)
         assert np.all(saved["phi"] >= 0) and np.all(saved["phi"] <= 15e-9)
         assert "ideal_output" in saved and "linear_output" in saved
+        np.testing.assert_array_equal(saved["first_key"], np.arange(80) - 48 + 1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -110,6 +111,7 @@ def test_missing_fits_bundle(tmp_path):
         (["--decay-factor", "1e-3", "--token-period", "1e-6"], "either"),
         (["--no-decay", "--decay-factor", "1e-3"], "--no-decay"),
         (["--q", "a.npy"], "all three"),
+        (["--mismatch-seed", "1"], "--mode fitted"),
     ],
 )
 def test_bad_options_give_one_line_errors(args, fragment):
@@ -134,3 +136,36 @@ def test_bench_json_small():
         assert entry["ratio_to_floor"] == pytest.approx(entry["time_s"] / report["floor_s"])
         assert entry["ratio_to_softmax"] == pytest.approx(entry["time_s"] / report["softmax_s"])
     assert "no fits bundle" in report["fitted"]["label"]
+
+
+def write_bundle(directory, mismatch=None):
+    """A fits bundle holding the published parameters (the schema of load_fitted_models)."""
+    from gcsim.simulate.models import PAPER
+
+    unit = PAPER.charge_unit_C
+    directory.mkdir()
+    files = {
+        "cell.json": {"coefficients_A": [c * 1e-6 for c in PAPER.cell_coefficients_uA]},
+        "decay.json": {"time_constant_s": 5e-3, "asymptote_V": 0.45},
+        "readout.json": {"gain": 1.0},
+        "charge_to_pulse.json": {"slope_s_per_C": 15e-9 / (80 * unit), "t_max_s": 15e-9},
+    }
+    if mismatch:
+        files["mismatch.json"] = mismatch
+    for name, content in files.items():
+        (directory / name).write_text(json.dumps(content))
+    return directory
+
+
+def test_fitted_mode_from_a_bundle_with_mismatch(tmp_path):
+    bundle = write_bundle(tmp_path / "fits", mismatch={"gain_sigma": 0.05, "vt_sigma_V": 0.01})
+    args = ["simulate", "attention", "--mode", "fitted", "--fits", str(bundle), *SMALL, "--json"]
+    first = json.loads(run(*args, "--mismatch-seed", "1").output)
+    again = json.loads(run(*args, "--mismatch-seed", "1").output)
+    plain = json.loads(run(*args).output)
+    assert first["accuracy"] == again["accuracy"] != plain["accuracy"]
+    assert first["label"].startswith("fitted (")
+    no_mismatch = write_bundle(tmp_path / "plain")
+    result = run("simulate", "attention", "--mode", "fitted", "--fits", str(no_mismatch),
+                 "--mismatch-seed", "1")  # fmt: skip
+    assert_one_line_error(result, "no mismatch distributions")

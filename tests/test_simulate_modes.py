@@ -85,6 +85,23 @@ def test_ideal_is_windowed_softmax_attention():
     np.testing.assert_allclose(r.phi[0, 0].sum(axis=1), 1.0)
 
 
+def test_cell_without_stored_value_dependence_ignores_decay_and_values():
+    # Only C_00: every cell sources the same current, so S = c * sum(q) * T_max for every key.
+    c_uA = 2.0
+    model = replace(
+        fitted_model_from_paper_coefficients(),
+        cell=PolynomialCell(coefficients_A=(c_uA * 1e-6,) + (0.0,) * 9),
+    )
+    rng = np.random.default_rng(12)
+    q, k, v = rng.random((20, 4)), rng.random((20, 4)) * 0.9, rng.random((20, 4)) * 0.9
+    config = SimulationConfig(decay_factor=0.3, **NO_QUANT)
+    r = simulate_attention(q, k, v, "fitted", model=model, config=config)
+    S = c_uA * q.sum(axis=1)
+    np.testing.assert_allclose(r.dense("S")[0, 0] / UNIT, np.tril(np.repeat(S[:, None], 20, 1)))
+    phi = np.minimum(S / 80, 1)
+    np.testing.assert_allclose(r.output, np.repeat((phi * np.arange(1, 21) * c_uA / 40)[:, None], 4, 1))
+
+
 # --- fitted mode -------------------------------------------------------------------------------
 
 

@@ -66,11 +66,12 @@ def _plot(path: str, result, q, k, v, ideal, seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     q4, k4 = as_4d(np.clip(q, 0, 1), "Q"), as_4d(np.clip(k, 0, PAPER.supply_V), "K")
-    keys = result.key_positions()
-    b, h, t, w = np.nonzero(np.broadcast_to(keys >= 0, result.S.shape))
-    pick = rng.choice(b.size, size=min(20000, b.size), replace=False)
-    b, h, t, w = b[pick], h[pick], t[pick], w[pick]
-    j = keys[t, w]
+    # Sample band entries at random rather than listing all of them: T x W can be 10^8.
+    flat = rng.integers(0, result.S.size, size=min(40000, result.S.size))
+    b, h, t, w = np.unravel_index(flat, result.S.shape)
+    j = t - result.band + 1 + w
+    inside = j >= 0
+    b, h, t, w, j = b[inside], h[inside], t[inside], w[inside], j[inside]
     ideal_dot = np.einsum("nd,nd->n", q4[b, h, t], k4[b, h, j] - PAPER.mid_rail_V)
     s_units = result.S[b, h, t, w] / result.charge_unit_C
 
@@ -128,6 +129,8 @@ def simulate_group() -> None:
               help="Decay exponent per token of age [mode default; paper 1.6e-4].")
 @click.option("--token-period", type=float, default=None,
               help="Token period in seconds; decay factor = period / retention time constant.")
+@click.option("--mismatch-seed", type=int, default=None,
+              help="Draw the fits bundle's per-cell mismatch once with this seed (fitted mode).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
 @click.option("--save", "save_path", type=str, default=None,
@@ -137,7 +140,7 @@ def simulate_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                      dtype, save_path, plot_path, as_json):  # fmt: skip
+                      mismatch_seed, dtype, save_path, plot_path, as_json):  # fmt: skip
     """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
 
     Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
@@ -162,7 +165,7 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
 
 def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                   dtype, save_path, plot_path, as_json) -> dict:  # fmt: skip
+                   mismatch_seed, dtype, save_path, plot_path, as_json) -> dict:  # fmt: skip
     files = [q_path, k_path, v_path]
     if any(files):
         if not all(files):
@@ -189,9 +192,13 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
     _positive("--decay-factor", decay_factor, allow_zero=True)
     _positive("--token-period", token_period)
     if mode == "fitted":
-        model_for_mode("fitted", fits_dir)  # fail fast on a missing bundle
+        model = model_for_mode("fitted", fits_dir)  # fail fast on a missing bundle
+        if mismatch_seed is not None and model.mismatch is None:
+            raise ValueError(f"the fits bundle {fits_dir} has no mismatch distributions")
     elif fits_dir is not None:
         raise ValueError(f"--fits is only used with --mode fitted, not {mode}")
+    elif mismatch_seed is not None:
+        raise ValueError("--mismatch-seed needs --mode fitted: mismatch comes from the fits bundle")
 
     config = SimulationConfig(
         window=window,
@@ -202,6 +209,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         decay=not no_decay,
         decay_factor=decay_factor,
         token_period_s=token_period,
+        mismatch_seed=mismatch_seed,
         keep_intermediates=bool(save_path or plot_path),
         dtype=dtype,
     )
@@ -224,6 +232,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         "quantized": not no_quantize,
         "clipped": not no_clip,
         "dtype": dtype,
+        "mismatch_seed": mismatch_seed,
         "output_range": [float(np.min(result.output)), float(np.max(result.output))],
         "accuracy": {n: compare_outputs(result.output, r.output) for n, r in references.items()},
     }
@@ -236,7 +245,8 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
             **{f"{n}_output": r.output for n, r in references.items()},
             "S": result.S,
             "phi": result.phi,
-            "key_positions": result.key_positions(),
+            # Band column w of token t holds key first_key[t] + w (negative: before the start).
+            "first_key": np.arange(result.n_tokens) - result.band + 1,
             "window": np.array(result.window),
             "array_size": np.array(result.array_size),
             "decay_factor": np.array(result.decay_factor),

@@ -377,15 +377,19 @@ class GainCellArray:
             if self._single_feature() and self.terms[0].feature is not None:
                 return products
             scales = self._query_scales(query_start, n_q, base)
-            out = np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
-            col = 0
-            for term, scale in zip(self.terms, scales):
-                width = 1 if term.constant is not None else self.head_dim
-                part = products[:, :, col : col + width]
-                if scale is not None:
-                    part = np.multiply(part, scale[None, :, None], out=part)
-                out += part
-                col += width
+            # A constant term can only be the m = 0 term, which comes first (one column).
+            first = 1 if self.terms[0].constant is not None else 0
+            n_arrays = len(self.terms) - first
+            if n_arrays == 0:
+                return np.repeat(products, self.head_dim, axis=2)
+            weights = np.stack(
+                [np.ones(n_q, self.dtype) if s is None else s for s in scales[first:]], axis=1
+            )
+            parts = products[:, :, first:].reshape(n_sub, n_q, n_arrays, self.head_dim)
+            # One pass over the products: sum_m scale_m[t] * P_m[s, t, :].
+            out = np.einsum("sqmd,qm->sqd", parts, weights)
+            if first:
+                out += products[:, :, :1]
             return out
         decay = self._decay_matrix(query_start, n_q, key_start, padded)
         keys = self._key_features(key_start, key_stop, None)
