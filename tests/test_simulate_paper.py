@@ -147,6 +147,7 @@ def test_float32_arrays_stay_close_to_float64():
     q, k, v = random_qkv(150, 16, seed=5)
     base = SimulationConfig(window=100, quantize_output=False)
     r64 = simulate_attention(q, k, v, "paper", config=base)
-    r32 = simulate_attention(q, k, v, "paper", config=SimulationConfig(**{**base.__dict__, "dtype": "float32"}))
+    single = SimulationConfig(**{**base.__dict__, "dtype": "float32"})
+    r32 = simulate_attention(q, k, v, "paper", config=single)
     np.testing.assert_allclose(r32.S, r64.S, rtol=1e-4, atol=1e-4 * np.abs(r64.S).max())
     np.testing.assert_allclose(r32.output, r64.output, atol=1e-4)

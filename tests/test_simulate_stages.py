@@ -70,7 +70,7 @@ def test_window_mask_is_causal_and_slides():
 
 
 def test_published_cell_curve():
-    # MISSION.md: about -10 µA at V_store = 0 and +10 µA at 0.9 V (V_in = 0.9 V), zero near 0.41 V.
+    # MISSION.md: about -10 µA at V_store = 0, +10 µA at 0.9 V (V_in = 0.9 V), zero near 0.41 V.
     cell = MODEL.cell
     assert -12e-6 < cell.current_A(0.0, 0.9) < -8e-6
     assert 8e-6 < cell.current_A(0.9, 0.9) < 12e-6

@@ -1,5 +1,5 @@
-"""Blocked attention on gain-cell arrays: runs the signal chain of `stages` over blocks of queries, so
-memory grows with tokens x window, and keeps S, phi and the per-sub-tile outputs for the caller.
+"""Blocked attention on gain-cell arrays: runs the signal chain of `stages` over blocks of queries,
+so memory grows with tokens x window, and keeps S, phi and the per-sub-tile outputs for the caller.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class SimulationConfig:
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if not integer or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
         if self.window is not None:
@@ -103,12 +104,13 @@ class AttentionResult:
         t = np.arange(self.n_tokens)
         first = np.maximum(0, t - self.window + 1) // self.array_size
         count = t // self.array_size - first + 1
-        n_slots = self.subtile_outputs.shape[-2] if self.subtile_outputs is not None else count.max()
+        kept = self.subtile_outputs
+        n_slots = kept.shape[-2] if kept is not None else count.max()
         s = np.arange(n_slots)[None, :]
         return np.where(s < count[:, None], first[:, None] + s, -1)
 
     def dense(self, name: str) -> np.ndarray:
-        """A band intermediate ('S' or 'phi') as a full (..., T, T) matrix, zero outside the window."""
+        """A band intermediate ('S' or 'phi') as a full (..., T, T) matrix, zero outside window."""
         values = getattr(self, name)
         if values is None:
             raise ValueError(f"{name} was not kept (keep_intermediates=False)")
@@ -171,7 +173,7 @@ def n_subtile_slots(n_tokens: int, window: int, array_size: int) -> int:
 
 
 def _band_view(block: np.ndarray, offset: int, width: int) -> np.ndarray:
-    """dest[r, w] = block[r, r + offset + w]: the diagonal band of a block, zero left of column 0."""
+    """dest[r, w] = block[r, r + offset + w]: a block's diagonal band, zero left of column 0."""
     if offset < 0:
         padded = np.zeros((block.shape[0], block.shape[1] - offset), dtype=block.dtype)
         padded[:, -offset:] = block

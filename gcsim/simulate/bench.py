@@ -133,7 +133,8 @@ def format_bench(result: dict) -> str:
         if name in result:
             entry = result[name]
             lines.append(
-                f"  {name:<15} {entry['time_s'] * 1e3:9.1f} ms  {entry['ratio_to_floor']:5.2f}x floor"
+                f"  {name:<15} {entry['time_s'] * 1e3:9.1f} ms"
+                f"  {entry['ratio_to_floor']:5.2f}x floor"
                 f"  {entry['ratio_to_softmax']:5.2f}x softmax  [{entry['dtype']}; {entry['label']}]"
             )
     lines.append(f"  best of {result['repeats']} interleaved repeats; target <= 2.5x floor")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import click
 import numpy as np
 
@@ -45,14 +43,17 @@ def _load_npy(path: str, name: str) -> np.ndarray:
 
 
 def _positive(name: str, value, allow_zero: bool = False):
-    if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 def _summary_line(name: str, metrics: dict) -> str:
     return (
         f"  vs {name:<7} RMSE {metrics['rmse']:.4g} (after best scale x{metrics['best_scale']:.3g}:"
-        f" {metrics['rmse_after_scale']:.4g});  cosine per token: mean {metrics['cosine_mean']:.4f},"
+        f" {metrics['rmse_after_scale']:.4g});"
+        f"  cosine per token: mean {metrics['cosine_mean']:.4f},"
         f" median {metrics['cosine_median']:.4f}, min {metrics['cosine_min']:.4f}"
         f" over {metrics['tokens_compared']} tokens"
     )
@@ -111,7 +112,8 @@ def simulate_group() -> None:
               help="Fits bundle directory (needed by --mode fitted).")
 @click.option("--q", "q_path", type=str, default=None, help="Queries .npy, values in [0, 1].")
 @click.option("--k", "k_path", type=str, default=None, help="Keys .npy, stored volts in [0, 0.9].")
-@click.option("--v", "v_path", type=str, default=None, help="Values .npy, stored volts in [0, 0.9].")
+@click.option("--v", "v_path", type=str, default=None,
+              help="Values .npy, stored volts in [0, 0.9].")
 @click.option("--tokens", type=int, default=None, help="Random inputs: tokens [256].")
 @click.option("--heads", type=int, default=None, help="Random inputs: heads [1].")
 @click.option("--dim", type=int, default=None, help="Random inputs: head dimension [64].")
@@ -171,7 +173,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         if not all(files):
             raise ValueError("give all three of --q, --k and --v, or none")
         if any(x is not None for x in (tokens, heads, dim)):
-            raise ValueError("--tokens/--heads/--dim make random inputs; do not mix with --q/--k/--v")
+            raise ValueError("--tokens/--heads/--dim make random inputs; not with --q/--k/--v")
         q, k, v = (_load_npy(p, n) for p, n in zip(files, "QKV"))
         check_shapes(q, k, v)
         source = "files"

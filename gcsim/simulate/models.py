@@ -129,7 +129,7 @@ class ExponentialDecay:
 
 @dataclass(frozen=True)
 class CellMismatch:
-    """Distributions of per-cell mismatch: relative current gain and threshold (stored-voltage) shift.
+    """Distributions of per-cell mismatch: relative current gain, threshold (stored-voltage) shift.
 
     `draw` samples one value per physical cell, once; the sample is then held for every token.
     """
@@ -284,7 +284,7 @@ FITS_FILES = ("cell.json", "decay.json", "readout.json", "charge_to_pulse.json")
 def load_fitted_models(directory: str | Path) -> HardwareModel:
     """Build the `fitted` mode's model from a fits bundle directory.
 
-    PROVISIONAL: the bundle schema belongs to the compact-models issue (4), which has not defined it.
+    PROVISIONAL: the bundle schema belongs to the compact-models issue (4), not yet defined.
     This function is the only place that reads it. Expected files (SI units):
       cell.json             {"coefficients_A": [...published triangular order...], "v_mid_V": 0.45,
                              "read_on_V": 0.9}
@@ -338,7 +338,9 @@ def load_fitted_models(directory: str | Path) -> HardwareModel:
         mismatch = None
         if (root / "mismatch.json").is_file():
             mm = read("mismatch.json")
-            mismatch = CellMismatch(float(mm.get("gain_sigma", 0.0)), float(mm.get("vt_sigma_V", 0.0)))
+            mismatch = CellMismatch(
+                float(mm.get("gain_sigma", 0.0)), float(mm.get("vt_sigma_V", 0.0))
+            )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, FitsBundleError):
             raise

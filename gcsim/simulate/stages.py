@@ -1,5 +1,5 @@
-"""The signal chain's stages, each a small function or object: DACs, pulses, gain-cell arrays, readout,
-HardSigmoid charge-to-pulse, signed conversion and the digital sub-tile sum. SI units throughout.
+"""The signal chain's stages, each a small function or object: DACs, pulses, gain-cell arrays,
+readout, HardSigmoid charge-to-pulse, signed conversion, digital sub-tile sum. SI units throughout.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 
 def quantize(x, lo: float, hi: float, levels: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -133,7 +132,7 @@ class ChargeToPulse:
 
 @dataclass(frozen=True)
 class SignedConverter:
-    """Signed charge-to-pulse converter and counter: A -> clip(A / full_scale, -1, 1), then quantised.
+    """Signed charge-to-pulse converter and counter: A -> clip(A / full_scale, -1, 1), quantised.
 
     Quantisation follows the published `step * round(x / step)` with step = 2 / (levels - 1).
     """
@@ -298,7 +297,8 @@ class GainCellArray:
 
     def _decay_matrix(self, query_start: int, n_queries: int, key_start: int, n_keys: int):
         age = np.subtract.outer(
-            np.arange(query_start, query_start + n_queries), np.arange(key_start, key_start + n_keys)
+            np.arange(query_start, query_start + n_queries),
+            np.arange(key_start, key_start + n_keys),
         )
         # Future keys (negative age) are masked by the caller; clamp so they cannot overflow.
         return np.exp(-self.decay_factor * np.maximum(age, 0)).astype(self.dtype)
@@ -309,7 +309,7 @@ class GainCellArray:
     def column_charges_C(
         self, pulse_widths_s: np.ndarray, query_start: int, key_start: int, key_stop: int
     ) -> np.ndarray:
-        """K array: charge on each key's column, Q[t, j] = sum_d width[t, d] * I(k[j, d], age t - j).
+        """K array: charge on each key's column, Q[t, j] = sum_d width[t, d] I(k[j, d], age t - j).
 
         `pulse_widths_s` is (n_queries, head_dim) for queries query_start...; keys past the end of
         the sequence give zero charge.
@@ -351,7 +351,7 @@ class GainCellArray:
     def row_charges_C(
         self, pulse_widths_s: np.ndarray, query_start: int, key_start: int, array_size: int
     ) -> np.ndarray:
-        """V array: per sub-tile charge A[s, t, d] = sum_{j in sub-tile s} width[t, j] I(v[j, d], t - j).
+        """V array: sub-tile charges A[s, t, d] = sum_{j in tile s} width[t, j] I(v[j, d], t - j).
 
         `pulse_widths_s` is (n_queries, n_keys) for keys key_start...; `key_start` must sit on a
         sub-tile boundary. Returns (n_subtiles, n_queries, head_dim).
@@ -370,11 +370,12 @@ class GainCellArray:
         if not self.terms:
             return np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
         tiles = widths.reshape(n_q, n_sub, array_size).transpose(1, 0, 2)  # (sub, query, key)
-        base = 0 if self._single_feature() else self._choose_base(query_start + n_q - 1, key_start, key_stop)
+        single = self._single_feature()
+        base = 0 if single else self._choose_base(query_start + n_q - 1, key_start, key_stop)
         if base is not None:
             keys = self._key_features(key_start, key_stop, base)
             products = tiles @ keys.reshape(n_sub, array_size, -1)  # (sub, query, N)
-            if self._single_feature() and self.terms[0].feature is not None:
+            if single and self.terms[0].feature is not None:
                 return products
             scales = self._query_scales(query_start, n_q, base)
             # A constant term can only be the m = 0 term, which comes first (one column).
