@@ -258,9 +258,10 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
     output = np.zeros((batch, heads, n_tokens, head_dim))
     keep = config.keep_intermediates
     n_slots = n_subtile_slots(n_tokens, window, a_size)
-    S = np.zeros((batch, heads, n_tokens, band), dtype=dtype) if keep else None
-    phi = np.zeros_like(S) if keep else None
-    subtiles = np.zeros((batch, heads, n_tokens, n_slots, head_dim), dtype=dtype) if keep else None
+    # Every entry of these is written block by block (zeros included), so no need to clear them.
+    S = np.empty((batch, heads, n_tokens, band), dtype=dtype) if keep else None
+    phi = np.empty_like(S) if keep else None
+    subtiles = np.empty((batch, heads, n_tokens, n_slots, head_dim), dtype=dtype) if keep else None
     mask_cache: dict[tuple[int, int, int], np.ndarray] = {}
 
     def window_mask(age_offset: int, n_q: int, n_k: int) -> np.ndarray:
