@@ -231,7 +231,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         "window": result.window,
         "array_size": result.array_size,
         "decay_factor": result.decay_factor,
-        "quantized": not no_quantize,
+        "quantized": not no_quantize and mode != "ideal",  # ideal never sees DAC levels
         "clipped": not no_clip,
         "dtype": dtype,
         "mismatch_seed": mismatch_seed,
