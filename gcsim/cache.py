@@ -47,6 +47,7 @@ class ResultCache:
         if not self.enabled:
             return
         path = self._path(key)
+        temporary = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -55,7 +56,5 @@ class ResultCache:
             os.replace(temporary, path)
         except OSError:
             # The cache is an optimisation; a read-only or full cache folder must not fail a sweep.
-            try:
+            if temporary and os.path.exists(temporary):
                 os.unlink(temporary)
-            except (OSError, UnboundLocalError):
-                pass

@@ -9,13 +9,14 @@ fails only when the analysis did not produce its vectors.
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -166,8 +167,8 @@ def _context():
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
-def run_many(requests: Iterable[RunRequest], workers: int = 1,
-             on_start: Callable[[RunRequest], None] | None = None) -> Iterator[tuple[RunRequest, RunResult]]:
+def run_many(requests: Iterable[RunRequest],
+             workers: int = 1) -> Iterator[tuple[RunRequest, RunResult]]:
     """Run requests in up to ``workers`` fresh processes at once; yield results as they end.
 
     A run over its ``timeout_s`` is killed and reported as ``timeout``; a process that dies
@@ -191,8 +192,6 @@ def run_many(requests: Iterable[RunRequest], workers: int = 1,
                 process.start()
                 sender.close()
                 running[receiver] = (request, process, time.monotonic() + request.timeout_s)
-                if on_start:
-                    on_start(request)
             if not running:
                 return
             deadline = min(limit for _, _, limit in running.values())
@@ -227,8 +226,10 @@ def run_many(requests: Iterable[RunRequest], workers: int = 1,
             receiver.close()
 
 
+@functools.lru_cache(maxsize=1)
 def ngspice_version() -> str:
-    """The version line of the ngspice shared library, read in a throwaway process."""
+    """The version line of the ngspice shared library, read once per process in a
+    throwaway worker (so `gcsim run` probes once for all its specs)."""
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_version_worker, args=(sender,), daemon=True)

@@ -59,6 +59,7 @@ class Sweep:
                 raise SpecError(f"--set {name}: that parameter is swept by the spec")
         self.template.check_params({axis.param: axis.values[0] for axis in spec.axes})
         self.models = models_module.resolve(models or spec.models)
+        self.model_hashes = self.models.file_hashes()
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.cache = cache if cache is not None else ResultCache()
         self.progress = progress
@@ -141,7 +142,7 @@ class Sweep:
             if spec.analysis == "tran":
                 unit.vectors.append("time")
         unit.key = run_key(netlist=unit.netlist, vectors=unit.vectors,
-                           models=self.models.file_hashes(), ngspice=self.ngspice,
+                           models=self.model_hashes, ngspice=self.ngspice,
                            ngbehavior=self.models.ngbehavior)
         return unit
 
@@ -282,7 +283,7 @@ class Sweep:
             "overrides": self.overrides,
             "parameters": {**self.template.defaults, **self.fixed},
             "models": self.models.name,
-            "model_files_sha256": self.models.file_hashes(),
+            "model_files_sha256": self.model_hashes,
             "netlist": str(self.template.path),
             "netlist_sha256": text_hash(base),
             "analysis": self.spec.analysis,
@@ -304,12 +305,12 @@ def _progress(total: int, name: str, enabled: bool | None):
 def write_outputs(result: SweepResult, output: Path, fmt: str) -> Path:
     """Write the table and its sidecar atomically: a failure leaves any old files intact."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     sidecar = output.with_suffix(".json")
     metadata = {**result.metadata, "table": str(output.name),
                 "columns": list(result.table.columns), "rows": int(len(result.table))}
     temporaries = []
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         handle, table_tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
         os.close(handle)
         temporaries.append(table_tmp)

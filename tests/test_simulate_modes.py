@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from gcsim.simulate import (
-    PAPER,
     CellMismatch,
     FitsBundleError,
     SimulationConfig,
@@ -16,7 +15,7 @@ from gcsim.simulate import (
     load_fitted_models,
     simulate_attention,
 )
-from gcsim.simulate.models import ChargeToPulse, ExponentialDecay, PolynomialCell, Readout
+from gcsim.simulate.models import PolynomialCell
 
 UNIT = 1e-6 * 15e-9  # the published charge unit, 1 µA x T_max
 C = [0.17393044, 0.15653739, 0.14088365, 0.12679529, 5.51975209,

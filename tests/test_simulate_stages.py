@@ -11,7 +11,6 @@ from gcsim.simulate import (
     InputDAC,
     PolynomialCell,
     Readout,
-    SignedConverter,
     paper_model,
     quantize,
     query_pulse_width_s,

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from gcsim import engine, paths, spec
-from gcsim.cache import ResultCache
 from gcsim.errors import NgspiceUnavailable, SpecError
 from gcsim.sweep import Sweep, write_outputs
 
@@ -49,8 +48,8 @@ def test_cache_hit_on_unchanged_sweep():
 def test_resume_after_interrupt(monkeypatch, tmp_path):
     real_run_many = engine.run_many
 
-    def interrupted(requests, workers=1, on_start=None):
-        for count, item in enumerate(real_run_many(requests, 1, on_start)):
+    def interrupted(requests, workers=1):
+        for count, item in enumerate(real_run_many(requests, 1)):
             yield item
             if count == 0:
                 raise KeyboardInterrupt

@@ -6,6 +6,8 @@ same generic objects, so a fits bundle only has to supply their parameters.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -239,17 +241,11 @@ def linear_model(constants: PublishedConstants = PAPER) -> HardwareModel:
     gain = linear_gain_A_per_V(paper.cell, constants.read_on_V, constants.mid_rail_V)
     # In the published basis, the only term is (i, j) = (1, 0): I = C_10 * x.
     coefficients = (0.0, 0.0, 0.0, 0.0, gain, 0.0, 0.0, 0.0, 0.0, 0.0)
-    return HardwareModel(
+    return dataclasses.replace(
+        paper,
         name="linear",
         label=f"linear (I = {gain / MICROAMPERE:.2f} µA/V x (V_store - 0.45 V))",
         cell=PolynomialCell(coefficients_A=coefficients, v_mid_V=constants.mid_rail_V),
-        decay=paper.decay,
-        readout=paper.readout,
-        charge_to_pulse=paper.charge_to_pulse,
-        output_converter=paper.output_converter,
-        read_on_V=constants.read_on_V,
-        default_decay_factor=constants.decay_factor,
-        default_token_period_s=constants.token_period_s,
         notes={"linear_gain_A_per_V": gain},
     )
 
@@ -259,18 +255,11 @@ def fitted_model_from_paper_coefficients(constants: PublishedConstants = PAPER) 
 
     The decay comes from the time constant and token period, as it would from a bundle.
     """
-    paper = paper_model(constants)
-    return HardwareModel(
+    return dataclasses.replace(
+        paper_model(constants),
         name="fitted",
         label="fitted (paper coefficients; no fits bundle)",
-        cell=paper.cell,
-        decay=paper.decay,
-        readout=paper.readout,
-        charge_to_pulse=paper.charge_to_pulse,
-        output_converter=paper.output_converter,
-        read_on_V=constants.read_on_V,
         default_decay_factor=None,
-        default_token_period_s=constants.token_period_s,
     )
 
 
