@@ -41,3 +41,8 @@ bench.add_command(bench_simulate, name="simulate")
 from gcsim.cli_run import run_command  # noqa: E402
 
 main.add_command(run_command)
+from gcsim.cli_fit import export_group, fit_command, regen_command  # noqa: E402
+
+main.add_command(fit_command)
+main.add_command(regen_command)
+main.add_command(export_group)

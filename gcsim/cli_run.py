@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from gcsim import paths, spec as spec_module
-from gcsim.cache import ResultCache
+from gcsim import paths
 from gcsim.errors import GcsimError
 
 
@@ -24,38 +23,45 @@ from gcsim.errors import GcsimError
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="ngspice worker processes at once (default: cores).")
 def run_command(spec_dir, out_dir, models, jobs):
-    """Run the main job: every characterisation sweep, then a one-screen summary.
+    """Run the main job: every characterisation sweep, every fit, then a one-screen summary.
 
-    Tables land in OUT/sweeps/ (Parquet, with a JSON sidecar each); unchanged sweeps come
+    Tables land in OUT/sweeps/ (Parquet, with a JSON sidecar each), fits and their plots in
+    OUT/fits/ (the committed fits/ is only rewritten by `gcsim regen`). Unchanged sweeps come
     from the cache.
 
     \b
     Example:
       gcsim run --out reports
     """
+    from gcsim.pipeline import fit_all, headline, run_sweeps
     from gcsim.summary import FIGURES, format_value
-    from gcsim.sweep import Sweep, write_outputs
 
-    specs = sorted(spec_dir.glob("*.toml"))
-    if not specs:
-        raise click.ClickException(f"no *.toml specs in {spec_dir}")
     started = time.perf_counter()
     summary_rows = []
+
+    def swept(outcome):
+        stats = outcome.stats
+        click.echo(f"swept {outcome.spec.name:32s} {outcome.rows:6d} rows  {outcome.failed:3d} "
+                   f"failed  {stats['runs']:3d} runs {stats['cache_hits']:3d} cached  "
+                   f"{stats['elapsed_s']:6.1f} s  -> {outcome.table}")
+        figures = FIGURES.get(outcome.spec.stem)
+        if figures and outcome.rows:
+            table = pd.read_parquet(outcome.table)
+            for name, value in figures(table).items():
+                summary_rows.append({"stage": outcome.spec.stem, "figure": name,
+                                     "value": format_value(name, value)})
+
+    def fitted(outcome):
+        for label, value in headline(outcome):
+            summary_rows.append({"stage": f"fit {outcome.name}", "figure": label.strip(),
+                                 "value": value})
+
     try:
-        for path in specs:
-            spec = spec_module.load(path)
-            result = Sweep(spec, models=models, workers=jobs, cache=ResultCache()).run()
-            output = out_dir / "sweeps" / f"{path.stem}.parquet"
-            write_outputs(result, output, "parquet")
-            stats = result.metadata["stats"]
-            click.echo(f"swept {path.name:28s} {len(result.table):6d} rows  "
-                       f"{len(result.failures):3d} failed  {stats['runs']:3d} runs "
-                       f"{stats['cache_hits']:3d} cached  {stats['elapsed_s']:6.1f} s  -> {output}")
-            figures = FIGURES.get(path.stem)
-            if figures and len(result.table):
-                for name, value in figures(result.table).items():
-                    summary_rows.append({"sweep": path.stem, "figure": name,
-                                         "value": format_value(name, value)})
+        if not sorted(spec_dir.glob("*.toml")):
+            raise GcsimError(f"no *.toml specs in {spec_dir}")
+        run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
+        fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
+                on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"))
     except GcsimError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     except KeyboardInterrupt:
@@ -64,6 +70,6 @@ def run_command(spec_dir, out_dir, models, jobs):
     if summary_rows:
         table = pd.DataFrame(summary_rows)
         table.to_csv(out_dir / "summary.csv", index=False)
-        click.echo("\nGain-cell characterisation (models: "
-                   f"{models or 'builtin'}), {time.perf_counter() - started:.1f} s")
+        click.echo(f"\nCharacterisation and fits (models: {models or 'builtin'}), "
+                   f"{time.perf_counter() - started:.1f} s; fits and plots in {out_dir / 'fits'}")
         click.echo(table.to_string(index=False))

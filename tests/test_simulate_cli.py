@@ -139,22 +139,16 @@ def test_bench_json_small():
 
 
 def write_bundle(directory, mismatch=None):
-    """A fits bundle holding the published parameters (the schema of load_fitted_models)."""
+    """A fits bundle holding the published parameters."""
+    from gcsim.fit.bundle import write_parameter_bundle
     from gcsim.simulate.models import PAPER
 
     unit = PAPER.charge_unit_C
-    directory.mkdir()
-    files = {
-        "cell.json": {"coefficients_A": [c * 1e-6 for c in PAPER.cell_coefficients_uA]},
-        "decay.json": {"time_constant_s": 5e-3, "asymptote_V": 0.45},
-        "readout.json": {"gain": 1.0},
-        "charge_to_pulse.json": {"slope_s_per_C": 15e-9 / (80 * unit), "t_max_s": 15e-9},
-    }
     if mismatch:
-        files["mismatch.json"] = mismatch
-    for name, content in files.items():
-        (directory / name).write_text(json.dumps(content))
-    return directory
+        mismatch = (mismatch["gain_sigma"], mismatch["vt_sigma_V"])
+    return write_parameter_bundle(
+        directory, [c * 1e-6 for c in PAPER.cell_coefficients_uA], time_constant_s=5e-3,
+        asymptote_V=0.45, slope_s_per_C=15e-9 / (80 * unit), t_max_s=15e-9, mismatch=mismatch)
 
 
 def test_fitted_mode_from_a_bundle_with_mismatch(tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from gcsim.fit.bundle import write_parameter_bundle
 from gcsim.simulate import (
     CellMismatch,
     FitsBundleError,
@@ -107,21 +108,16 @@ def test_cell_without_stored_value_dependence_ignores_decay_and_values():
 
 def write_bundle(directory, coefficients_uA=C, time_constant_s=5e-3, asymptote_V=0.45,
                  readout=None, c2p=None, mismatch=None):  # fmt: skip
-    directory.mkdir(exist_ok=True)
-    files = {
-        "cell.json": {"coefficients_A": [c * 1e-6 for c in coefficients_uA], "v_mid_V": 0.45,
-                      "read_on_V": 0.9},
-        "decay.json": {"time_constant_s": time_constant_s, "asymptote_V": asymptote_V,
-                       "token_period_s": 0.8e-6},
-        "readout.json": readout or {"gain": 1.0, "offset_C": 0.0, "saturation_C": None},
-        "charge_to_pulse.json": c2p or {"slope_s_per_C": 15e-9 / (80 * UNIT), "offset_C": 0.0,
-                                        "t_max_s": 15e-9},
-    }  # fmt: skip
+    readout = readout or {}
     if mismatch:
-        files["mismatch.json"] = mismatch
-    for name, content in files.items():
-        (directory / name).write_text(json.dumps(content))
-    return directory
+        mismatch = (mismatch["gain_sigma"], mismatch["vt_sigma_V"])
+    c2p = c2p or {"slope_s_per_C": 15e-9 / (80 * UNIT), "offset_C": 0.0, "t_max_s": 15e-9}
+    return write_parameter_bundle(
+        directory, [c * 1e-6 for c in coefficients_uA], time_constant_s=time_constant_s,
+        asymptote_V=asymptote_V, slope_s_per_C=c2p["slope_s_per_C"], t_max_s=c2p["t_max_s"],
+        c2p_offset_C=c2p["offset_C"], readout_gain=readout.get("gain", 1.0),
+        readout_offset_C=readout.get("offset_C", 0.0), saturation_C=readout.get("saturation_C"),
+        mismatch=mismatch)
 
 
 def test_fitted_bundle_with_published_parameters_reproduces_paper(tmp_path):
@@ -191,15 +187,20 @@ def test_missing_or_malformed_fits_bundle_gives_clear_errors(tmp_path):
         simulate_attention(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), "fitted")
     partial = tmp_path / "partial"
     partial.mkdir()
-    (partial / "cell.json").write_text("{}")
+    (partial / "nonlinearity.json").write_text("{}")
     with pytest.raises(FitsBundleError, match="missing decay.json"):
         load_fitted_models(partial)
     bundle = write_bundle(tmp_path / "bad")
-    (bundle / "cell.json").write_text(json.dumps({"coefficients_A": [1.0, 2.0]}))
+    record = json.loads((bundle / "nonlinearity.json").read_text())
+    record["parameters"]["coefficients"]["value"] = [1.0, 2.0]
+    (bundle / "nonlinearity.json").write_text(json.dumps(record))
     with pytest.raises(FitsBundleError, match="triangular"):
         load_fitted_models(bundle)
-    (bundle / "cell.json").write_text("not json")
-    with pytest.raises(FitsBundleError, match="cannot read"):
+    (bundle / "decay.json").write_text("{not json")
+    with pytest.raises(FitsBundleError, match="not valid JSON"):
+        load_fitted_models(bundle)
+    (bundle / "decay.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(FitsBundleError, match="not a gcsim fit file"):
         load_fitted_models(bundle)
 
 

@@ -287,6 +287,9 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
             k_array = GainCellArray(kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
             v_array = GainCellArray(vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
             widths = query_pulse_width_s(qd[b, h], model.charge_to_pulse.t_max_s).astype(dtype)
+            edge = model.pulse_edge_time_s
+            if edge:
+                widths += edge * (widths > 0)
             for t0 in range(0, n_tokens, block):
                 t1 = min(n_tokens, t0 + block)
                 n_q = t1 - t0
@@ -298,7 +301,8 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
                 score = model.readout.convert(charge, out=charge)
                 pulses = model.charge_to_pulse.convert(score)
                 pulses *= mask
-                subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
+                drive = pulses + edge * (pulses > 0) if edge else pulses
+                subtile_charge = v_array.row_charges_C(drive, t0, k0, a_size)
                 counts = model.output_converter.convert(
                     subtile_charge, quantize=config.quantize_output, out=subtile_charge
                 )

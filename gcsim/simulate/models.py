@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +167,8 @@ class HardwareModel:
     default_decay_factor: float | None = None  # used when neither factor nor period is given
     default_token_period_s: float = PAPER.token_period_s
     mismatch: CellMismatch | None = None
+    # The charge a pulse's two edges add, as extra width on every pulse that is on at all.
+    pulse_edge_time_s: float = 0.0
     notes: dict = field(default_factory=dict)
 
     def resolve_decay_factor(
@@ -267,88 +268,15 @@ class FitsBundleError(ValueError):
     """The fits bundle is missing or malformed."""
 
 
-FITS_FILES = ("cell.json", "decay.json", "readout.json", "charge_to_pulse.json")
-
-
 def load_fitted_models(directory: str | Path) -> HardwareModel:
-    """Build the `fitted` mode's model from a fits bundle directory.
-
-    PROVISIONAL: the bundle schema belongs to the compact-models issue (4), not yet defined.
-    This function is the only place that reads it. Expected files (SI units):
-      cell.json             {"coefficients_A": [...published triangular order...], "v_mid_V": 0.45,
-                             "read_on_V": 0.9}
-      decay.json            {"time_constant_s": ..., "asymptote_V": ..., "token_period_s": ...?}
-      readout.json          {"gain": ..., "offset_C": ..., "saturation_C": ... or null}
-      charge_to_pulse.json  {"slope_s_per_C": ..., "offset_C": ..., "t_max_s": ...}
-      output_converter.json {"full_scale_C": ..., "levels": 32}           (optional)
-      mismatch.json         {"gain_sigma": ..., "vt_sigma_V": ...}          (optional)
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise FitsBundleError(f"fits bundle not found: {root} is not a directory")
-    missing = [name for name in FITS_FILES if not (root / name).is_file()]
-    if missing:
-        raise FitsBundleError(f"fits bundle {root} is missing {', '.join(missing)}")
-
-    def read(name: str) -> dict:
-        try:
-            return json.loads((root / name).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FitsBundleError(f"cannot read {root / name}: {exc}") from None
+    """Build the `fitted` mode's model from a fits bundle directory (see gcsim.fit.bundle)."""
+    from gcsim.fit.bundle import load_bundle
+    from gcsim.fit.schema import FitFileError
 
     try:
-        cell_json, decay_json = read("cell.json"), read("decay.json")
-        readout_json, c2p_json = read("readout.json"), read("charge_to_pulse.json")
-        cell = PolynomialCell(
-            coefficients_A=tuple(float(c) for c in cell_json["coefficients_A"]),
-            v_mid_V=float(cell_json.get("v_mid_V", PAPER.mid_rail_V)),
-        )
-        _ = cell.degree  # validates the number of coefficients
-        decay = ExponentialDecay(
-            time_constant_s=float(decay_json["time_constant_s"]),
-            asymptote_V=float(decay_json.get("asymptote_V", cell.v_mid_V)),
-        )
-        saturation = readout_json.get("saturation_C")
-        readout = Readout(
-            gain=float(readout_json.get("gain", 1.0)),
-            offset_C=float(readout_json.get("offset_C", 0.0)),
-            saturation_C=None if saturation is None else float(saturation),
-        )
-        c2p = ChargeToPulse(
-            slope_s_per_C=float(c2p_json["slope_s_per_C"]),
-            offset_C=float(c2p_json.get("offset_C", 0.0)),
-            t_max_s=float(c2p_json.get("t_max_s", PAPER.pulse_max_s)),
-        )
-        if (root / "output_converter.json").is_file():
-            oc = read("output_converter.json")
-            out = SignedConverter(float(oc["full_scale_C"]), int(oc.get("levels", 32)))
-        else:
-            out = _published_readout_chain()[2]
-        mismatch = None
-        if (root / "mismatch.json").is_file():
-            mm = read("mismatch.json")
-            mismatch = CellMismatch(
-                float(mm.get("gain_sigma", 0.0)), float(mm.get("vt_sigma_V", 0.0))
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, FitsBundleError):
-            raise
-        raise FitsBundleError(f"malformed fits bundle {root}: {exc!r}") from None
-    if decay.time_constant_s <= 0 or c2p.slope_s_per_C <= 0 or c2p.t_max_s <= 0:
-        raise FitsBundleError(f"malformed fits bundle {root}: non-positive time constant or slope")
-    return HardwareModel(
-        name="fitted",
-        label=f"fitted ({root})",
-        cell=cell,
-        decay=decay,
-        readout=readout,
-        charge_to_pulse=c2p,
-        output_converter=out,
-        read_on_V=float(cell_json.get("read_on_V", PAPER.read_on_V)),
-        default_decay_factor=None,
-        default_token_period_s=float(decay_json.get("token_period_s", PAPER.token_period_s)),
-        mismatch=mismatch,
-    )
+        return load_bundle(directory).hardware_model()
+    except FitFileError as exc:
+        raise FitsBundleError(str(exc)) from None
 
 
 def model_for_mode(mode: str, fits_dir: str | Path | None = None) -> HardwareModel:

@@ -1,0 +1,76 @@
+"""The fit kinds: what each needs from a table, how it is fitted, and what its file must hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "nonlinearity": ("coefficients", "exponents", "order", "v_mid", "read_on_level"),
+    "charge_per_pulse": ("current_coefficients", "edge_charge_coefficients", "edge_time",
+                         "coefficients", "order", "v_mid", "read_on_level"),
+    "decay": ("time_constant", "asymptote", "law_time_constant", "law_asymptote",
+              "law_voltage_scale", "nominal_temperature"),
+    "sense_amp": ("gain", "offset", "linear_range_low", "linear_range_high", "saturation_low",
+                  "saturation_high", "saturation_charge_low", "saturation_charge_high"),
+    "charge_to_pulse": ("slope", "offset", "t_max", "saturation_charge"),
+    "signed_converter": ("full_scale", "slope", "t_max", "levels"),
+    "mismatch": ("current_sigma_rel", "stored_voltage_shift_sigma"),
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    columns: tuple[str, ...]            # table columns the fitter reads
+    optional_columns: tuple[str, ...]
+    sweep: str                          # the characterisation spec `gcsim regen` fits it on
+    summary: str
+    fitter: Callable = field(repr=False, default=None)
+
+
+def _kinds() -> dict[str, Kind]:
+    from gcsim.fit import cell, decay, mismatch, periphery
+
+    return {k.name: k for k in (
+        Kind("nonlinearity", ("stored_voltage_V", "v_in_V", "i_out_A"), (), "gain_cell_iv",
+             "cell current over stored and read voltage (published polynomial basis)",
+             cell.fit_nonlinearity),
+        Kind("charge_per_pulse", ("stored_voltage_V", "t_pulse_s", "charge_C"), (),
+             "gain_cell_pulse", "charge of one read pulse: current x width + edge charge",
+             cell.fit_charge_per_pulse),
+        Kind("decay", ("initial_voltage_V", "time_s", "stored_voltage_V"), ("temperature_C",),
+             "gain_cell_retention", "stored-voltage retention: time constant and asymptote",
+             decay.fit_decay),
+        Kind("sense_amp", ("charge_in_C", "v_out_V"), ("bitline_excursion_V", "energy_J"),
+             "sense_amp_transfer", "column readout: gain, offset, linear range, saturation",
+             periphery.fit_sense_amp),
+        Kind("charge_to_pulse", ("charge_in_C", "pulse_width_s"),
+             ("comparator_delay_s", "energy_J"), "charge_to_pulse_transfer",
+             "HardSigmoid charge-to-pulse: slope, offset, T_max, S_sat",
+             periphery.fit_charge_to_pulse),
+        Kind("signed_converter", ("charge_in_C", "pulse_width_s"), ("count", "energy_J"),
+             "signed_converter_transfer", "signed output converter: full scale and levels",
+             periphery.fit_signed_converter),
+        Kind("mismatch", ("mc_run", "stored_voltage_V", "i_out_A"), ("v_in_V",),
+             "gain_cell_mismatch", "Monte Carlo spread of the cell current",
+             mismatch.fit_mismatch),
+    )}
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def get(name: str) -> Kind:
+    if not KINDS:
+        KINDS.update(_kinds())
+    from gcsim.fit.numerics import FitError
+
+    if name not in KINDS:
+        raise FitError(f"unknown fit kind {name!r} (choose {', '.join(REQUIRED_PARAMETERS)})")
+    return KINDS[name]
+
+
+def all_kinds() -> list[Kind]:
+    get("nonlinearity")
+    return list(KINDS.values())

@@ -1,0 +1,176 @@
+"""One PNG per fit: the data against the fitted model, and the residuals."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gcsim.fit.schema import FitRecord  # noqa: E402
+
+
+def plot_fit(record: FitRecord, table: pd.DataFrame, path: Path) -> Path:
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 2]})
+    DRAW[record.kind](record, table, top, bottom)
+    top.legend(fontsize=7, loc="best")
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    bottom.axhline(0, color="k", lw=0.5)
+    metrics = record.metrics
+    headline = ", ".join(f"{k} {metrics[k]:.3g}" for k in ("r2", "rmse_pct_fs",
+                                                          "max_error_pct_fs") if k in metrics)
+    figure.suptitle(f"{record.kind}: {headline}", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _subset(values, count=6):
+    values = np.unique(values)
+    return values[np.linspace(0, values.size - 1, min(count, values.size)).astype(int)]
+
+
+def _nonlinearity(record, table, top, bottom):
+    from gcsim.fit.cell import CellNonlinearity
+
+    model = CellNonlinearity.from_record(record)
+    lo, hi = model.v_in_range_V
+    rows = table[(table["v_in_V"] >= lo - 1e-9) & (table["v_in_V"] <= hi + 1e-9)]
+    fs = record.metrics["full_scale_A"]
+    for v_in in _subset(rows["v_in_V"]):
+        group = rows[np.isclose(rows["v_in_V"], v_in)].sort_values("stored_voltage_V")
+        fit = model.current_A(group["stored_voltage_V"], group["v_in_V"], clamp=True)
+        line, = top.plot(group["stored_voltage_V"], fit * 1e6, lw=1.2, label=f"fit V_in={v_in:.3g}")
+        top.plot(group["stored_voltage_V"], group["i_out_A"] * 1e6, ".", ms=3,
+                 color=line.get_color())
+        bottom.plot(group["stored_voltage_V"], 100 * (fit - group["i_out_A"]) / fs,
+                    color=line.get_color(), lw=1)
+    top.set_ylabel("cell current (µA)")
+    bottom.set_ylabel("fit - SPICE (% FS)")
+    bottom.set_xlabel("stored voltage (V)")
+
+
+def _charge_per_pulse(record, table, top, bottom):
+    from gcsim.fit.cell import ChargePerPulse
+
+    model = ChargePerPulse.from_record(record)
+    fs = record.metrics["full_scale_C"]
+    for v in _subset(table["stored_voltage_V"], 7):
+        group = table[np.isclose(table["stored_voltage_V"], v)].sort_values("t_pulse_s")
+        fit = model.charge_C(group["stored_voltage_V"], group["t_pulse_s"], clamp=True)
+        line, = top.plot(group["t_pulse_s"] * 1e9, fit * 1e15, lw=1.2, label=f"V_store={v:.2f}")
+        top.plot(group["t_pulse_s"] * 1e9, group["charge_C"] * 1e15, ".", ms=4,
+                 color=line.get_color())
+        bottom.plot(group["t_pulse_s"] * 1e9, 100 * (fit - group["charge_C"]) / fs,
+                    color=line.get_color(), lw=1)
+    top.set_ylabel("charge per pulse (fC)")
+    bottom.set_ylabel("fit - SPICE (% FS)")
+    bottom.set_xlabel("pulse width (ns)")
+
+
+def _decay(record, table, top, bottom):
+    from gcsim.fit.decay import DecayLaw, exponential_law
+
+    nominal = record.value("nominal_temperature")
+    if "temperature_C" in table:
+        table = table[np.isclose(table["temperature_C"], nominal)]
+    law = DecayLaw.from_record(record)
+    tau, asym = record.value("time_constant"), record.value("asymptote")
+    for v0 in np.unique(table["initial_voltage_V"]):
+        group = table[np.isclose(table["initial_voltage_V"], v0)].sort_values("time_s")
+        t = group["time_s"].to_numpy()
+        fit = law.stored_voltage_V(group["initial_voltage_V"], t, clamp=True)
+        line, = top.plot(t * 1e3, fit, lw=1.2, label=f"V0={v0:.2f}")
+        top.plot(t * 1e3, group["stored_voltage_V"], ".", ms=3, color=line.get_color())
+        top.plot(t * 1e3, exponential_law(v0, t, asym, tau), ":", lw=1, color=line.get_color())
+        bottom.plot(t * 1e3, 1e3 * (fit - group["stored_voltage_V"]), color=line.get_color(),
+                    lw=1)
+    top.set_ylabel(f"stored voltage (V) at {nominal:g} °C\n(dotted: simulator's exponential)")
+    bottom.set_ylabel("law - SPICE (mV)")
+    bottom.set_xlabel("time (ms)")
+
+
+def _sense_amp(record, table, top, bottom):
+    from gcsim.fit.periphery import SenseAmp
+
+    model = SenseAmp.from_record(record)
+    data = table.sort_values("charge_in_C")
+    q = data["charge_in_C"].to_numpy()
+    fit = model.output_V(q, clamp=True)
+    top.plot(q * 1e12, data["v_out_V"], ".", ms=4, label="SPICE")
+    top.plot(q * 1e12, fit, lw=1.2, label="fit (linear, clipped)")
+    for name in ("linear_range_low", "linear_range_high"):
+        top.axvline(record.value(name) * 1e12, color="grey", ls=":", lw=1)
+    bottom.plot(q * 1e12, 1e3 * (fit - data["v_out_V"]), ".-", lw=1, ms=3)
+    top.set_ylabel("readout output (V)")
+    bottom.set_ylabel("fit - SPICE (mV)")
+    bottom.set_xlabel("input charge (pC)")
+
+
+def _charge_to_pulse(record, table, top, bottom):
+    from gcsim.fit.periphery import hard_sigmoid
+
+    data = table.sort_values("charge_in_C")
+    q = data["charge_in_C"].to_numpy()
+    fit = hard_sigmoid(q, record.value("slope"), record.value("offset"), record.value("t_max"))
+    top.plot(q * 1e12, data["pulse_width_s"] * 1e9, ".", ms=4, label="SPICE")
+    top.plot(q * 1e12, fit * 1e9, lw=1.2, label="HardSigmoid fit")
+    bottom.plot(q * 1e12, 1e12 * (fit - data["pulse_width_s"]), ".-", lw=1, ms=3)
+    top.set_ylabel("pulse width (ns)")
+    bottom.set_ylabel("fit - SPICE (ps)")
+    bottom.set_xlabel("input charge (pC)")
+
+
+def _signed_converter(record, table, top, bottom):
+    data = table.sort_values("charge_in_C")
+    q = data["charge_in_C"].to_numpy()
+    slope, offset, t_max = (record.value("slope"), record.parameters["pulse_offset"]["value"],
+                            record.value("t_max"))
+    fit = np.clip(slope * np.abs(q) + offset, 0, t_max)
+    top.plot(q * 1e15, data["pulse_width_s"] * 1e9, ".", ms=4, label="SPICE pulse")
+    top.plot(q * 1e15, fit * 1e9, lw=1.2, label="fit")
+    if "count" in data:
+        ax = top.twinx()
+        ax.step(q * 1e15, data["count"], where="mid", color="C2", lw=1)
+        ax.set_ylabel("count", color="C2")
+    bottom.plot(q * 1e15, 1e12 * (fit - data["pulse_width_s"]), ".-", lw=1, ms=3)
+    top.set_ylabel("pulse width (ns)")
+    bottom.set_ylabel("fit - SPICE (ps)")
+    bottom.set_xlabel("input charge (fC)")
+
+
+def _mismatch(record, table, top, bottom):
+    detail = record.extra["per_stored_voltage"]
+    v = np.array(detail["stored_voltage_V"])
+    mean = np.array(detail["mean_current_A"])
+    sigma = np.array(detail["sigma_current_A"])
+    top.plot(v, mean * 1e6, lw=1.2, label="mean over runs")
+    top.fill_between(v, (mean - 3 * sigma) * 1e6, (mean + 3 * sigma) * 1e6, alpha=0.3,
+                     label="±3σ")
+    bottom.plot(v, 100 * sigma / np.abs(mean).max(), lw=1.2)
+    top.set_ylabel("cell current (µA)")
+    bottom.set_ylabel("σ (% FS)")
+    bottom.set_xlabel("stored voltage (V)")
+
+
+DRAW = {"nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
+        "sense_amp": _sense_amp, "charge_to_pulse": _charge_to_pulse,
+        "signed_converter": _signed_converter, "mismatch": _mismatch}

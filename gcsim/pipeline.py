@@ -1,0 +1,190 @@
+"""The stages `gcsim run` and `gcsim regen` chain: every spec's sweep, then every fit whose
+sweep exists. Each stage reads the files the previous one wrote, so either can run alone."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gcsim import paths, spec as spec_module
+from gcsim.cache import ResultCache
+from gcsim.fit import kinds, schema
+from gcsim.fit.run import fit_table, write_fit
+
+# The options `gcsim regen` fits with; each is stated in the fit file's provenance.
+#  - nonlinearity: at the array's read on-level only, like the published coefficients (whose
+#    C_0j / C_00 = 0.9^j shows they were fitted at V_in = 0.9 V), with the minimax objective
+#    because its requirement is a bound on the maximum error.
+#  - charge_per_pulse: least squares; minimax would trade the small edge-charge term for the
+#    long pulses' error and make the edge time meaningless (343 ps against 126 ps).
+REGEN_OPTIONS = {
+    "nonlinearity": {"order": 3, "v_in_V": 0.9, "objective": "minimax"},
+    "charge_per_pulse": {"order": 3, "edge_order": 3, "objective": "lsq"},
+}
+# Extra fits that are reported but are not part of the bundle.
+EXTRA_FITS = {
+    "nonlinearity_surface": ("nonlinearity", {"order": 3, "objective": "lsq"}),
+}
+
+
+@dataclass
+class SweepOutcome:
+    spec: Path
+    table: Path
+    rows: int
+    failed: int
+    stats: dict
+
+
+def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
+               jobs: int | None = None, on_done: Callable[[SweepOutcome], None] | None = None,
+               only: set[str] | None = None) -> list[SweepOutcome]:
+    from gcsim.sweep import Sweep, write_outputs
+
+    outcomes = []
+    for path in sorted(Path(spec_dir).glob("*.toml")):
+        if only is not None and path.stem not in only:
+            continue
+        spec = spec_module.load(path)
+        result = Sweep(spec, models=models, workers=jobs, cache=ResultCache()).run()
+        output = Path(sweep_dir) / f"{path.stem}.parquet"
+        write_outputs(result, output, "parquet")
+        outcome = SweepOutcome(path, output, len(result.table), len(result.failures),
+                               result.metadata["stats"])
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return outcomes
+
+
+@dataclass
+class FitOutcome:
+    name: str
+    kind: str
+    record: schema.FitRecord
+    json_path: Path
+    plot_path: Path
+
+
+def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
+            on_done: Callable[[FitOutcome], None] | None = None,
+            on_skip: Callable[[str, str], None] | None = None) -> list[FitOutcome]:
+    """Fit every kind whose sweep table is in `sweep_dir`: bundle files into `fits_dir`, plots
+    (and the extra, non-bundle fits) into `plots_dir`."""
+    outcomes = []
+    jobs = [(kind.name, kind.name, REGEN_OPTIONS.get(kind.name, {}), fits_dir)
+            for kind in kinds.all_kinds()]
+    jobs += [(name, kind, options, plots_dir) for name, (kind, options) in EXTRA_FITS.items()]
+    for name, kind_name, options, target in jobs:
+        kind = kinds.get(kind_name)
+        table = Path(sweep_dir) / f"{kind.sweep}.parquet"
+        if not table.is_file():
+            if on_skip:
+                on_skip(name, f"no {kind.sweep} sweep")
+            continue
+        record, data = fit_table(kind_name, table, **options)
+        json_path, plot_path = write_fit(record, data, Path(target) / f"{name}.json",
+                                         Path(plots_dir) / f"{name}.png")
+        outcome = FitOutcome(name, kind_name, record, json_path, plot_path)
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+    return outcomes
+
+
+def headline(outcome: FitOutcome) -> list[tuple[str, str]]:
+    """The figures `gcsim run` and `gcsim regen` print for a fit."""
+    r = outcome.record
+    m = r.metrics
+    rows = []
+    if "max_error_pct_fs" in m:
+        rows.append(("fit max error", f"{m['max_error_pct_fs']:.2f} % FS "
+                                      f"(RMSE {m['rmse_pct_fs']:.2f} %, R² {m['r2']:.5f})"))
+    if r.kind in ("nonlinearity", "charge_per_pulse"):
+        at = m.get("at_read_on_level")
+        if at:
+            rows.append(("  at V_in = 0.9 V", f"{at['max_error_pct_fs']:.2f} % FS max"))
+        name = "current_at_range_ends" if r.kind == "charge_per_pulse" else None
+        if name:
+            low, high = r.value(name)
+            rows.append(("pulse current at 0 / 0.9 V", f"{low * 1e6:.2f} / {high * 1e6:.2f} µA"))
+            rows.append(("edge time", f"{r.value('edge_time') * 1e12:.0f} ps"))
+    elif r.kind == "decay":
+        rows.append(("tau (simulator, window)", f"{r.value('time_constant') * 1e3:.3g} ms, "
+                                                f"asymptote {r.value('asymptote'):.3f} V"))
+        rows.append(("tau (sinh law)", f"{r.value('law_time_constant') * 1e3:.3g} ms, "
+                                       f"V_s {r.value('law_voltage_scale') * 1e3:.0f} mV"))
+        window = m.get("window_exponential_at_nominal", {})
+        if window:
+            rows.append(("  exponential in window", f"{window['max_error_pct_fs']:.2f} % FS max"))
+        if "activation_energy" in r.parameters:
+            rows.append(("tau activation energy", f"{r.value('activation_energy'):.3f} eV"))
+    elif r.kind == "sense_amp":
+        rows.append(("gain", f"{r.value('gain') * 1e-12:.4g} V/pC, offset "
+                             f"{r.value('offset'):.4f} V"))
+        rows.append(("linear range", f"{r.value('linear_range_low') * 1e12:.3g} .. "
+                                     f"{r.value('linear_range_high') * 1e12:.3g} pC"))
+    elif r.kind == "charge_to_pulse":
+        rows.append(("S_sat", f"{r.value('saturation_charge') * 1e12:.4g} pC "
+                              f"({r.value('saturation_charge') / 15e-15:.1f} µA x 15 ns)"))
+        rows.append(("T_max", f"{r.value('t_max') * 1e9:.4g} ns, offset "
+                              f"{r.value('offset') * 1e15:.3g} fC"))
+    elif r.kind == "signed_converter":
+        rows.append(("full scale", f"{r.value('full_scale') * 1e15:.4g} fC "
+                                   f"({r.value('full_scale') / 15e-15:.1f} µA x 15 ns)"))
+    elif r.kind == "mismatch":
+        rows.append(("sigma current gain", f"{100 * r.value('current_sigma_rel'):.2f} %"))
+        rows.append(("sigma stored-voltage shift",
+                     f"{r.value('stored_voltage_shift_sigma') * 1e3:.2f} mV"))
+    return rows
+
+
+VOLATILE = {"date", "sweep_date", "source_sha256"}
+
+
+def compare_fits(expected: Path, actual: Path, rel_tol: float = 1e-6) -> list[str]:
+    """Differences between two fit folders, ignoring dates and the tables' byte hashes, and
+    numbers that agree to `rel_tol` (floating point may differ in the last bits between
+    machines). Returns one line per difference."""
+    differences = []
+    expected, actual = Path(expected), Path(actual)
+    names = sorted({p.name for p in expected.glob("*.json")} | {p.name for p in
+                                                                actual.glob("*.json")})
+    for name in names:
+        if not (expected / name).is_file() or not (actual / name).is_file():
+            differences.append(f"{name}: only in {expected if (expected / name).is_file() else actual}")
+            continue
+        a = json.loads((expected / name).read_text())
+        b = json.loads((actual / name).read_text())
+        differences += [f"{name}: {d}" for d in _diff(a, b, "", rel_tol)]
+    return differences
+
+
+def _diff(a, b, where, rel_tol):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key in VOLATILE:
+                continue
+            if key not in a or key not in b:
+                out.append(f"{where}.{key} present on one side only")
+            else:
+                out += _diff(a[key], b[key], f"{where}.{key}", rel_tol)
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{where}[{i}]",
+                                                                      rel_tol)]
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(
+                a, b, rel_tol=rel_tol, abs_tol=1e-30):
+            return []
+        return [f"{where}: {a!r} != {b!r}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+DEFAULT_SPECS = paths.CHARACTERIZATION
