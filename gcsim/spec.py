@@ -17,12 +17,19 @@ import numpy as np
 
 from gcsim import paths
 from gcsim.errors import ParameterError, SpecError
+from gcsim.models import OPTIONAL_ROLES, ROLES
 from gcsim.values import check_name, parse_number
 
 TOP_KEYS = {
     "description": "What the characterisation measures (free text).",
     "netlist": "Template file, relative to the spec's folder or to netlists/.",
-    "models": "Device models: 'builtin' (default) or 'builtin:CORNER'.",
+    "models": "Device models: 'builtin' (default), 'builtin:CORNER', 'sky130:CORNER' (tt, ff, "
+              "ss, sf, fs) or 'path/to/lib.spice:SECTION' (with lib.roles.toml beside it).",
+    "corners": "List of corners, e.g. ['tt', 'ss', 'ff']: the sweep runs at each (models then "
+               "names no corner); rows carry a corner column.",
+    "temperatures": "List of temperatures, degrees C: sets the template's temp_c parameter "
+                    "(its .options temp={temp_c}); rows carry a temperature_C column.",
+    "montecarlo": "Table: Monte Carlo mismatch (runs, seed, devices); rows carry mc_run.",
     "analysis": "Table: the ngspice analysis (type = dc | op | tran, and its settings).",
     "parameters": "Table: fixed template parameters, NAME = number or SPICE string ('15n').",
     "axes": "Array of tables: the swept parameters; the grid is their cartesian product.",
@@ -53,6 +60,18 @@ MEASURE_KEYS = {
     "at": "tran: 'end' (default) or a time in seconds at which to read the vector.",
     "sample": "tran: a table {start, stop, num}; records the waveform at these times, one row "
               "per time, with a time_s column.",
+}
+MONTECARLO_KEYS = {
+    "runs": "Number of Monte Carlo runs, at least 1; each is one sample of the circuit.",
+    "seed": "Integer seed, >= 0: the same seed gives bit-identical tables.",
+    "devices": "Table of tables, one per device: [montecarlo.devices.NAME] with role, dvth, "
+               "w, l. Needed for Pelgrom mismatch (builtin, or libraries with a_vt_mV_um).",
+}
+DEVICE_KEYS = {
+    "role": "Device role: read_nmos, read_pmos, write_nmos, core_nmos or core_pmos.",
+    "dvth": "Template parameter that shifts this device's threshold (volts).",
+    "w": "Template parameter holding this device's width (metres).",
+    "l": "Template parameter holding this device's length (metres).",
 }
 _COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -101,6 +120,22 @@ class Measure:
     sample: tuple[float, ...] | None = None
 
 
+@dataclass(frozen=True)
+class MonteCarloDevice:
+    name: str
+    role: str
+    dvth: str
+    w: str
+    l: str
+
+
+@dataclass(frozen=True)
+class MonteCarlo:
+    runs: int
+    seed: int
+    devices: tuple[MonteCarloDevice, ...] = ()
+
+
 @dataclass
 class Spec:
     name: str
@@ -118,6 +153,9 @@ class Spec:
     measures: list[Measure]
     description: str = ""
     raw: dict = field(default_factory=dict)
+    corners: tuple[str, ...] | None = None
+    temperatures: tuple[float, ...] | None = None
+    montecarlo: MonteCarlo | None = None
 
     @property
     def n_points(self) -> int:
@@ -242,6 +280,59 @@ def _measure(raw: Any, where: str, analysis: str) -> Measure:
     return Measure(column, vector, scale, at, sample)
 
 
+def _name(value: Any, where: str) -> str:
+    try:
+        return check_name(value, where).lower()
+    except ParameterError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _montecarlo(raw: Any, where: str) -> MonteCarlo:
+    table = _check_keys(raw, MONTECARLO_KEYS, where)
+    for key in ("runs", "seed"):
+        if key not in table:
+            raise SpecError(f"{where}.{key}: required")
+    runs = _count(table["runs"], f"{where}.runs")
+    seed = table["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"{where}.seed: expected an integer >= 0, got {seed!r}")
+    devices_raw = table.get("devices", {})
+    if not isinstance(devices_raw, dict):
+        raise SpecError(f"{where}.devices: expected tables [montecarlo.devices.NAME]")
+    devices = []
+    for name, entry in devices_raw.items():
+        here = f"{where}.devices.{name}"
+        _name(name, here)
+        device = _check_keys(entry, DEVICE_KEYS, here)
+        for key in DEVICE_KEYS:
+            if key not in device:
+                raise SpecError(f"{here}.{key}: required")
+        if device["role"] not in ROLES + OPTIONAL_ROLES:
+            raise SpecError(f"{here}.role: {device['role']!r} is not a device role "
+                            f"({', '.join(ROLES + OPTIONAL_ROLES)})")
+        devices.append(MonteCarloDevice(name.lower(), device["role"],
+                                        _name(device["dvth"], f"{here}.dvth"),
+                                        _name(device["w"], f"{here}.w"),
+                                        _name(device["l"], f"{here}.l")))
+    dvths = [d.dvth for d in devices]
+    if len(set(dvths)) != len(dvths):
+        raise SpecError(f"{where}.devices: two devices share one dvth parameter")
+    return MonteCarlo(runs, seed, tuple(devices))
+
+
+def _corners(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: expected a non-empty list such as ['tt', 'ss']")
+    corners = []
+    for i, corner in enumerate(value):
+        if not isinstance(corner, str) or not re.match(r"^[A-Za-z0-9_]+$", corner):
+            raise SpecError(f"{where}[{i}]: {corner!r} is not a corner name")
+        corners.append(corner)
+    if len(set(corners)) != len(corners):
+        raise SpecError(f"{where}: corners repeat")
+    return tuple(corners)
+
+
 def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
               path: Path | None = None) -> Spec:
     _check_keys(raw, TOP_KEYS, name)
@@ -311,6 +402,35 @@ def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
     dc_axes = [axis for axis in axes if axis.dc_source]
     if len(dc_axes) > 2:
         raise SpecError(f"{name}: axes: ngspice nests at most two .dc sources")
+    corners = _corners(raw["corners"], f"{name}: corners") if "corners" in raw else None
+    if corners and ":" in models:
+        raise SpecError(f"{name}: corners: models {models!r} names a corner already; give "
+                        "models without one (e.g. 'sky130')")
+    temperatures = None
+    if "temperatures" in raw:
+        values = raw["temperatures"]
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{name}: temperatures: expected a non-empty list, e.g. [27, 85]")
+        temperatures = tuple(_number(v, f"{name}: temperatures[{i}]")
+                             for i, v in enumerate(values))
+        if len(set(temperatures)) != len(temperatures):
+            raise SpecError(f"{name}: temperatures: values repeat")
+        if "temp_c" in params or "temp_c" in parameters:
+            raise SpecError(f"{name}: temperatures: temp_c is also fixed or swept")
+    montecarlo = _montecarlo(raw["montecarlo"], f"{name}: montecarlo") \
+        if "montecarlo" in raw else None
+    if montecarlo:
+        taken = set(params) | set(parameters)
+        clash = sorted({d.dvth for d in montecarlo.devices} & taken)
+        if clash:
+            raise SpecError(f"{name}: montecarlo: {clash} also fixed or swept")
+    reserved = ({"corner"} if corners else set()) | (
+        {"temperature_C"} if temperatures else set()) | (
+        {"mc_run"} | {f"dvth_{d.name}_V" for d in montecarlo.devices} if montecarlo else set())
+    taken_columns = sorted(reserved & set(columns))
+    if taken_columns:
+        raise SpecError(f"{name}: columns {taken_columns} are gcsim's own")
     description = raw.get("description", "")
     return Spec(name, path, netlist, models, analysis, step, stop, max_step, batch, timeout,
-                parameters, axes, measures, str(description), raw)
+                parameters, axes, measures, str(description), raw, corners, temperatures,
+                montecarlo)
