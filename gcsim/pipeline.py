@@ -132,6 +132,8 @@ def headline(outcome: FitOutcome) -> list[tuple[str, str]]:
                               f"({r.value('saturation_charge') / 15e-15:.1f} µA x 15 ns)"))
         rows.append(("T_max", f"{r.value('t_max') * 1e9:.4g} ns, offset "
                               f"{r.value('offset') * 1e15:.3g} fC"))
+        if "threshold" in r.parameters:
+            rows.append(("no pulse below", f"{r.value('threshold') * 1e15:.3g} fC"))
     elif r.kind == "signed_converter":
         rows.append(("full scale", f"{r.value('full_scale') * 1e15:.4g} fC "
                                    f"({r.value('full_scale') / 15e-15:.1f} µA x 15 ns)"))

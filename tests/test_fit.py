@@ -121,6 +121,21 @@ def test_charge_to_pulse_recovers_the_hard_sigmoid():
     assert record.value("t_max") == pytest.approx(15e-9, rel=0.005)
     assert record.value("offset") == pytest.approx(0.02e-12, abs=0.01e-12)
     assert set(record.metrics["regions"]) == {"zero", "ramp", "saturated"}
+    assert "threshold" not in record.parameters
+
+
+def test_charge_to_pulse_models_a_comparator_dead_zone_and_the_stage_applies_it():
+    from gcsim.simulate.stages import ChargeToPulse
+
+    charge = np.linspace(-0.2e-12, 2e-12, 111)
+    width = hard_sigmoid(charge, 15e-9 / 1.1e-12, -0.05e-12, 15e-9, threshold_C=0.03e-12)
+    record = fit_charge_to_pulse(pd.DataFrame({"charge_in_C": charge, "pulse_width_s": width}))
+    assert record.value("threshold") == pytest.approx(0.03e-12, abs=0.02e-12)
+    assert record.metrics["max_error_pct_fs"] < 0.1
+    stage = ChargeToPulse(record.value("slope"), record.value("t_max"), record.value("offset"),
+                          record.value("threshold"))
+    work = charge.copy()
+    np.testing.assert_allclose(stage.convert(work, out=work), width, atol=1e-15)
 
 
 def test_signed_converter_finds_full_scale_and_counts():

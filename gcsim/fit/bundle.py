@@ -71,7 +71,9 @@ class FitsBundle:
         c2p_record = self.records["charge_to_pulse"]
         c2p = ChargeToPulse(slope_s_per_C=float(c2p_record.value("slope")),
                             t_max_s=float(c2p_record.value("t_max")),
-                            offset_C=float(c2p_record.value("offset")))
+                            offset_C=float(c2p_record.value("offset")),
+                            threshold_C=(float(c2p_record.value("threshold"))
+                                         if "threshold" in c2p_record.parameters else None))
         if "signed_converter" in self.records:
             out_record = self.records["signed_converter"]
             output = SignedConverter(float(out_record.value("full_scale")),

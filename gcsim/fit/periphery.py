@@ -106,8 +106,12 @@ class SenseAmp:
         return np.clip(self.offset_V + self.gain_V_per_C * q, *self.saturation_V)
 
 
-def hard_sigmoid(charge_C, slope_s_per_C, offset_C, t_max_s):
-    return np.clip(slope_s_per_C * (np.asarray(charge_C) - offset_C), 0.0, t_max_s)
+def hard_sigmoid(charge_C, slope_s_per_C, offset_C, t_max_s, threshold_C=None):
+    charge_C = np.asarray(charge_C, dtype=np.float64)
+    width = np.clip(slope_s_per_C * (charge_C - offset_C), 0.0, t_max_s)
+    if threshold_C is not None:
+        width[charge_C < threshold_C] = 0.0
+    return width
 
 
 def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
@@ -132,7 +136,15 @@ def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
     if slope <= 0:
         raise FitError("pulse width does not grow with charge")
     offset = -intercept / slope
-    predicted = hard_sigmoid(q, slope, offset, t_max)
+    # A comparator needs some overdrive before it fires at all: below that charge the pulse is
+    # zero although the ramp's line already predicts a width. Model it as a threshold.
+    started = np.nonzero(width > zero_fraction * t_max)[0]
+    threshold = None
+    if started.size and started[0] > 0:
+        last_zero, first_on = q[started[0] - 1], q[started[0]]
+        if slope * (last_zero - offset) > zero_fraction * t_max:
+            threshold = float(0.5 * (last_zero + first_on))
+    predicted = hard_sigmoid(q, slope, offset, t_max, threshold)
     metrics = error_metrics(width, predicted, "s", full_scale=t_max)
     metrics["regions"] = {"zero": int((width <= zero_fraction * t_max).sum()),
                           "ramp": int(ramp.sum()), "saturated": int(plateau.sum())}
@@ -144,6 +156,9 @@ def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
         "saturation_charge": param(saturation, "C", "S_sat: charge at which the width reaches "
                                    "t_max"),
     }
+    if threshold is not None:
+        parameters["threshold"] = param(threshold, "C", "no pulse below this charge (the "
+                                        "comparator's minimum overdrive)")
     if "comparator_delay_s" in data:
         parameters["comparator_delay"] = param(float(np.nanmedian(data["comparator_delay_s"])),
                                                "s")

@@ -130,7 +130,9 @@ def _charge_to_pulse(record, table, top, bottom):
 
     data = table.sort_values("charge_in_C")
     q = data["charge_in_C"].to_numpy()
-    fit = hard_sigmoid(q, record.value("slope"), record.value("offset"), record.value("t_max"))
+    threshold = record.parameters.get("threshold", {}).get("value")
+    fit = hard_sigmoid(q, record.value("slope"), record.value("offset"), record.value("t_max"),
+                       threshold)
     top.plot(q * 1e12, data["pulse_width_s"] * 1e9, ".", ms=4, label="SPICE")
     top.plot(q * 1e12, fit * 1e9, lw=1.2, label="HardSigmoid fit")
     bottom.plot(q * 1e12, 1e12 * (fit - data["pulse_width_s"]), ".-", lw=1, ms=3)

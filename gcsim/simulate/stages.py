@@ -108,11 +108,13 @@ class Readout:
 
 @dataclass(frozen=True)
 class ChargeToPulse:
-    """HardSigmoid charge-to-pulse converter: width = clip(slope * (S - offset), 0, t_max)."""
+    """HardSigmoid charge-to-pulse converter: width = clip(slope * (S - offset), 0, t_max),
+    and zero below `threshold_C` when set (a comparator's minimum overdrive)."""
 
     slope_s_per_C: float
     t_max_s: float
     offset_C: float = 0.0
+    threshold_C: float | None = None
 
     @property
     def saturation_charge_C(self) -> float:
@@ -127,6 +129,12 @@ class ChargeToPulse:
             np.multiply(out, self.slope_s_per_C, out=out)
         else:
             np.multiply(charge_C, self.slope_s_per_C, out=out)
+        if self.threshold_C is not None:
+            # `out` may alias `charge_C`: recover the charge from the width before masking.
+            below = out < self.slope_s_per_C * (self.threshold_C - self.offset_C)
+            np.clip(out, 0.0, self.t_max_s, out=out)
+            out[below] = 0.0
+            return out
         return np.clip(out, 0.0, self.t_max_s, out=out)
 
 
