@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gcsim-installed
 NGSPICE_PACKAGES := ngspice libngspice0-dev
 
-.PHONY: run test system-deps venv bench clean help
+.PHONY: run test fits system-deps venv bench clean help
 
 help:
 	@echo "make run    - sweeps on the builtin models and a one-screen summary (reports/)"
 	@echo "make test   - the test suite (real ngspice)"
+	@echo "make fits   - regenerate fits/ from every spec (gcsim regen)"
 	@echo "make bench  - gcsim bench sweep"
 
 system-deps:
@@ -42,6 +43,9 @@ run: system-deps $(STAMP)
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
+
+fits: system-deps $(STAMP)
+	$(BIN)/gcsim regen
 
 bench: system-deps $(STAMP)
 	$(BIN)/gcsim bench sweep --points 1000
