@@ -91,7 +91,10 @@ def test_out_of_range_values_without_clipping(tmp_path):
     assert run("simulate", "attention", *args).exit_code == 0  # clipped by default
 
 
-def test_missing_fits_bundle(tmp_path):
+def test_missing_fits_bundle(tmp_path, monkeypatch):
+    from gcsim import paths
+
+    monkeypatch.setattr(paths, "FITS", tmp_path / "no-fits")
     assert_one_line_error(run("simulate", "attention", "--mode", "fitted"), "fits bundle")
     missing = str(tmp_path / "nope")
     assert_one_line_error(
@@ -135,7 +138,11 @@ def test_bench_json_small():
         assert entry["time_s"] > 0
         assert entry["ratio_to_floor"] == pytest.approx(entry["time_s"] / report["floor_s"])
         assert entry["ratio_to_softmax"] == pytest.approx(entry["time_s"] / report["softmax_s"])
-    assert "no fits bundle" in report["fitted"]["label"]
+    # The committed fits/ bundle when there is one, else the published coefficients.
+    from gcsim.simulate.models import default_fits_dir
+
+    expected = "fitted (" + str(default_fits_dir()) if default_fits_dir() else "no fits bundle"
+    assert expected in report["fitted"]["label"]
 
 
 def write_bundle(directory, mismatch=None):

@@ -14,6 +14,7 @@ from gcsim.simulate.attention import SimulationConfig, prepare_inputs, simulate_
 from gcsim.simulate.models import (
     PAPER,
     fitted_model_from_paper_coefficients,
+    default_fits_dir,
     load_fitted_models,
     paper_model,
 )
@@ -73,6 +74,7 @@ def run_bench(
     """Times the paper and fitted modes, the floor and softmax; returns seconds and ratios."""
     q, k, v = random_inputs(batch, heads, tokens, dim, seed)
     qd, kd, vd = prepare_inputs(q, k, v, SimulationConfig())
+    fits_dir = fits_dir or default_fits_dir()
     fitted = load_fitted_models(fits_dir) if fits_dir else fitted_model_from_paper_coefficients()
     powers = fitted.cell.degree + 1
     cases = {

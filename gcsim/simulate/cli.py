@@ -109,7 +109,7 @@ def simulate_group() -> None:
 @click.option("--mode", type=click.Choice(MODES), default="paper", show_default=True,
               help="ideal softmax, linear cells, the published model, or a fits bundle.")
 @click.option("--fits", "fits_dir", type=str, default=None,
-              help="Fits bundle directory (needed by --mode fitted).")
+              help="Fits bundle directory for --mode fitted [default: the repository's fits/].")
 @click.option("--q", "q_path", type=str, default=None, help="Queries .npy, values in [0, 1].")
 @click.option("--k", "k_path", type=str, default=None, help="Keys .npy, stored volts in [0, 0.9].")
 @click.option("--v", "v_path", type=str, default=None,
@@ -297,7 +297,7 @@ def _format_report(report: dict) -> str:
 @click.option("--window", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--fits", "fits_dir", type=str, default=None,
-              help="Fits bundle for the fitted entry [paper coefficients if absent].")
+              help="Fits bundle for the fitted entry [fits/; paper coefficients if it has none].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json):
     """Time the paper and fitted modes against the float32 matmul floor and NumPy softmax.

@@ -268,6 +268,13 @@ class FitsBundleError(ValueError):
     """The fits bundle is missing or malformed."""
 
 
+def default_fits_dir() -> Path | None:
+    """The repository's committed bundle (fits/), when it holds one."""
+    from gcsim import paths
+
+    return paths.FITS if (paths.FITS / "decay.json").is_file() else None
+
+
 def load_fitted_models(directory: str | Path) -> HardwareModel:
     """Build the `fitted` mode's model from a fits bundle directory (see gcsim.fit.bundle)."""
     from gcsim.fit.bundle import load_bundle
@@ -287,6 +294,9 @@ def model_for_mode(mode: str, fits_dir: str | Path | None = None) -> HardwareMod
         return linear_model()
     if mode == "fitted":
         if fits_dir is None:
-            raise FitsBundleError("mode 'fitted' needs a fits bundle (--fits DIR)")
+            fits_dir = default_fits_dir()
+            if fits_dir is None:
+                raise FitsBundleError("mode 'fitted' needs a fits bundle (--fits DIR); the "
+                                      "repository's fits/ holds none (run gcsim regen)")
         return load_fitted_models(fits_dir)
     raise ValueError(f"unknown mode {mode!r}; choose ideal, linear, paper or fitted")
