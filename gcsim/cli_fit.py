@@ -40,6 +40,7 @@ KIND_OPTIONS = {
     "charge_to_pulse": set(),
     "signed_converter": {"levels"},
     "mismatch": {"v_in_V"},
+    "write": set(),
 }
 
 

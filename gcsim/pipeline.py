@@ -137,6 +137,10 @@ def headline(outcome: FitOutcome) -> list[tuple[str, str]]:
     elif r.kind == "signed_converter":
         rows.append(("full scale", f"{r.value('full_scale') * 1e15:.4g} fC "
                                    f"({r.value('full_scale') / 15e-15:.1f} µA x 15 ns)"))
+    elif r.kind == "write":
+        energy = r.parameters.get("energy_per_write", {}).get("value")
+        rows.append(("write time", f"{r.value('write_time') * 1e9:.3g} ns"
+                     + (f", {energy * 1e15:.3g} fJ per write" if energy is not None else "")))
     elif r.kind == "mismatch":
         rows.append(("sigma current gain", f"{100 * r.value('current_sigma_rel'):.2f} %"))
         rows.append(("sigma stored-voltage shift",

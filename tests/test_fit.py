@@ -283,3 +283,17 @@ def test_export_paper_coefficients_order_and_units(tmp_path):
                                  [2, 0], [2, 1], [3, 0]]
     result = invoke("export", "paper-coefficients", bundle / "decay.json")
     assert result.exit_code == 1 and "holds a decay fit" in result.output
+
+
+def test_write_fit_finds_the_settling_width_and_energy():
+    from gcsim.fit.cell import fit_write
+
+    rows = []
+    for target in (0.0, 0.45, 0.9):
+        for width in (1e-9, 2e-9, 5e-9, 10e-9):
+            stored = 0.45 + (target - 0.45) * (1 - np.exp(-width / 1e-9))
+            rows.append({"target_voltage_V": target, "t_write_s": width,
+                         "stored_voltage_V": stored, "energy_J": 1e-15 * (1 + width / 1e-9)})
+    record = fit_write(pd.DataFrame(rows), tolerance_V=0.01)
+    assert record.value("write_time") == 5e-9          # 0.45 V x e^-5 = 3 mV < 10 mV
+    assert record.value("energy_per_write") == pytest.approx(6e-15)

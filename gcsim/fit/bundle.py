@@ -20,6 +20,7 @@ FILES = {
     "charge_to_pulse.json": "charge_to_pulse",
     "signed_converter.json": "signed_converter",
     "mismatch.json": "mismatch",
+    "write.json": "write",
 }
 REQUIRED = ("decay.json", "charge_to_pulse.json")
 CELL_FILES = ("charge_per_pulse.json", "nonlinearity.json")  # the first present drives the cell

@@ -166,6 +166,17 @@ def fit_charge_per_pulse(table: pd.DataFrame, order: int = 3, edge_order: int = 
         "max_error_pct_fs": 100.0 * float(edge_error) / metrics["full_scale_C"],
     }
     full_current = np.polynomial.polynomial.polyval(np.array(stored_range) - v_mid_V, current)
+    energy = {}
+    if "energy_J" in table:
+        # Supply + word-line energy of one read: a fixed part (the edges) and a part that grows
+        # with the width; averaged over the stored voltages.
+        power, fixed = np.polyfit(width, table["energy_J"].to_numpy(float), 1)
+        energy = {
+            "energy_per_read_fixed": param(fixed, "J", "energy of a read pulse's edges"),
+            "energy_per_read_power": param(power, "W", "energy per second of pulse width"),
+            "energy_per_read_full": param(fixed + power * width.max(), "J",
+                                          "one full-width read pulse, mean over stored values"),
+        }
     return FitRecord(
         kind="charge_per_pulse",
         description=("Charge of one read pulse: Q = I(x) t_pulse + e(x), x = V_store - v_mid, "
@@ -181,6 +192,7 @@ def fit_charge_per_pulse(table: pd.DataFrame, order: int = 3, edge_order: int = 
             "v_mid": param(v_mid_V, "V"),
             "read_on_level": param(read_on_V, "V"),
             "current_at_range_ends": param(full_current, "A"),
+            **energy,
         },
         valid_range={"stored_voltage_V": list(stored_range), "t_pulse_s": list(width_range)},
         metrics=metrics,
@@ -213,3 +225,38 @@ class ChargePerPulse:
         x = v - self.v_mid_V
         return (np.polynomial.polynomial.polyval(x, self.current_coefficients_A) * t
                 + np.polynomial.polynomial.polyval(x, self.edge_coefficients_C))
+
+
+def fit_write(table: pd.DataFrame, tolerance_V: float = 0.01) -> FitRecord:
+    """Write characterisation: the shortest write pulse that lands every target within
+    `tolerance_V`, and the energy of one write at that width."""
+    widths = np.unique(table["t_write_s"])
+    error = (table["stored_voltage_V"] - table["target_voltage_V"]).abs()
+    worst = error.groupby(table["t_write_s"]).max().reindex(widths)
+    settled = widths[worst.to_numpy() <= tolerance_V]
+    if settled.size == 0:
+        raise FitError(f"no write pulse width lands every target within {tolerance_V * 1e3:g} mV "
+                       f"(best: {worst.min() * 1e3:.3g} mV)")
+    write_time = float(settled.min())
+    at = table[np.isclose(table["t_write_s"], write_time)]
+    parameters = {
+        "write_time": param(write_time, "s", f"shortest swept width with every target within "
+                            f"{tolerance_V * 1e3:g} mV"),
+        "tolerance": param(tolerance_V, "V"),
+        "write_error_max": param(float(worst.loc[write_time]), "V"),
+    }
+    if "energy_J" in table:
+        parameters["energy_per_write"] = param(float(at["energy_J"].mean()), "J",
+                                               "mean over targets at write_time")
+        parameters["energy_per_write_max"] = param(float(at["energy_J"].max()), "J")
+    return FitRecord(
+        kind="write",
+        description="Gain-cell write: settling time through the write device, energy per write",
+        parameters=parameters,
+        valid_range={"target_voltage_V": [float(table["target_voltage_V"].min()),
+                                          float(table["target_voltage_V"].max())],
+                     "t_write_s": [float(widths.min()), float(widths.max())]},
+        metrics={"worst_error_by_width_V": {f"{w:.4g}": float(e) for w, e in
+                                            zip(widths, worst.to_numpy())}},
+        provenance={},
+    )

@@ -16,6 +16,7 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "charge_to_pulse": ("slope", "offset", "t_max", "saturation_charge"),
     "signed_converter": ("full_scale", "slope", "t_max", "levels"),
     "mismatch": ("current_sigma_rel", "stored_voltage_shift_sigma"),
+    "write": ("write_time", "tolerance"),
 }
 
 
@@ -36,7 +37,7 @@ def _kinds() -> dict[str, Kind]:
         Kind("nonlinearity", ("stored_voltage_V", "v_in_V", "i_out_A"), (), "gain_cell_iv",
              "cell current over stored and read voltage (published polynomial basis)",
              cell.fit_nonlinearity),
-        Kind("charge_per_pulse", ("stored_voltage_V", "t_pulse_s", "charge_C"), (),
+        Kind("charge_per_pulse", ("stored_voltage_V", "t_pulse_s", "charge_C"), ("energy_J",),
              "gain_cell_pulse", "charge of one read pulse: current x width + edge charge",
              cell.fit_charge_per_pulse),
         Kind("decay", ("initial_voltage_V", "time_s", "stored_voltage_V"), ("temperature_C",),
@@ -55,6 +56,9 @@ def _kinds() -> dict[str, Kind]:
         Kind("mismatch", ("mc_run", "stored_voltage_V", "i_out_A"), ("v_in_V",),
              "gain_cell_mismatch", "Monte Carlo spread of the cell current",
              mismatch.fit_mismatch),
+        Kind("write", ("target_voltage_V", "t_write_s", "stored_voltage_V"), ("energy_J",),
+             "gain_cell_write", "gain-cell write: settling time and energy",
+             cell.fit_write),
     )}
 
 

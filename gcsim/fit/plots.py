@@ -173,6 +173,20 @@ def _mismatch(record, table, top, bottom):
     bottom.set_xlabel("stored voltage (V)")
 
 
-DRAW = {"nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
+def _write(record, table, top, bottom):
+    for target in _subset(table["target_voltage_V"], 8):
+        group = table[np.isclose(table["target_voltage_V"], target)].sort_values("t_write_s")
+        line, = top.plot(group["t_write_s"] * 1e9, group["stored_voltage_V"], ".-", lw=1, ms=3,
+                         label=f"target {target:.2f} V")
+        bottom.plot(group["t_write_s"] * 1e9,
+                    1e3 * (group["stored_voltage_V"] - group["target_voltage_V"]),
+                    color=line.get_color(), lw=1)
+    top.axvline(record.value("write_time") * 1e9, color="grey", ls=":")
+    top.set_ylabel("stored voltage after the write (V)")
+    bottom.set_ylabel("stored - target (mV)")
+    bottom.set_xlabel("write pulse width (ns)")
+
+
+DRAW = {"write": _write, "nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
         "sense_amp": _sense_amp, "charge_to_pulse": _charge_to_pulse,
         "signed_converter": _signed_converter, "mismatch": _mismatch}
