@@ -87,7 +87,7 @@ def test_outputs_are_atomic_and_self_describing(tmp_path):
     sidecar = write_outputs(result, output, "parquet")
     table = pd.read_parquet(output)
     assert list(table.columns) == ["stored_voltage_V", "t_pulse_s", "charge_C",
-                                   "stored_voltage_end_V"]
+                                   "stored_voltage_end_V", "energy_J"]
     meta = json.loads(sidecar.read_text())
     for key in ("spec", "netlist_sha256", "model_files_sha256", "ngspice_version",
                 "gcsim_version", "date", "failed_points"):
