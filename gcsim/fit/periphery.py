@@ -159,9 +159,11 @@ def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
     if threshold is not None:
         parameters["threshold"] = param(threshold, "C", "no pulse below this charge (the "
                                         "comparator's minimum overdrive)")
-    if "comparator_delay_s" in data:
-        parameters["comparator_delay"] = param(float(np.nanmedian(data["comparator_delay_s"])),
-                                               "s")
+    if "comparator_delay_s" in data and ramp.any():
+        # Only a pulse that ends inside the window has a comparator delay to measure.
+        delays = data["comparator_delay_s"].to_numpy(float)[ramp]
+        parameters["comparator_delay"] = param(float(np.median(delays)), "s",
+                                               "median over the ramp region")
     if "energy_J" in data:
         parameters["energy_per_conversion"] = param(float(np.median(data["energy_J"])), "J",
                                                     "median over the sweep")
