@@ -235,15 +235,15 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
     from gcsim.energy import GPU_REFERENCES, PAPER_HEADS, PAPER_WINDOW, format_si
 
     c = result.config
-    J = lambda v: format_si(v, "J")  # noqa: E731
-    S = lambda v: format_si(v, "s")  # noqa: E731
+    J = lambda v: format_si(v, "J")
+    S = lambda v: format_si(v, "s")
     out = [
         "gcsim energy: one generated token, attention of one layer",
-        f"  fits {fits_dir} ({', '.join(used_models) or 'models not recorded'}); sweeps "
-        f"{sweeps_dir if sweeps_dir else 'not given (settling and reset are parameters)'}",
-        f"  window {c.window} ({c.subtiles} sub-tiles of {c.array}), {c.heads} heads, dim "
+        (f"  fits {fits_dir} ({', '.join(used_models) or 'models not recorded'}); sweeps "
+        f"{sweeps_dir if sweeps_dir else 'not given (settling and reset are parameters)'}"),
+        (f"  window {c.window} ({c.subtiles} sub-tiles of {c.array}), {c.heads} heads, dim "
         f"{c.dim}, {c.array}x{c.array} arrays; activity q {c.query_mean:g}, phi "
-        f"{c.phi_mean:g} of T_max",
+        f"{c.phi_mean:g} of T_max"),
         "",
         "Energy per component",
     ]
@@ -254,7 +254,7 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     out += _lines(table, {
         "component": ("component", None),
-        "per op": ("energy_per_op_J", lambda v: "" if v != v else J(v)),
+        "per op": ("energy_per_op_J", lambda v: "" if pd.isna(v) else J(v)),
         "count/head": ("count_per_head", lambda v: "" if not v else str(int(v))),
         "per head": ("per_head_J", J), f"per token ({c.heads} heads)": ("per_token_J", J),
         "share": ("share_pct", lambda v: f"{v:.1f} %"), "status": ("status", None)})
@@ -263,7 +263,7 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
         "phase": "total", "each_s": float("nan"), "times": 0, "total_s": result.latency_s,
         "status": "", "formula": ""}])], ignore_index=True)
     out += _lines(lat, {"phase": ("phase", None),
-                        "each": ("each_s", lambda v: "" if v != v else S(v)),
+                        "each": ("each_s", lambda v: "" if pd.isna(v) else S(v)),
                         "x": ("times", lambda v: "" if not v else str(int(v))),
                         "total": ("total_s", S), "status": ("status", None),
                         "formula": ("formula", None)})
@@ -279,8 +279,8 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
         if row["why"] and row["why"] != "within 2x":
             out.append(f"  - {row['part']}: {row['why']}")
     custom = "given with --gpu" if set(gpu["gpu"]) != set(GPU_REFERENCES) else "the paper's"
-    out += ["", f"Against GPUs (per token, all heads; GPU figures {custom}, measured for "
-                f"{PAPER_HEADS} heads, window {PAPER_WINDOW})"]
+    out += ["", (f"Against GPUs (per token, all heads; GPU figures {custom}, measured for "
+                f"{PAPER_HEADS} heads, window {PAPER_WINDOW})")]
     out += _lines(gpu, {"gpu": ("gpu", None), "GPU latency": ("gpu_latency_s", S),
                         "GPU energy": ("gpu_energy_J", J),
                         "gcsim latency": ("gcsim_latency_s", S),

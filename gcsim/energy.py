@@ -249,7 +249,7 @@ class EnergyConfig:
     subtile_parallel: int = 0            # sub-tiles converted at once; 0 = all
     digital_latency_s: float = 0.0       # digital tail (sum of sub-tiles), per token
 
-    def check(self) -> "EnergyConfig":
+    def check(self) -> EnergyConfig:
         for name in ("window", "heads", "dim", "array"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -384,30 +384,30 @@ def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
 
 def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int) -> list[str]:
     notes = [
-        f"Activity: mean query pulse {config.query_mean:g} T_max, mean phi pulse "
+        (f"Activity: mean query pulse {config.query_mean:g} T_max, mean phi pulse "
         f"{config.phi_mean:g} T_max (--query-mean, --phi-mean); read energy grows with pulse "
-        "width, so these set the two array rows.",
-        "Every cell read is charged its edge energy (read_fixed), including zero-width pulses "
-        "(q = 0 or phi = 0): an upper bound for sparse activity.",
-        "Per-cell read and write energies are SPICE energies of one cell with its word-line "
+        "width, so these set the two array rows."),
+        ("Every cell read is charged its edge energy (read_fixed), including zero-width pulses "
+        "(q = 0 or phi = 0): an upper bound for sparse activity."),
+        ("Per-cell read and write energies are SPICE energies of one cell with its word-line "
         "drivers (rail-referenced); word-line and bitline wire capacitance across a 64-cell row "
-        "or column is not in the netlists.",
-        "Each K column and each V-sub-tile column has its own integrator; the sense amp's "
+        "or column is not in the netlists."),
+        ("Each K column and each V-sub-tile column has its own integrator; the sense amp's "
         "energy covers one 21 ns cycle with both resets, and the converters' energies start "
-        "at the end of the integration, so ~2.4 ns of OTA bias is counted twice (small).",
-        "Shared references (bias and reference currents on VDDB) and the reset/window "
+        "at the end of the integration, so ~2.4 ns of OTA bias is counted twice (small)."),
+        ("Shared references (bias and reference currents on VDDB) and the reset/window "
         "drivers are excluded by the netlists; the output counter's energy is not modelled "
-        "(signed_converter.cir).",
+        "(signed_converter.cir)."),
         f"Heads run in parallel on their own arrays (per token = {config.heads} x per head); "
         + ("all sub-tiles run in parallel." if rounds == 1 else
            f"sub-tiles run {config.subtile_parallel} at a time: the array phases repeat "
            f"{rounds} times."),
-        "Latency critical path: write, then query pulses, settling, HardSigmoid conversion "
+        ("Latency critical path: write, then query pulses, settling, HardSigmoid conversion "
         "(its phi pulse is the V read), settling, signed conversion; sense-amp resets run "
-        "beside the write.",
-        f"Digital control and routing: {format_si(config.digital_energy_J, 'J')} per head "
+        "beside the write."),
+        (f"Digital control and routing: {format_si(config.digital_energy_J, 'J')} per head "
         "(--digital-energy, the paper's figure by default), digital latency "
-        f"{format_si(config.digital_latency_s, 's')} (--digital-latency).",
+        f"{format_si(config.digital_latency_s, 's')} (--digital-latency)."),
     ]
     for quantity in q.values():
         if quantity.source == "missing":
