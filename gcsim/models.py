@@ -40,6 +40,8 @@ ROLES = ("read_nmos", "read_pmos", "write_nmos")           # every process must 
 OPTIONAL_ROLES = ("core_nmos", "core_pmos")                # periphery devices
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECTION = re.compile(r"^[A-Za-z0-9_]+$")
+# A library path is written into the netlist (.lib PATH SECTION): only plain characters.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@%,=~-]+$")
 
 # Pelgrom coefficients for the builtin process, mV*um: sigma(Vth) = A_Vt / sqrt(W*L).
 # Pelgrom, Duinmaijer and Welbers, "Matching properties of MOS transistors", IEEE JSSC 24(5),
@@ -61,6 +63,7 @@ class Role:
     a_vt_mV_um: float | None = None
     w_default_m: float | None = None   # the role subcircuit's default W and L
     l_default_m: float | None = None
+    kind: str = "model"                # the library's device: a .model card or a .subckt
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class ModelSet:
         through ngspice), 'pelgrom' (gcsim draws dvth per device) or 'none'."""
         if self.mismatch_section:
             return "pdk"
-        if self.roles and all(r.a_vt_mV_um for r in self.roles.values()):
+        if any(r.a_vt_mV_um for r in self.roles.values()):
             return "pelgrom"
         return "none"
 
@@ -167,6 +170,10 @@ def _roles(process: dict, toml_path: Path, default_a_vt: dict[str, float] | None
             if key not in table:
                 raise SpecError(f"{where}.{key}: required (the legal minimum, metres)")
         a_vt = table.get("a_vt_mV_um", (default_a_vt or {}).get(name))
+        kind = table.get("kind", "model")
+        if kind not in ("model", "subckt"):
+            raise SpecError(f"{where}.kind: expected 'model' (a MOSFET .model card) or "
+                            f"'subckt' (a device subcircuit), got {kind!r}")
         roles[name] = Role(
             name, model, _positive(table["w_min_m"], f"{where}.w_min_m"),
             _positive(table["l_min_m"], f"{where}.l_min_m"),
@@ -174,7 +181,7 @@ def _roles(process: dict, toml_path: Path, default_a_vt: dict[str, float] | None
             _positive(table["w_default_m"], f"{where}.w_default_m")
             if "w_default_m" in table else None,
             _positive(table["l_default_m"], f"{where}.l_default_m")
-            if "l_default_m" in table else None)
+            if "l_default_m" in table else None, kind)
     return roles
 
 
@@ -192,7 +199,7 @@ def _library_roles(library: Path, section: str, roles: dict[str, Role]) -> dict[
         try:
             out[name] = Role(role.name, role.model, role.w_min_m, role.l_min_m,
                              role.a_vt_mV_um, parse_number(params.get("w")),
-                             parse_number(params.get("l")))
+                             parse_number(params.get("l")), role.kind)
         except ParameterError:  # no literal default: the instance must give w and l
             pass
     return out
@@ -208,7 +215,8 @@ def _wrapper(roles: dict[str, Role], size_unit_m: float, process: str) -> tuple[
         length = format_number(role.l_default_m or role.l_min_m)
         lines += [f".subckt {role.name} d g s b params: w={w} l={length} dvth=0",
                   "Vdvth g gi {dvth}",
-                  f"X1 d gi s b {role.model} w={{w*{scale}}} l={{l*{scale}}}",
+                  f"{'X1' if role.kind == 'subckt' else 'M1'} d gi s b {role.model} "
+                  f"w={{w*{scale}}} l={{l*{scale}}}",
                   f".ends {role.name}"]
     return tuple(lines)
 
@@ -304,6 +312,9 @@ def _sky130(section: str) -> ModelSet:
 
 def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: str,
             package: str | None = None) -> ModelSet:
+    if not _SAFE_PATH.match(str(library)):
+        raise SpecError(f"models: the library path {str(library)!r} has characters gcsim will "
+                        "not write into a netlist (spaces, quotes, ...): move or link it")
     available = _sections_in(library)
     if section.lower() not in available:
         raise SpecError(f"models: {library.name} has no section '.lib {section}'")
@@ -318,7 +329,7 @@ def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: 
         wrapper: tuple[str, ...] = ()
         roles = _library_roles(library, section, roles)
     else:
-        wrapper = _wrapper(roles, size_unit, label)
+        wrapper = _wrapper(roles, size_unit, library.name)
     hashed = _section_includes(library, section)
     if mismatch:
         hashed += _section_includes(library, mismatch)

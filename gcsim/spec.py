@@ -156,6 +156,7 @@ class Spec:
     corners: tuple[str, ...] | None = None
     temperatures: tuple[float, ...] | None = None
     montecarlo: MonteCarlo | None = None
+    base: Path | None = None     # the spec's folder: relative paths start here
 
     @property
     def n_points(self) -> int:
@@ -433,4 +434,4 @@ def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
     description = raw.get("description", "")
     return Spec(name, path, netlist, models, analysis, step, stop, max_step, batch, timeout,
                 parameters, axes, measures, str(description), raw, corners, temperatures,
-                montecarlo)
+                montecarlo, base)

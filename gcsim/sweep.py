@@ -74,7 +74,7 @@ class Sweep:
 
     def _model_sets(self, selector: str | None) -> list[models_module.ModelSet]:
         spec = self.spec
-        base = spec.path.parent if spec.path else None
+        base = spec.base or (spec.path.parent if spec.path else None)
         if selector:      # from the command line: relative to the current folder
             chosen, base = selector, None
         else:
@@ -117,6 +117,10 @@ class Sweep:
                 if device.role not in models.roles:
                     raise SpecError(f"{name}: montecarlo.devices.{device.name}.role: models "
                                     f"{models.name} map no role {device.role!r}")
+                if not models.roles[device.role].a_vt_mV_um:
+                    raise SpecError(f"{name}: montecarlo.devices.{device.name}: role "
+                                    f"{device.role} of models {models.name} has no Pelgrom "
+                                    "coefficient (a_vt_mV_um in its role mapping)")
 
     def _base_grid(self) -> tuple[list[dict[str, float]], list[dict]]:
         """Template parameters and extra row labels of every point, before mismatch."""
