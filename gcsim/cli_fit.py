@@ -169,7 +169,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check):
                            on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"))
         for outcome in outcomes:
             click.echo(f"fitted {outcome.name:22s} -> {outcome.json_path}")
-            for label, value in describe(outcome.record):
+            for label, value in describe(outcome):
                 click.echo(f"  {label:30s} {value}")
         if check:
             bundle_only = target

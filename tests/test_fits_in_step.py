@@ -1,0 +1,33 @@
+"""The committed fits/ is exactly what `gcsim regen` produces on builtin models (dates aside).
+
+This reruns every characterisation spec through ngspice from an empty cache, then every fit,
+and compares field by field; it is the check that keeps fits/ in step with the netlists,
+specs and fitters.
+"""
+
+from click.testing import CliRunner
+
+from gcsim import paths
+from gcsim.cli import main
+from gcsim.pipeline import compare_fits
+
+
+def test_committed_fits_match_a_fresh_regen(tmp_path):
+    result = CliRunner().invoke(main, ["regen", "--check", "--reports", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "matches a fresh regen" in result.output
+
+
+def test_compare_fits_reports_a_changed_number(tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "fits"
+    shutil.copytree(paths.FITS, copy)
+    assert compare_fits(paths.FITS, copy) == []
+    record = json.loads((copy / "decay.json").read_text())
+    record["parameters"]["time_constant"]["value"] *= 1.001
+    record["provenance"]["date"] = "1999-01-01"
+    (copy / "decay.json").write_text(json.dumps(record))
+    differences = compare_fits(paths.FITS, copy)
+    assert len(differences) == 1 and "time_constant" in differences[0]
