@@ -120,7 +120,7 @@ def _lines(table: pd.DataFrame, columns: dict[str, callable], indent: str = "  "
               help="Override one per-operation quantity, e.g. --op integration=1p "
                    "(names: read_fixed, read_power, integration, c2p_conversion, "
                    "signed_conversion, write_energy, write_time, t_max, signed_t_max, "
-                   "comparator_delay, conversion_overhead, settling, reset_time).")
+                   "comparator_delay, align_time, settling, reset_time).")
 @click.option("--settle-tol", default="2m", show_default=True,
               help="Tolerance for the settling measured from --sweeps, V.")
 @click.option("--gpu", "gpus", multiple=True, metavar="NAME=LATENCY_S,ENERGY_J",

@@ -95,13 +95,13 @@ OPERATIONS: dict[str, Operation] = {op.key: op for op in (
               "signed_converter", "t_max", 15e-9, "assumed the paper's 15 ns"),
     Operation("comparator_delay", "s", "HardSigmoid comparator delay",
               "charge_to_pulse", "comparator_delay", 0.0, "assumed 0"),
-    Operation("conversion_overhead", "s",
-              "wait from the end of an integration to a converter's output window "
-              "(netlists' t_hold + t_align)", None, None, 1.7e-9,
-              "parameter: the converter testbenches' t_hold 1 ns + t_align 0.7 ns"),
+    Operation("align_time", "s",
+              "lag from the start of a converter's discharge to its output window (netlists' "
+              "t_align: comparator delay plus logic)", None, None, 0.7e-9,
+              "parameter: the converter testbenches' t_align (0.7 ns)"),
     Operation("settling", "s", "column integrator settling after the pulses end",
-              None, None, 1e-9, "parameter: the sense-amp testbench's t_hold (1 ns), a "
-              "design value; pass --sweeps to measure it"),
+              None, None, 1e-9, "parameter: the testbenches' t_hold (1 ns), the wait "
+              "between integration and conversion; pass --sweeps to measure it"),
     Operation("reset_time", "s", "sense-amp reset back to mid-rail",
               None, None, 2e-9, "parameter: the sense-amp testbench's t_rst (2 ns); pass "
               "--sweeps to measure it"),
@@ -361,14 +361,13 @@ def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
          (q["write_time"], q["reset_time"]), "max(write_time, reset_time)"),
         ("query pulses, K integration", t_max, rounds, (q["t_max"],), "T_max"),
         ("K integrator settling", q["settling"].value, rounds, (q["settling"],), "settling"),
-        ("HardSigmoid conversion = phi pulses on V", q["conversion_overhead"].value +
-         q["comparator_delay"].value + t_max, rounds,
-         (q["conversion_overhead"], q["comparator_delay"], q["t_max"]),
-         "conversion_overhead + comparator_delay + T_max"),
+        ("HardSigmoid conversion = phi pulses on V",
+         max(q["align_time"].value, q["comparator_delay"].value) + t_max, rounds,
+         (q["align_time"], q["comparator_delay"], q["t_max"]),
+         "max(align_time, comparator_delay) + T_max"),
         ("V integrator settling", q["settling"].value, rounds, (q["settling"],), "settling"),
-        ("signed conversion and count", q["conversion_overhead"].value +
-         q["signed_t_max"].value, rounds, (q["conversion_overhead"], q["signed_t_max"]),
-         "conversion_overhead + signed T_max"),
+        ("signed conversion and count", q["align_time"].value + q["signed_t_max"].value,
+         rounds, (q["align_time"], q["signed_t_max"]), "align_time + signed T_max"),
         ("digital sum of sub-tiles", config.digital_latency_s, 1,
          (Quantity("digital_latency", config.digital_latency_s, "s", "parameter",
                    "not circuit-level"),), "parameter"),
@@ -402,9 +401,10 @@ def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int) -> l
         + ("all sub-tiles run in parallel." if rounds == 1 else
            f"sub-tiles run {config.subtile_parallel} at a time: the array phases repeat "
            f"{rounds} times."),
-        ("Latency critical path: write, then query pulses, settling, HardSigmoid conversion "
-        "(its phi pulse is the V read), settling, signed conversion; sense-amp resets run "
-        "beside the write."),
+        ("Latency critical path: write, then query pulses, settling (the wait before a "
+         "conversion starts), HardSigmoid conversion (its phi pulse is the V read), settling, "
+         "signed conversion; sense-amp resets run beside the write; t_align covers the "
+         "comparator delay unless the fitted delay is longer."),
         (f"Digital control and routing: {format_si(config.digital_energy_J, 'J')} per head "
         "(--digital-energy, the paper's figure by default), digital latency "
         f"{format_si(config.digital_latency_s, 's')} (--digital-latency)."),

@@ -88,8 +88,9 @@ def test_breakdown_sums_to_the_total(bundle_dir):
     expected = (2 * 64 * 1024 * read_k + 1024 * (INTEGRATION + C2P)
                 + 16 * 64 * (INTEGRATION + SIGNED) + 2 * 64 * WRITE + 4e-9)
     assert math.isclose(result.energy_per_head_J, expected, rel_tol=1e-12)
-    # latency: write, T_max, settling 1 ns, 1.7 ns + 0.5 ns + T_max, settling, 1.7 ns + T_max
-    assert math.isclose(result.latency_s, WRITE_TIME + 3 * T_MAX + 2e-9 + 3.4e-9 + 0.5e-9,
+    # latency: write, T_max, settling 1 ns, max(align 0.7 ns, comparator 0.5 ns) + T_max,
+    # settling, align + T_max
+    assert math.isclose(result.latency_s, WRITE_TIME + 3 * T_MAX + 2e-9 + 1.4e-9,
                         rel_tol=1e-12)
 
 
