@@ -46,6 +46,9 @@ from gcsim.cli_fit import export_group, fit_command, regen_command  # noqa: E402
 main.add_command(fit_command)
 main.add_command(regen_command)
 main.add_command(export_group)
+from gcsim.cli_validate import validate_group  # noqa: E402
+
+main.add_command(validate_group)
 from gcsim.cli_energy import energy_command  # noqa: E402
 
 main.add_command(energy_command)

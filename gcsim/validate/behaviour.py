@@ -1,0 +1,58 @@
+"""The behavioural side of a tile: the array simulator in `fitted` mode on the tile's inputs.
+
+A tile is one query token read against C keys. `gcsim.simulate.attention.simulate_attention`
+runs it as a sequence of C tokens whose last query is the tile's (earlier queries are zero and
+ignored), with window = array size = C, no input quantisation (the inputs already are the
+stored voltages and pulse fractions the SPICE netlist gets) and no output quantisation (the
+counter's rounding would turn a small charge error into a whole level). With `token_period_s`,
+key j has age (C - 1 - j) token periods and the fitted decay applies, as in the retention
+scenario; otherwise decay is off (the SPICE tile reads freshly written cells).
+
+The simulator keeps S and phi but not the V array's charges A before the converter; they are
+recomputed here with the same stage objects (`GainCellArray.row_charges_C`) and checked against
+the simulator's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gcsim.simulate.attention import SimulationConfig, simulate_attention
+from gcsim.simulate.models import HardwareModel
+from gcsim.simulate.stages import GainCellArray
+
+
+@dataclass
+class ModelStages:
+    S_C: np.ndarray       # (C,) read-out column charges (the converter's input)
+    phi_s: np.ndarray     # (C,) pulse widths
+    A_C: np.ndarray       # (R,) V column charges
+    out: np.ndarray       # (R,) converter outputs in [-1, 1], unquantised
+    decay_factor: float
+
+
+def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareModel,
+              token_period_s: float | None = None) -> ModelStages:
+    """q (R,), written voltages k_V and v_V (C, R)."""
+    C, R = k_V.shape
+    queries = np.zeros((C, R))
+    queries[-1] = q
+    config = SimulationConfig(window=C, array_size=C, quantize_inputs=False,
+                              quantize_output=False, decay=token_period_s is not None,
+                              token_period_s=token_period_s, keep_intermediates=True,
+                              block_queries=C)
+    result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
+    S = np.array(result.S[0, 0, -1], dtype=float)
+    phi = np.array(result.phi[0, 0, -1], dtype=float)
+    out = np.array(result.output[-1], dtype=float)
+    v_array = GainCellArray(v_V, model.cell.power_coefficients_A(model.read_on_V),
+                            model.cell.v_mid_V, result.decay_factor, model.decay.asymptote_V)
+    edge = model.pulse_edge_time_s
+    drive = phi + edge * (phi > 0) if edge else phi
+    A = v_array.row_charges_C(drive[None, :], C - 1, 0, C)[0, 0]
+    check = model.output_converter.convert(A.copy(), quantize=False)
+    if not np.allclose(check, out, rtol=1e-9, atol=1e-12):
+        raise AssertionError("V-array charges disagree with the simulator's output")
+    return ModelStages(S, phi, A, out, result.decay_factor)

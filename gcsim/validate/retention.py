@@ -1,0 +1,52 @@
+"""Aged stored voltages from SPICE, for the retention scenario.
+
+A cell written at voltage w and read `age` seconds later holds whatever its leakage left. That
+is simulated, not modelled: the characterisation's retention testbench
+(netlists/gain_cell_retention.cir: write transistor off, every line at rest, gmin lowered so
+ngspice adds no leak of its own) runs one instance per distinct written voltage in one
+transient up to the oldest age, and each instance's v(sn) is read at every age needed. The tile
+netlist then starts each cell at its aged voltage (`.ic`), so the read itself is simulated on
+the cell as it is after the hold. What this leaves out: nothing disturbs the cells during the
+hold (no reads or writes of neighbours), and the hold runs at the template's temperature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gcsim import engine
+from gcsim import models as models_module
+from gcsim import paths
+from gcsim.errors import GcsimError
+from gcsim.netlist import Template, save_card, vector_name
+from gcsim.values import format_number as f
+
+
+def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: models_module.ModelSet,
+                  jobs: int = 1, points: int = 400) -> np.ndarray:
+    """Stored voltage of each cell (written_V, age_s broadcast together) after its age."""
+    written_V, age_s = np.broadcast_arrays(np.asarray(written_V, float), np.asarray(age_s, float))
+    levels = np.unique(written_V)
+    oldest = float(age_s.max())
+    if oldest <= 0:
+        return written_V.copy()
+    template = Template.load(paths.NETLISTS / "gain_cell_retention.cir")
+    instances = [{"v_init": float(level)} for level in levels]
+    step = oldest / points
+    analysis = [f".tran {f(step)} {f(oldest)} 0 {f(step)}"]
+    saves = [save_card("v(sn)", n) for n in range(len(levels))]
+    netlist = template.render({}, models.lines(), analysis, instances=instances, save=saves)
+    vectors = ["time"] + [vector_name("v(sn)", n) for n in range(len(levels))]
+    request = engine.RunRequest(netlist, vectors, models.ngbehavior, 600.0)
+    for _, result in engine.run_many([request], max(1, jobs)):
+        if not result.ok:
+            raise GcsimError(f"ngspice failed on the retention hold: {result.error}")
+        time_s = result.vectors["time"]
+        if time_s[-1] < oldest * (1 - 1e-6):
+            raise GcsimError("ngspice stopped the retention hold early")
+    out = np.empty_like(written_V)
+    for n, level in enumerate(levels):
+        trace = result.vectors[vector_name("v(sn)", n)]
+        chosen = written_V == level
+        out[chosen] = np.interp(age_s[chosen], time_s, trace)
+    return out

@@ -1,0 +1,122 @@
+"""Run a tile in ngspice and extract its stages.
+
+Two ways, which give the same numbers (to ngspice's integration tolerance; see tests):
+
+* `single`: the whole tile in one netlist (`tile.build(part='full')`);
+* `split`:  stage 1 runs the K columns in groups, each group its own ngspice process; the
+  converters' pulse waveforms come back and drive, as PWL sources, stage 2, the V columns in
+  groups. Columns share only ideal sources (supplies, references, query pulses, and in stage 2
+  the recorded pulses), so a column's circuit is the same whichever group it runs in.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gcsim import engine
+from gcsim import models as models_module
+from gcsim.errors import GcsimError
+from gcsim.validate import tile as tile_module
+from gcsim.validate.tile import PROBE_C, PROBE_GM, Tile, TileParams
+
+
+@dataclass
+class SpiceStages:
+    S_C: np.ndarray       # (C,) K column charges
+    phi_s: np.ndarray     # (C,) converter pulse widths
+    A_C: np.ndarray       # (R,) V column charges
+    runs: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0    # CPU time of the ngspice worker processes
+    mode: str = "split"
+    netlist_lines: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _groups(items: list[int], n: int) -> list[list[int]]:
+    n = max(1, min(n, len(items)))
+    return [list(chunk) for chunk in np.array_split(np.array(items), n) if len(chunk)]
+
+
+def _check(result: engine.RunResult, what: str, t_end: float) -> dict[str, np.ndarray]:
+    if not result.ok:
+        raise GcsimError(f"ngspice failed on {what}: {result.error or result.kind}")
+    t = result.vectors["time"]
+    if t.size < 2 or t[-1] < t_end * (1 - 1e-6):
+        raise GcsimError(f"ngspice stopped {what} at {t[-1]:.4g} s of {t_end:.4g} s: "
+                         + " | ".join(result.messages[-3:]))
+    return result.vectors
+
+
+def _width(vectors, c) -> float:
+    return float(vectors[f"w_{c}"][-1]) * PROBE_C / PROBE_GM
+
+
+def _charge(vectors, name) -> float:
+    return float(vectors[name][-1]) * PROBE_C
+
+
+def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, jobs: int = 2,
+             split: bool = True, groups: int | None = None, timeout_s: float = 900.0
+             ) -> SpiceStages:
+    """Simulate a tile; `groups` column groups per stage (default: `jobs`)."""
+    started = time.perf_counter()
+    cpu_start = _children_cpu()
+    R, C = tile.rows, tile.cols
+    S = np.full(C, np.nan)
+    phi = np.full(C, np.nan)
+    A = np.full(R, np.nan)
+    runs = 0
+    lines = 0
+    if not split or not params.splittable:
+        netlist = tile_module.build(tile, params, models, "full")
+        request = engine.RunRequest(netlist.text, netlist.vectors, models.ngbehavior, timeout_s)
+        for _, result in engine.run_many([request], 1):
+            vectors = _check(result, "the tile", params.t_end)
+        for c in range(C):
+            S[c] = _charge(vectors, f"qk_{c}")
+            phi[c] = _width(vectors, c)
+        for d in range(R):
+            A[d] = _charge(vectors, f"qv_{d}")
+        return SpiceStages(S, phi, A, 1, time.perf_counter() - started,
+                           _children_cpu() - cpu_start, "single",
+                           len(netlist.text.splitlines()))
+    n_groups = groups or jobs
+    # Stage 1: K columns, their readouts and converters.
+    requests = []
+    for cols in _groups(list(range(C)), n_groups):
+        netlist = tile_module.build(tile, params, models, "k", cols)
+        lines += len(netlist.text.splitlines())
+        requests.append(engine.RunRequest(netlist.text, netlist.vectors, models.ngbehavior,
+                                          timeout_s, tag=cols))
+    pulses: dict[int, list[tuple[float, float]]] = {}
+    for request, result in engine.run_many(requests, jobs):
+        vectors = _check(result, f"K columns {request.tag[0]}..{request.tag[-1]}", params.t_end)
+        runs += 1
+        for c in request.tag:
+            S[c] = _charge(vectors, f"qk_{c}")
+            phi[c] = _width(vectors, c)
+            pulses[c] = tile_module.pwl(vectors["time"], vectors[f"pulse_{c}"])
+    # Stage 2: V columns driven by the recorded pulses.
+    requests = []
+    for cols in _groups(list(range(R)), n_groups):
+        netlist = tile_module.build(tile, params, models, "v", cols, pulses)
+        lines += len(netlist.text.splitlines())
+        requests.append(engine.RunRequest(netlist.text, netlist.vectors, models.ngbehavior,
+                                          timeout_s, tag=cols))
+    for request, result in engine.run_many(requests, jobs):
+        vectors = _check(result, f"V columns {request.tag[0]}..{request.tag[-1]}", params.t_end)
+        runs += 1
+        for d in request.tag:
+            A[d] = _charge(vectors, f"qv_{d}")
+    return SpiceStages(S, phi, A, runs, time.perf_counter() - started,
+                       _children_cpu() - cpu_start, "split", lines)

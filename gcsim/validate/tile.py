@@ -1,0 +1,317 @@
+"""The SPICE netlist of one attention tile, generated from its inputs.
+
+Geometry (MISSION.md): the K array has the head dimension on its R rows and the C tokens on its
+columns; the V array has the C tokens on its rows and the head dimension (R) on its columns. One
+query q (R,) is read against keys k (C, R) and values v (C, R), the simulator's (tokens, dim)
+layout: cell (r, c) of the K array stores k[c, r], cell (c, d) of the V array stores v[c, d].
+
+Signal chain, with the periphery of the characterisation netlists:
+
+1. every storage node starts at its stored voltage (`.ic`), write transistors off;
+2. the integrators (cells/sense_amp.sub) are reset until t_rst;
+3. row r of the K array gets a read pulse of width q[r] * t_max (flat top, edges t_edge, as in
+   gain_cell_pulse.cir) on rwl_n, mirrored on rwl_p (2 v_mid - V(rwl_n)); q = 0: no pulse;
+4. each K column's integrator holds its charge; at t_conv the column's charge-to-pulse converter
+   (cells/charge_to_pulse.sub, driven as in charge_to_pulse.cir) discharges it and emits the
+   HardSigmoid pulse `pulse_c`;
+5. row c of the V array is driven by an ideal word-line driver, a linear VCVS mapping the logic
+   pulse 0...vdd onto rwl_n = v_mid...v_in (rwl_p mirrored); the driver's own delay, edges and
+   energy are not modelled;
+6. the V columns' integrators collect the signed charges A.
+
+Probes that load nothing: each column's bitline reaches its integrator through a 0 V source whose
+current is integrated on 1 pF (charge [C] = 1e-12 V(qs_c) / V(qa_d)); each converter's pulse,
+V(pulse)/vdd, is integrated (width [s] = 1e-9 V(w_c)).
+
+Every K column, and every V column, has its own bias diodes (i_bias, i_ref) so that columns do
+not interact through shared bias nodes: with no wire resistance the columns are independent
+circuits, which is what lets `gcsim.validate.spice` run them in separate processes.
+
+Wire parasitics (`r_wire`, `c_wire` per cell pitch): with r_wire > 0 every bitline and word line
+becomes an R-C ladder (drivers at column 0 / integrators below the last row); with only c_wire,
+each bitline carries its lumped capacitance. Word-line resistance couples the columns, so the
+split run is refused then.
+
+Every number written goes through gcsim.values.format_number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gcsim import models as models_module
+from gcsim import paths
+from gcsim.errors import ParameterError
+from gcsim.netlist import Template
+from gcsim.values import format_number as f
+
+# Periphery parameters taken from the characterisation testbench charge_to_pulse.cir, and cell
+# parameters from gain_cell_pulse.cir, so the tile uses the circuits that were characterised.
+_C2P_PARAMS = ("vdd", "v_mid", "t_edge", "t_rst", "t_gap", "t_hold", "t_max", "t_align", "i_ref",
+               "c_int", "i_bias", "cc", "rz", "temp_c")
+_CELL_PARAMS = ("c_store", "w_write", "l_write", "w_read_n", "l_read_n", "w_read_p", "l_read_p",
+                "v_in")
+PROBE_C = 1e-12     # probe integrators: 1 pF
+PROBE_GM = 1e-3     # width integrator transconductance, A/V at vdd (so 1e-9 s per volt)
+
+
+@dataclass
+class TileParams:
+    """Electrical and timing parameters of a tile (SI units)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    r_wire: float = 0.0     # ohm per cell pitch
+    c_wire: float = 0.0     # farad per cell pitch
+    max_step: float = 20e-12
+
+    @classmethod
+    def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0) -> "TileParams":
+        c2p = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
+        cell = Template.load(paths.NETLISTS / "gain_cell_pulse.cir").defaults
+        values = {name: c2p[name] for name in _C2P_PARAMS}
+        values.update({name: cell[name] for name in _CELL_PARAMS})
+        if r_wire < 0 or c_wire < 0:
+            raise ParameterError("wire R and C per pitch must be >= 0")
+        return cls(values, float(r_wire), float(c_wire))
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    @property
+    def t_q(self) -> float:
+        """Start of the query pulses."""
+        return self["t_rst"] + self["t_gap"]
+
+    @property
+    def t_conv(self) -> float:
+        """Start of the conversion window (as in charge_to_pulse.cir, with t_int = t_max)."""
+        return self.t_q + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
+
+    @property
+    def t_end(self) -> float:
+        return self.t_conv + self["t_align"] + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
+
+    @property
+    def splittable(self) -> bool:
+        """Columns are independent circuits (no word-line resistance)."""
+        return self.r_wire == 0.0
+
+
+@dataclass
+class Tile:
+    """Inputs of one tile: q (R,), stored voltages k_V (C, R) and v_V (C, R)."""
+
+    q: np.ndarray
+    k_V: np.ndarray
+    v_V: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.k_V.shape[0]
+
+
+@dataclass
+class Netlist:
+    text: str
+    vectors: list[str]
+    part: str
+    columns: list[int]
+
+
+def _subcircuits() -> list[str]:
+    """The subcircuit definitions of the characterisation netlists, each once."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for name in ("gain_cell_pulse.cir", "charge_to_pulse.cir"):
+        inside = False
+        for line in Template.load(paths.NETLISTS / name).outside:
+            words = line.split()
+            card = words[0].lower()
+            if card == ".subckt":
+                inside = words[1].lower() not in seen
+                seen.add(words[1].lower())
+            if inside:
+                lines.append(line)
+            if card == ".ends":
+                inside = False
+    return lines
+
+
+def _chunks(items: list[str], size: int = 8) -> list[str]:
+    return [" ".join(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _pulse_source(name: str, node: str, p: TileParams, width: float) -> str:
+    if width <= 0:
+        return f"{name} {node} 0 {f(p['v_mid'])}"
+    return (f"{name} {node} 0 PULSE({f(p['v_mid'])} {f(p['v_in'])} {f(p.t_q)} {f(p['t_edge'])} "
+            f"{f(p['t_edge'])} {f(width)} 1)")
+
+
+def _ladder(prefix: str, head: str, nodes: list[str], p: TileParams, lines: list[str]) -> None:
+    """R-C ladder from `head` through `nodes` (one cell pitch each)."""
+    previous = head
+    for i, node in enumerate(nodes):
+        lines.append(f"R{prefix}_{i} {previous} {node} {f(p.r_wire)}")
+        if p.c_wire > 0:
+            lines.append(f"C{prefix}_{i} {node} 0 {f(p.c_wire)}")
+        previous = node
+
+
+def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-6,
+        min_dt: float = 1e-13) -> list[tuple[float, float]]:
+    """Waveform points for a PWL source: the points where the waveform bends (flat runs and
+    straight segments reduce to their end points, which linear interpolation restores)."""
+    t = np.asarray(time_s, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = np.ones(t.size, dtype=bool)
+    if t.size > 2:
+        # Drop interior points that lie on the line through their neighbours.
+        slope_prev = (v[1:-1] - v[:-2]) / np.maximum(t[1:-1] - t[:-2], 1e-30)
+        predicted = v[1:-1] + slope_prev * (t[2:] - t[1:-1])
+        keep[1:-1] = np.abs(predicted - v[2:]) > tol
+    t, v = t[keep], v[keep]
+    # ngspice makes every PWL point a breakpoint; points closer than min_dt (ngspice's own
+    # breakpoints land within femtoseconds of each other) would force vanishing timesteps.
+    # Snapping every waveform's points to one grid of min_dt keeps the breakpoints of
+    # different rows either identical or min_dt apart.
+    ticks = np.round(t / min_dt).astype(np.int64)
+    ticks, index = np.unique(ticks, return_index=True)
+    return list(zip((ticks * min_dt).tolist(), v[index].tolist()))
+
+
+def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: str = "full",
+          columns: list[int] | None = None,
+          pulses: dict[int, list[tuple[float, float]]] | None = None) -> Netlist:
+    """The netlist of a tile, or of one part of it.
+
+    part 'full': both arrays and all their periphery, the V rows driven by the converters.
+    part 'k':    the K array's `columns` with their readouts and converters (no V array).
+    part 'v':    the V array's `columns` with their readouts, the V rows driven by PWL copies of
+                 the converters' pulses (`pulses`: row -> [(t, V)]).
+    """
+    p = params
+    R, C = tile.rows, tile.cols
+    if part not in ("full", "k", "v"):
+        raise ValueError(f"unknown tile part {part!r}")
+    if part != "full" and not p.splittable:
+        raise ParameterError("wire resistance couples the columns: a tile with r_wire > 0 runs "
+                             "as one netlist")
+    n_cols = C if part in ("full", "k") else R
+    columns = list(range(n_cols)) if columns is None else list(columns)
+    if part == "v" and (pulses is None or set(pulses) != set(range(C))):
+        raise ValueError("part 'v' needs the pulse waveform of every V row")
+    vdd, v_mid = p["vdd"], p["v_mid"]
+    lines = [f"* gcsim validate tile {R}x{C} ({part}, columns {columns[0]}..{columns[-1]}) "
+             f"models {models.name}"]
+    lines.append(f".options temp={f(p['temp_c'])}")
+    lines += models.lines()
+    lines += _subcircuits()
+    lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl")
+    lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
+        f"{name}={f(p[name])}" for name in _CELL_PARAMS if name != "v_in"))
+    lines.append(".ends tile_cell")
+    lines += [
+        f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
+        f"VMID2 mid2 0 {f(2 * v_mid)}", "VWWL wwl 0 0", f"VWBL wbl 0 {f(v_mid)}",
+        f"VRST rst 0 PULSE({f(vdd)} 0 {f(p['t_rst'])} 50p 50p 1 2)",
+        f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p['t_rst'])} 50p 50p 1 2)",
+    ]
+    ic: list[str] = []
+    saves: list[str] = []
+    vectors: list[str] = ["time"]
+    ladders = p.r_wire > 0
+
+    def cell_nodes(array: str, n_rows: int, n_cols: int, cols: list[int]):
+        """Node names of each cell's word lines and bitline (ladders when r_wire > 0)."""
+        wl = {}
+        for r in range(n_rows):
+            if ladders:
+                names_n = [f"rwln{array}_{r}_{c}" for c in range(n_cols)]
+                names_p = [f"rwlp{array}_{r}_{c}" for c in range(n_cols)]
+                _ladder(f"wn{array}_{r}", f"rwln{array}_{r}", names_n, p, lines)
+                _ladder(f"wp{array}_{r}", f"rwlp{array}_{r}", names_p, p, lines)
+                wl[r] = (names_n, names_p)
+            else:
+                wl[r] = ([f"rwln{array}_{r}"] * n_cols, [f"rwlp{array}_{r}"] * n_cols)
+        bl = {}
+        for c in cols:
+            if ladders:
+                # Integrator below the last row: the ladder runs from the bottom node upwards.
+                names = [f"bl{array}_{c}_{r}" for r in range(n_rows)]
+                _ladder(f"b{array}_{c}", f"bl{array}_{c}", names[::-1], p, lines)
+                bl[c] = names
+            else:
+                bl[c] = [f"bl{array}_{c}"] * n_rows
+                if p.c_wire > 0:
+                    lines.append(f"Cb{array}_{c} bl{array}_{c} 0 {f(p.c_wire * n_rows)}")
+        return wl, bl
+
+    def readout(array: str, c: int, converter: bool) -> None:
+        nb = f"nb{array}_{c}"
+        lines.append(f"Vp{array}_{c} bl{array}_{c} bi{array}_{c} 0")
+        lines.append(f"F{array}_{c} 0 q{array}_{c} Vp{array}_{c} 1")
+        lines.append(f"Cq{array}_{c} q{array}_{c} 0 {f(PROBE_C)}")
+        lines.append(f"Rq{array}_{c} q{array}_{c} 0 1e15")
+        lines.append(f"Ib{array}_{c} vddb {nb} {f(p['i_bias'])}")
+        lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos w=1u l=250n")
+        lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} rst rstb vref vdd {nb} "
+                     f"sense_amp c_int={f(p['c_int'])} cc={f(p['cc'])} rz={f(p['rz'])}")
+        ic.append(f"v(q{array}_{c})=0")
+        saves.append(f"v(q{array}_{c})")
+        vectors.append(f"q{array}_{c}")
+        if converter:
+            lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
+            lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
+            lines.append(f"Xcp_{c} out{array}_{c} bi{array}_{c} vref gate gate_d pulse_{c} "
+                         f"cmp_{c} vdd {nb} nr_{c} charge_to_pulse")
+            lines.append(f"Gw_{c} 0 w_{c} pulse_{c} 0 {f(PROBE_GM / vdd)}")
+            lines.append(f"Cw_{c} w_{c} 0 {f(PROBE_C)}")
+            lines.append(f"Rw_{c} w_{c} 0 1e15")
+            ic.append(f"v(w_{c})=0")
+            saves.extend([f"v(w_{c})", f"v(pulse_{c})"])
+            vectors.extend([f"w_{c}", f"pulse_{c}"])
+
+    if part in ("full", "k"):
+        k_cols = columns if part == "k" else list(range(C))
+        t_gate = p.t_conv
+        lines.append(f"VG gate 0 PULSE(0 {f(vdd)} {f(t_gate)} 50p 50p {f(p['t_max'] - 50e-12)} 1)")
+        lines.append(f"VGD gate_d 0 PULSE(0 {f(vdd)} {f(t_gate + p['t_align'])} 50p 50p "
+                     f"{f(p['t_max'] - 50e-12)} 1)")
+        for r in range(R):
+            lines.append(_pulse_source(f"Vqn_{r}", f"rwlnk_{r}", p, float(tile.q[r]) * p["t_max"]))
+            lines.append(f"Eqp_{r} rwlpk_{r} mid2 rwlnk_{r} 0 -1")
+        wl, bl = cell_nodes("k", R, C, k_cols)
+        for c in k_cols:
+            for r in range(R):
+                lines.append(f"Xk_{r}_{c} snk_{r}_{c} {wl[r][0][c]} {wl[r][1][c]} {bl[c][r]} vdd "
+                             "wwl wbl tile_cell")
+                ic.append(f"v(snk_{r}_{c})={f(tile.k_V[c, r])}")
+            readout("k", c, converter=True)
+    if part in ("full", "v"):
+        v_cols = columns if part == "v" else list(range(R))
+        gain = (p["v_in"] - v_mid) / vdd
+        for c in range(C):
+            if part == "v":
+                points = " ".join(f"{f(t)} {f(v)}" for t, v in pulses[c])
+                lines.append(f"Vpl_{c} pulse_{c} 0 PWL({points})")
+            lines.append(f"Ewn_{c} rwlnv_{c} vref pulse_{c} 0 {f(gain)}")
+            lines.append(f"Ewp_{c} rwlpv_{c} vref pulse_{c} 0 {f(-gain)}")
+        wl, bl = cell_nodes("v", C, R, v_cols)
+        for d in v_cols:
+            for c in range(C):
+                lines.append(f"Xv_{c}_{d} snv_{c}_{d} {wl[c][0][d]} {wl[c][1][d]} {bl[d][c]} vdd "
+                             "wwl wbl tile_cell")
+                ic.append(f"v(snv_{c}_{d})={f(tile.v_V[c, d])}")
+            readout("v", d, converter=False)
+    lines += [".ic " + chunk for chunk in _chunks(ic)]
+    lines += [".save " + chunk for chunk in _chunks(saves)]
+    lines.append(f".tran {f(p.max_step)} {f(p.t_end)} 0 {f(p.max_step)}")
+    lines.append(".end")
+    return Netlist("\n".join(lines) + "\n", vectors, part, columns)
