@@ -180,7 +180,10 @@ def test_fitted_models_with_offsets_and_non_mid_rail_asymptote_match_dense_refer
     assert np.any(S == 12) and np.any(phi == 0) and np.any(phi == 1)
 
 
-def test_missing_or_malformed_fits_bundle_gives_clear_errors(tmp_path):
+def test_missing_or_malformed_fits_bundle_gives_clear_errors(tmp_path, monkeypatch):
+    from gcsim import paths
+
+    monkeypatch.setattr(paths, "FITS", tmp_path / "no-committed-fits")
     with pytest.raises(FitsBundleError, match="not found"):
         load_fitted_models(tmp_path / "nowhere")
     with pytest.raises(FitsBundleError, match="needs a fits bundle"):
@@ -276,3 +279,34 @@ def test_bad_inputs_raise_clear_errors():
         simulate_attention(good, good, good, config=both)
     with pytest.raises(ValueError, match="numeric"):
         simulate_attention(good.astype(str), good, good)
+
+
+def test_pulse_edges_and_converter_dead_zone_match_a_dense_reference():
+    """Every pulse that is on carries `pulse_edge_time_s` of extra drive (query and φ alike);
+    φ itself is the converter's width, zero below its threshold charge."""
+    from gcsim.simulate.stages import ChargeToPulse
+
+    edge, threshold = 0.4e-9, 10 * UNIT
+    model = replace(fitted_model_from_paper_coefficients(), pulse_edge_time_s=edge,
+                    charge_to_pulse=ChargeToPulse(15e-9 / (80 * UNIT), 15e-9, -2 * UNIT,
+                                                  threshold))
+    rng = np.random.default_rng(12)
+    T, D, A = 64, 16, 64
+    q, k, v = rng.random((T, D)), rng.random((T, D)) * 0.9, rng.random((T, D)) * 0.9
+    q[:, :3] = 0.0  # some queries off: no pulse, no edge charge
+    config = SimulationConfig(window=T, array_size=A, decay=False, quantize_output=False)
+    r = simulate_attention(q, k, v, "fitted", model=model, config=config)
+
+    qq = np.round(q * 15) / 15
+    kk, vv = (np.round(x / (0.9 / 7)) * (0.9 / 7) for x in (k, v))
+    cell = model.cell.current_A
+    width = qq * 15e-9 + edge * (qq > 0)
+    S = width @ cell(kk, 0.9).T                       # (t, j) column charges
+    M = np.tril(np.ones((T, T), bool))
+    phi = np.clip(15e-9 / (80 * UNIT) * (S + 2 * UNIT), 0, 15e-9) * (S >= threshold) * M
+    drive = phi + edge * (phi > 0)
+    out = np.clip(drive @ cell(vv, 0.9) / (40 * UNIT), -1, 1)
+    np.testing.assert_allclose(r.dense("S")[0, 0], np.where(M, S, 0), rtol=1e-9, atol=1e-22)
+    np.testing.assert_allclose(r.dense("phi")[0, 0], phi, rtol=1e-9, atol=1e-21)
+    np.testing.assert_allclose(r.output, out, rtol=1e-9, atol=1e-12)
+    assert np.any((S > 0) & (S < threshold) & M) and np.any(phi > 0)

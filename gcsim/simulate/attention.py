@@ -301,8 +301,12 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
                 score = model.readout.convert(charge, out=charge)
                 pulses = model.charge_to_pulse.convert(score)
                 pulses *= mask
-                drive = pulses + edge * (pulses > 0) if edge else pulses
-                subtile_charge = v_array.row_charges_C(drive, t0, k0, a_size)
+                offset = t0 - band + 1 - k0
+                if edge:
+                    if keep:  # φ is the converter's pulse; the edges only add drive charge
+                        phi[b, h, t0:t1] = _band_view(pulses, offset, band)
+                    np.add(pulses, edge, out=pulses, where=pulses > 0)
+                subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
                 counts = model.output_converter.convert(
                     subtile_charge, quantize=config.quantize_output, out=subtile_charge
                 )
@@ -311,9 +315,9 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
 
                 if keep:
                     score *= mask
-                    offset = t0 - band + 1 - k0
                     S[b, h, t0:t1] = _band_view(score, offset, band)
-                    phi[b, h, t0:t1] = _band_view(pulses, offset, band)
+                    if not edge:
+                        phi[b, h, t0:t1] = _band_view(pulses, offset, band)
                     t = np.arange(t0, t1)
                     first = np.maximum(0, t - window + 1) // a_size
                     count = t // a_size - first + 1

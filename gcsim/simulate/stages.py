@@ -133,7 +133,7 @@ class ChargeToPulse:
             # `out` may alias `charge_C`: recover the charge from the width before masking.
             below = out < self.slope_s_per_C * (self.threshold_C - self.offset_C)
             np.clip(out, 0.0, self.t_max_s, out=out)
-            out[below] = 0.0
+            np.copyto(out, 0.0, where=below)
             return out
         return np.clip(out, 0.0, self.t_max_s, out=out)
 
