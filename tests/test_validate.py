@@ -1,0 +1,230 @@
+"""gcsim validate: the tile generator's structure, split == single, an 8x8 tile against the
+committed fits, a deliberately wrong fit that must fail, retention, and bad input. Real ngspice."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gcsim import models, paths
+from gcsim.cli import main
+from gcsim.errors import ParameterError
+from gcsim.simulate.models import load_fitted_models
+from gcsim.validate import compare
+from gcsim.validate.run import InputError, check_inputs, random_inputs, validate_tile
+from gcsim.validate.spice import run_tile
+from gcsim.validate.tile import Tile, TileParams, build, pwl
+
+BUILTIN = models.resolve("builtin")
+needs_fits = pytest.mark.skipif(not (paths.FITS / "charge_to_pulse.json").is_file(),
+                                reason="no committed fits bundle")
+
+
+def small_tile(rows=3, cols=4, seed=3):
+    q, k, v = random_inputs(rows, cols, seed)
+    return Tile(q, k, v)
+
+
+def count(text, pattern):
+    return len(re.findall(pattern, text, re.MULTILINE))
+
+
+# ----------------------------------------------------------------------------- structure
+def test_full_tile_device_counts_and_node_names():
+    tile = small_tile(3, 4)
+    tile.q[1] = 0.0   # no pulse on row 1
+    text = build(tile, TileParams.defaults(), BUILTIN).text
+    assert count(text, r"^Xk_\d+_\d+ ") == 3 * 4          # K cells, R x C
+    assert count(text, r"^Xv_\d+_\d+ ") == 4 * 3          # V cells, C x R
+    assert count(text, r"^Xsak_\d+ .* sense_amp ") == 4   # a readout per K column
+    assert count(text, r"^Xcp_\d+ .* charge_to_pulse$") == 4
+    assert count(text, r"^Xsav_\d+ .* sense_amp ") == 3   # a readout per V column
+    assert count(text, r"^Vqn_\d+ ") == 3 and count(text, r"^Ewn_\d+ ") == 4
+    assert count(text, r"^\.subckt (gain_cell|sense_amp|charge_to_pulse|comparator) ") == 4
+    # Cell (r=2, c=1) of K: its row's word lines, its column's bitline, stored k[1, 2].
+    assert "Xk_2_1 snk_2_1 rwlnk_2 rwlpk_2 blk_1 vdd wwl wbl tile_cell" in text
+    assert "Xv_3_0 snv_3_0 rwlnv_3 rwlpv_3 blv_0 vdd wwl wbl tile_cell" in text
+    assert f"v(snk_2_1)={float(tile.k_V[1, 2])!r}" in text
+    assert f"v(snv_3_0)={float(tile.v_V[3, 0])!r}" in text
+    assert "Vqn_1 rwlnk_1 0 0.45" in text                  # q = 0: the word line rests
+    assert re.search(r"^Vqn_0 rwlnk_0 0 PULSE\(0\.45 0\.9 ", text, re.MULTILINE)
+    # Every element line is gcsim's own formatting: no braces, no stray expressions.
+    body = text.split(".ends tile_cell", 1)[1]
+    assert "{" not in body
+
+
+def test_parts_and_wire_parasitics():
+    tile = small_tile(3, 4)
+    params = TileParams.defaults()
+    k_part = build(tile, params, BUILTIN, "k", [1, 2]).text
+    assert count(k_part, r"^Xk_\d+_\d+ ") == 3 * 2 and count(k_part, r"^Xv_") == 0
+    assert "Xk_0_1 " in k_part and "Xk_0_0 " not in k_part
+    pulses = {c: [(0.0, 0.0), (2e-8, 0.0), (2.01e-8, 0.9), (2.5e-8, 0.9), (2.51e-8, 0.0)]
+              for c in range(4)}
+    v_part = build(tile, params, BUILTIN, "v", [0], pulses).text
+    assert count(v_part, r"^Xv_\d+_0 ") == 4 and count(v_part, r"^Xk_") == 0
+    assert count(v_part, r"^Vpl_\d+ pulse_\d+ 0 PWL\(") == 4
+    wired = TileParams.defaults(r_wire=2.0, c_wire=0.1e-15)
+    text = build(tile, wired, BUILTIN).text
+    # Bitline ladders: one R per cell pitch; word-line ladders on both read word lines.
+    assert count(text, r"^Rbk_\d+_\d+ ") == 4 * 3
+    assert count(text, r"^Rwnk_\d+_\d+ ") == 3 * 4 and count(text, r"^Cwpk_\d+_\d+ ") == 3 * 4
+    assert "Xk_2_1 snk_2_1 rwlnk_2_1 rwlpk_2_1 blk_1_2 " in text
+    with pytest.raises(ParameterError, match="couples the columns"):
+        build(tile, wired, BUILTIN, "k", [0])
+    with pytest.raises(ParameterError):
+        TileParams.defaults(r_wire=-1.0)
+
+
+def test_pwl_keeps_the_bends_only():
+    t = np.linspace(0, 10e-9, 1001)
+    v = np.clip((t - 3e-9) / 0.1e-9, 0, 1) * 0.9
+    points = pwl(t, v)
+    assert len(points) < 10
+    back = np.interp(t, *zip(*points))
+    assert np.max(np.abs(back - v)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- ngspice
+def test_split_run_equals_single_netlist():
+    """Columns in separate processes (K groups, then V groups driven by the recorded pulses)
+    give the single netlist's numbers to ngspice's integration tolerance."""
+    tile = small_tile(3, 4, seed=5)
+    params = TileParams.defaults()
+    single = run_tile(tile, params, BUILTIN, jobs=2, split=False)
+    split = run_tile(tile, params, BUILTIN, jobs=2, split=True, groups=2)
+    assert single.mode == "single" and split.mode == "split" and split.runs == 4
+    assert np.max(np.abs(split.S_C - single.S_C)) < 1e-3 * 1.2e-12     # 0.1% FS
+    assert np.max(np.abs(split.phi_s - single.phi_s)) < 1e-3 * 15e-9
+    assert np.max(np.abs(split.A_C - single.A_C)) < 1e-3 * 0.6e-12
+
+
+@needs_fits
+def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
+    model = load_fitted_models(paths.FITS)
+    q, k, v = random_inputs(8, 8, seed=0)
+    result = validate_tile(q, k, v, model, BUILTIN, jobs=2)
+    report = result.report
+    for name in compare.STAGES:
+        stage = report["stages"][name]
+        assert {"rmse_pct_fs", "max_abs_error", "correlation", "worst"} <= set(stage)
+        assert stage["correlation"] > 0.98, (name, stage)
+        assert stage["rmse_pct_fs"] < 5.0, (name, stage)
+    assert report["stages"]["S"]["passed"] and report["stages"]["phi"]["passed"]
+    json.dumps(report)  # serialisable
+
+    # The same SPICE run against a cell model scaled by 1.2 must fail.
+    wrong = tmp_path / "wrong_fits"
+    shutil.copytree(paths.FITS, wrong)
+    for name in ("charge_per_pulse.json", "nonlinearity.json"):
+        path = wrong / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            coefficients = data["parameters"]["coefficients"]
+            coefficients["value"] = [1.2 * c for c in coefficients["value"]]
+            path.write_text(json.dumps(data))
+    bad = validate_tile(q, k, v, load_fitted_models(wrong), BUILTIN, spice=result.spice)
+    assert not bad.report["passed"]
+    assert not bad.report["stages"]["S"]["passed"]
+    assert bad.report["stages"]["S"]["rmse_pct_fs"] > 3 * report["stages"]["S"]["rmse_pct_fs"]
+
+
+@needs_fits
+def test_cli_tile_report_and_wrong_fit_exit_code(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "report"
+    result = runner.invoke(main, ["validate", "tile", "--rows", "4", "--cols", "4", "--seed",
+                                  "2", "--report", str(out), "--threshold", "10"])
+    assert result.exit_code == 0, result.output
+    assert "RMSE %FS" in result.output and "PASSED" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["A"]["threshold_pct_fs"] == 10
+    assert (out / "stages.png").stat().st_size > 10_000 and (out / "inputs.npz").is_file()
+    # Own inputs, with a threshold so tight it must fail: exit status 3.
+    data = np.load(out / "inputs.npz")
+    for name in "qkv":
+        np.save(tmp_path / f"{name}.npy", data[name])
+    result = runner.invoke(main, ["validate", "tile", "--q", str(tmp_path / "q.npy"),
+                                  "--k", str(tmp_path / "k.npy"), "--v", str(tmp_path / "v.npy"),
+                                  "--threshold", "S=0.001", "--json"])
+    assert result.exit_code == 3, result.output
+    assert json.loads(result.stdout)["stages"]["S"]["passed"] is False
+
+
+@needs_fits
+def test_retention_ages_the_cells_in_spice():
+    model = load_fitted_models(paths.FITS)
+    q, k, v = random_inputs(4, 4, seed=1)
+    result = validate_tile(q, k, v, model, BUILTIN, scenario="retention", jobs=2,
+                           token_period_s=2e-3)
+    report = result.report
+    assert report["decay_factor"] > 0.3          # 2 ms per token against a ~4-5 ms tau
+    assert all(np.isfinite(report["stages"][n]["rmse_pct_fs"]) for n in compare.STAGES)
+    assert report["stages"]["S"]["correlation"] > 0.95
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_check_inputs_refuses_bad_shapes_and_values():
+    q, k, v = random_inputs(4, 5, 0)
+    check_inputs(q, k, v)
+    with pytest.raises(InputError, match="Q must be 1-D"):
+        check_inputs(k, k, v)
+    with pytest.raises(InputError, match="K must be"):
+        check_inputs(q, k.T, v)
+    bad = v.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        check_inputs(q, k, bad)
+    with pytest.raises(InputError, match="physical range"):
+        check_inputs(q, k + 0.5, v)
+    with pytest.raises(InputError, match="--rows 3"):
+        check_inputs(q, k, v, rows=3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("shape", "must be (cols, rows)"),
+    ("nan", "NaN"),
+    ("range", "outside the physical range"),
+    ("corrupt", "cannot read K"),
+    ("partial", "give all of --q, --k and --v"),
+    ("fits", "fits bundle"),
+    ("threshold", "unknown stage"),
+    ("wire", "not a number"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, case, message):
+    q, k, v = random_inputs(4, 4, 0)
+    if case == "shape":
+        k = k[:, :3]
+    if case == "nan":
+        q[0] = np.nan
+    if case == "range":
+        v = v * 2
+    for name, array in (("q", q), ("k", k), ("v", v)):
+        np.save(tmp_path / f"{name}.npy", array)
+    if case == "corrupt":
+        (tmp_path / "k.npy").write_bytes(b"\x93NUMPY garbage")
+    args = ["validate", "tile"]
+    if case != "partial":
+        args += ["--q", str(tmp_path / "q.npy"), "--k", str(tmp_path / "k.npy")]
+    args += ["--v", str(tmp_path / "v.npy")]
+    if case == "fits":
+        args += ["--fits", str(tmp_path / "nowhere")]
+    if case == "threshold":
+        args += ["--threshold", "psi=3"]
+    if case == "wire":
+        args += ["--r-wire", "1;shell rm -rf ~"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], lines
+
+
+def test_help_has_examples():
+    for command in (["validate"], ["validate", "tile"], ["validate", "retention"]):
+        result = CliRunner().invoke(main, command + ["--help"])
+        assert result.exit_code == 0 and "Example:" in result.output
