@@ -61,8 +61,20 @@ def _width(vectors, c) -> float:
     return float(vectors[f"w_{c}"][-1]) * PROBE_C / PROBE_GM
 
 
-def _charge(vectors, name) -> float:
-    return float(vectors[name][-1]) * PROBE_C
+def _charge(vectors, name, start: float, stop: float) -> float:
+    """Charge through a column's probe while its integrator integrates (reset released at
+    `start` to `stop`): what the readout holds. Before the release the integrator is shorted
+    and its virtual ground (about 1 mV off mid-rail) draws a little current from idle cells;
+    the reset throws that charge away, so it is not counted."""
+    t, q = vectors["time"], vectors[name]
+    return float(np.interp(stop, t, q) - np.interp(start, t, q)) * PROBE_C
+
+
+def _windows(params: TileParams, shift: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    settle = 50e-12   # the reset switch's edge
+    k = (params["t_rst"] + settle, params.t_conv)
+    v = (params.t_vrel + settle - shift, params.t_end - shift)
+    return k, v
 
 
 def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, jobs: int = 2,
@@ -78,19 +90,21 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
     runs = 0
     lines = 0
     if not split or not params.splittable:
+        k_window, v_window = _windows(params, 0.0)
         netlist = tile_module.build(tile, params, models, "full")
         request = engine.RunRequest(netlist.text, netlist.vectors, models.ngbehavior, timeout_s)
         for _, result in engine.run_many([request], 1):
             vectors = _check(result, "the tile", params.t_end)
         for c in range(C):
-            S[c] = _charge(vectors, f"qk_{c}")
+            S[c] = _charge(vectors, f"qk_{c}", *k_window)
             phi[c] = _width(vectors, c)
         for d in range(R):
-            A[d] = _charge(vectors, f"qv_{d}")
+            A[d] = _charge(vectors, f"qv_{d}", *v_window)
         return SpiceStages(S, phi, A, 1, time.perf_counter() - started,
                            _children_cpu() - cpu_start, "single",
                            len(netlist.text.splitlines()))
     n_groups = groups or jobs
+    k_window, v_window = _windows(params, params.v_shift)
     # Stage 1: K columns, their readouts and converters.
     requests = []
     for cols in _groups(list(range(C)), n_groups):
@@ -103,7 +117,7 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
         vectors = _check(result, f"K columns {request.tag[0]}..{request.tag[-1]}", params.t_end)
         runs += 1
         for c in request.tag:
-            S[c] = _charge(vectors, f"qk_{c}")
+            S[c] = _charge(vectors, f"qk_{c}", *k_window)
             phi[c] = _width(vectors, c)
             pulses[c] = tile_module.pwl(vectors["time"], vectors[f"pulse_{c}"])
     # Stage 2: V columns driven by the recorded pulses.
@@ -114,9 +128,10 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
         requests.append(engine.RunRequest(netlist.text, netlist.vectors, models.ngbehavior,
                                           timeout_s, tag=cols))
     for request, result in engine.run_many(requests, jobs):
-        vectors = _check(result, f"V columns {request.tag[0]}..{request.tag[-1]}", params.t_end)
+        vectors = _check(result, f"V columns {request.tag[0]}..{request.tag[-1]}",
+                         params.t_end - params.v_shift)
         runs += 1
         for d in request.tag:
-            A[d] = _charge(vectors, f"qv_{d}")
+            A[d] = _charge(vectors, f"qv_{d}", *v_window)
     return SpiceStages(S, phi, A, runs, time.perf_counter() - started,
                        _children_cpu() - cpu_start, "split", lines)

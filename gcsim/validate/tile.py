@@ -90,6 +90,19 @@ class TileParams:
         return self.t_q + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
 
     @property
+    def t_vrel(self) -> float:
+        """The V readouts' reset is released here, t_rst before the conversion window (the
+        same reset length as the K readouts', so a V-only run can start t_conv - 2 t_rst
+        later, see `v_shift`)."""
+        return self.t_conv - self["t_rst"]
+
+    @property
+    def v_shift(self) -> float:
+        """How much earlier a V-only run's time axis starts: nothing happens in the V array
+        before its readouts' reset (the V rows rest until the converters fire)."""
+        return self.t_vrel - self["t_rst"]
+
+    @property
     def t_end(self) -> float:
         return self.t_conv + self["t_align"] + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
 
@@ -186,6 +199,17 @@ def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-6,
     return list(zip((ticks * min_dt).tolist(), v[index].tolist()))
 
 
+def shift_pwl(points: list[tuple[float, float]], shift: float) -> list[tuple[float, float]]:
+    """The waveform seen from `shift` on, on a time axis starting there."""
+    if shift <= 0:
+        return points
+    t = np.array([p[0] for p in points])
+    v = np.array([p[1] for p in points])
+    later = t > shift + 1e-13
+    start = float(np.interp(shift, t, v))
+    return [(0.0, start)] + list(zip((t[later] - shift).tolist(), v[later].tolist()))
+
+
 def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: str = "full",
           columns: list[int] | None = None,
           pulses: dict[int, list[tuple[float, float]]] | None = None) -> Netlist:
@@ -255,13 +279,14 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
 
     def readout(array: str, c: int, converter: bool) -> None:
         nb = f"nb{array}_{c}"
+        rst, rstb = ("rst", "rstb") if array == "k" else ("rstv", "rstvb")
         lines.append(f"Vp{array}_{c} bl{array}_{c} bi{array}_{c} 0")
         lines.append(f"F{array}_{c} 0 q{array}_{c} Vp{array}_{c} 1")
         lines.append(f"Cq{array}_{c} q{array}_{c} 0 {f(PROBE_C)}")
         lines.append(f"Rq{array}_{c} q{array}_{c} 0 1e15")
         lines.append(f"Ib{array}_{c} vddb {nb} {f(p['i_bias'])}")
         lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos w=1u l=250n")
-        lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} rst rstb vref vdd {nb} "
+        lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} {rst} {rstb} vref vdd {nb} "
                      f"sense_amp c_int={f(p['c_int'])} cc={f(p['cc'])} rz={f(p['rz'])}")
         ic.append(f"v(q{array}_{c})=0")
         saves.append(f"v(q{array}_{c})")
@@ -294,12 +319,16 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
                              "wwl wbl tile_cell")
                 ic.append(f"v(snk_{r}_{c})={f(tile.k_V[c, r])}")
             readout("k", c, converter=True)
+    shift = p.v_shift if part == "v" else 0.0
     if part in ("full", "v"):
         v_cols = columns if part == "v" else list(range(R))
         gain = (p["v_in"] - v_mid) / vdd
+        t_release = p.t_vrel - shift
+        lines.append(f"VRSTV rstv 0 PULSE({f(vdd)} 0 {f(t_release)} 50p 50p 1 2)")
+        lines.append(f"VRSTVB rstvb 0 PULSE(0 {f(vdd)} {f(t_release)} 50p 50p 1 2)")
         for c in range(C):
             if part == "v":
-                points = " ".join(f"{f(t)} {f(v)}" for t, v in pulses[c])
+                points = " ".join(f"{f(t)} {f(v)}" for t, v in shift_pwl(pulses[c], shift))
                 lines.append(f"Vpl_{c} pulse_{c} 0 PWL({points})")
             lines.append(f"Ewn_{c} rwlnv_{c} vref pulse_{c} 0 {f(gain)}")
             lines.append(f"Ewp_{c} rwlpv_{c} vref pulse_{c} 0 {f(-gain)}")
@@ -312,6 +341,6 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             readout("v", d, converter=False)
     lines += [".ic " + chunk for chunk in _chunks(ic)]
     lines += [".save " + chunk for chunk in _chunks(saves)]
-    lines.append(f".tran {f(p.max_step)} {f(p.t_end)} 0 {f(p.max_step)}")
+    lines.append(f".tran {f(p.max_step)} {f(p.t_end - shift)} 0 {f(p.max_step)}")
     lines.append(".end")
     return Netlist("\n".join(lines) + "\n", vectors, part, columns)
