@@ -64,6 +64,10 @@ def _common(func):
                      help="ngspice processes at once (default: cores)."),
         click.option("--single", is_flag=True,
                      help="Run the tile as one netlist instead of parallel column groups."),
+        click.option("--readout", type=click.Choice(["signed", "charge"]), default="signed",
+                     show_default=True,
+                     help="V columns end in the signed converter netlist, or in their "
+                          "integrators only (out is then the fitted converter on SPICE's A)."),
         click.option("--r-wire", default="0", show_default=True,
                      help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
         click.option("--c-wire", default="0", show_default=True,
@@ -90,7 +94,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, r_wire, c_wire, q_path=None, k_path=None, v_path=None, max_age=None) -> None:
+         single, readout, r_wire, c_wire, q_path=None, k_path=None, v_path=None, max_age=None) -> None:
     from gcsim import models as models_module
     from gcsim.errors import GcsimError
     from gcsim.simulate.models import FitsBundleError, load_fitted_models
@@ -104,7 +108,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
     try:
         limits = compare.parse_thresholds(thresholds)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
-                                     parse_number(c_wire, "--c-wire"))
+                                     parse_number(c_wire, "--c-wire"), readout == "signed")
         if single is False and params.r_wire > 0:
             single = True   # word-line resistance couples the columns
         model_set = models_module.resolve(models)
@@ -173,7 +177,7 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                 single, r_wire, c_wire, q_path, k_path, v_path):
+                 single, readout, r_wire, c_wire, q_path, k_path, v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
@@ -181,7 +185,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
       gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
     """
     _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, r_wire, c_wire, q_path, k_path, v_path)
+         single, readout, r_wire, c_wire, q_path, k_path, v_path)
 
 
 @validate_group.command("retention", cls=_OneLine)
@@ -190,7 +194,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                      single, r_wire, c_wire, max_age):
+                      single, readout, r_wire, c_wire, max_age):
     """Validate the decay model in the array: keys and values written at different times.
 
     SPICE holds each cell for its age on the retention testbench, then reads the tile from the
@@ -201,4 +205,35 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
       gcsim validate retention --rows 8 --cols 8 --max-age 4m
     """
     _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, r_wire, c_wire, max_age=max_age)
+         single, readout, r_wire, c_wire, max_age=max_age)
+
+
+def final_validation(out_dir: Path, models: str | None, jobs: int | None,
+                     size: int = 64) -> None:
+    """`gcsim run`'s last step: a size x size tile against this run's fits (OUT/fits, or the
+    committed fits/ when this run produced no complete bundle); prints the stage table and
+    writes OUT/validate/. Failing stages are reported, not raised: the run itself succeeded."""
+    from gcsim import models as models_module
+    from gcsim.errors import GcsimError
+    from gcsim.simulate.models import FitsBundleError, load_fitted_models
+    from gcsim.validate import compare
+    from gcsim.validate.run import random_inputs, save_inputs, validate_tile
+
+    selector = models or "builtin"
+    try:
+        try:
+            model = load_fitted_models(out_dir / "fits")
+        except FitsBundleError:
+            model = load_fitted_models(paths.FITS)
+        q, k, v = random_inputs(size, size, seed=0)
+        result = validate_tile(q, k, v, model, models_module.resolve(selector),
+                               jobs=jobs or max(1, os.cpu_count() or 1),
+                               extra={"inputs": "random", "seed": 0})
+        compare.write_report(result.report, result.stages, out_dir / "validate")
+        save_inputs(out_dir / "validate", q, k, v)
+    except (GcsimError, FitsBundleError, ValueError) as exc:
+        click.echo(f"\nvalidation skipped: {str(exc).splitlines()[0]}")
+        return
+    click.echo(f"\nValidation against SPICE (gcsim validate tile --rows {size} --cols {size} "
+               f"--seed 0 --models {selector}; report in {out_dir / 'validate'})")
+    click.echo(format_summary(result.report))

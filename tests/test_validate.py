@@ -44,6 +44,7 @@ def test_full_tile_device_counts_and_node_names():
     assert count(text, r"^Xsak_\d+ .* sense_amp ") == 4   # a readout per K column
     assert count(text, r"^Xcp_\d+ .* charge_to_pulse$") == 4
     assert count(text, r"^Xsav_\d+ .* sense_amp ") == 3   # a readout per V column
+    assert count(text, r"^Xsc_\d+ .* signed_converter$") == 3
     assert count(text, r"^Vqn_\d+ ") == 3 and count(text, r"^Ewn_\d+ ") == 4
     assert count(text, r"^\.subckt (gain_cell|sense_amp|charge_to_pulse|comparator) ") == 4
     # Cell (r=2, c=1) of K: its row's word lines, its column's bitline, stored k[1, 2].
@@ -69,6 +70,8 @@ def test_parts_and_wire_parasitics():
     v_part = build(tile, params, BUILTIN, "v", [0], pulses).text
     assert count(v_part, r"^Xv_\d+_0 ") == 4 and count(v_part, r"^Xk_") == 0
     assert count(v_part, r"^Vpl_\d+ pulse_\d+ 0 PWL\(") == 4
+    charge_only = build(tile, TileParams.defaults(signed=False), BUILTIN).text
+    assert count(charge_only, r"^Xsc_") == 0 and count(charge_only, r"^Xsav_") == 3
     wired = TileParams.defaults(r_wire=2.0, c_wire=0.1e-15)
     text = build(tile, wired, BUILTIN).text
     # Bitline ladders: one R per cell pitch; word-line ladders on both read word lines.
@@ -102,6 +105,7 @@ def test_split_run_equals_single_netlist():
     assert np.max(np.abs(split.S_C - single.S_C)) < 1e-3 * 1.2e-12     # 0.1% FS
     assert np.max(np.abs(split.phi_s - single.phi_s)) < 1e-3 * 15e-9
     assert np.max(np.abs(split.A_C - single.A_C)) < 1e-3 * 0.6e-12
+    assert np.max(np.abs(split.out - single.out)) < 2e-3 * 2
 
 
 @needs_fits

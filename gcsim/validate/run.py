@@ -107,9 +107,16 @@ def validate_tile(q, k, v, model: HardwareModel, models: models_module.ModelSet,
     v_array = GainCellArray(v, model.cell.power_coefficients_A(model.read_on_V),
                             model.cell.v_mid_V, behaviour.decay_factor, model.decay.asymptote_V)
     A_iso = v_array.row_charges_C(drive[None, :], C - 1, 0, C)[0, 0]
-    out_spice = model.output_converter.convert(spice.A_C.copy(), quantize=False)
-    notes.append("out: SPICE's A through the fitted signed converter (no signed-converter "
-                 "netlist in the tile yet), so it checks A where the counter does not clip")
+    out_iso = model.output_converter.convert(spice.A_C.copy(), quantize=False)
+    if spice.out is not None:
+        out_spice = spice.out
+        notes.append("out: the signed converter netlist's sign x pulse width / t_max (the count "
+                     "before the counter's rounding)")
+    else:
+        out_spice, out_iso = out_iso, None
+        notes.append("out: SPICE's A through the fitted signed converter (tile run without "
+                     "the signed converter netlist), so it checks A where the counter does "
+                     "not clip")
 
     c2p = model.charge_to_pulse
     stages = [
@@ -117,7 +124,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: models_module.ModelSet,
         compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso),
         compare.StageData("A", spice.A_C, behaviour.A_C, model.output_converter.full_scale_C,
                           "dim", A_iso),
-        compare.StageData("out", out_spice, behaviour.out, 2.0, "dim"),
+        compare.StageData("out", out_spice, behaviour.out, 2.0, "dim", out_iso),
     ]
     results = {s.name: compare.metrics(s, thresholds[s.name]) for s in stages}
     report = {

@@ -29,6 +29,7 @@ class SpiceStages:
     S_C: np.ndarray       # (C,) K column charges
     phi_s: np.ndarray     # (C,) converter pulse widths
     A_C: np.ndarray       # (R,) V column charges
+    out: np.ndarray | None = None   # (R,) signed converter: sign x width / t_max
     runs: int = 0
     elapsed_s: float = 0.0
     cpu_s: float = 0.0    # CPU time of the ngspice worker processes
@@ -57,8 +58,13 @@ def _check(result: engine.RunResult, what: str, t_end: float) -> dict[str, np.nd
     return result.vectors
 
 
-def _width(vectors, c) -> float:
-    return float(vectors[f"w_{c}"][-1]) * PROBE_C / PROBE_GM
+def _width(vectors, c, prefix="w") -> float:
+    return float(vectors[f"{prefix}_{c}"][-1]) * PROBE_C / PROBE_GM
+
+
+def _signed(vectors, d, params: TileParams) -> float:
+    sign = 1.0 if vectors[f"s_{d}"][-1] > params["vdd"] / 2 else -1.0
+    return sign * _width(vectors, d, "ws") / params["s_t_max"]
 
 
 def _charge(vectors, name, start: float, stop: float) -> float:
@@ -73,7 +79,7 @@ def _charge(vectors, name, start: float, stop: float) -> float:
 def _windows(params: TileParams, shift: float) -> tuple[tuple[float, float], tuple[float, float]]:
     settle = 50e-12   # the reset switch's edge
     k = (params["t_rst"] + settle, params.t_conv)
-    v = (params.t_vrel + settle - shift, params.t_end - shift)
+    v = (params.t_vrel + settle - shift, params.t_vend - shift)
     return k, v
 
 
@@ -87,6 +93,7 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
     S = np.full(C, np.nan)
     phi = np.full(C, np.nan)
     A = np.full(R, np.nan)
+    out = np.full(R, np.nan) if params.signed else None
     runs = 0
     lines = 0
     if not split or not params.splittable:
@@ -100,7 +107,9 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
             phi[c] = _width(vectors, c)
         for d in range(R):
             A[d] = _charge(vectors, f"qv_{d}", *v_window)
-        return SpiceStages(S, phi, A, 1, time.perf_counter() - started,
+            if out is not None:
+                out[d] = _signed(vectors, d, params)
+        return SpiceStages(S, phi, A, out, 1, time.perf_counter() - started,
                            _children_cpu() - cpu_start, "single",
                            len(netlist.text.splitlines()))
     n_groups = groups or jobs
@@ -133,5 +142,7 @@ def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, job
         runs += 1
         for d in request.tag:
             A[d] = _charge(vectors, f"qv_{d}", *v_window)
-    return SpiceStages(S, phi, A, runs, time.perf_counter() - started,
+            if out is not None:
+                out[d] = _signed(vectors, d, params)
+    return SpiceStages(S, phi, A, out, runs, time.perf_counter() - started,
                        _children_cpu() - cpu_start, "split", lines)

@@ -17,7 +17,12 @@ Signal chain, with the periphery of the characterisation netlists:
 5. row c of the V array is driven by an ideal word-line driver, a linear VCVS mapping the logic
    pulse 0...vdd onto rwl_n = v_mid...v_in (rwl_p mirrored); the driver's own delay, edges and
    energy are not modelled;
-6. the V columns' integrators collect the signed charges A.
+6. the V columns' integrators collect the signed charges A;
+7. with `signed` (the default when netlists/signed_converter.cir exists), each V integrator is
+   followed by the signed converter (cells/signed_converter.sub, driven as in
+   signed_converter.cir: sign sampled until 200 ps before its window, discharge window t_max +
+   t_align, output window t_max opened t_align later), whose pulse width and latched sign give
+   the output sign x width / t_max (the count before the counter's rounding).
 
 Probes that load nothing: each column's bitline reaches its integrator through a 0 V source whose
 current is integrated on 1 pF (charge [C] = 1e-12 V(qs_c) / V(qa_d)); each converter's pulse,
@@ -65,16 +70,31 @@ class TileParams:
     r_wire: float = 0.0     # ohm per cell pitch
     c_wire: float = 0.0     # farad per cell pitch
     max_step: float = 20e-12
+    signed: bool = False    # V readouts end in the signed converter
+
+    @property
+    def signed_available(self) -> bool:
+        return (paths.NETLISTS / "signed_converter.cir").is_file()
 
     @classmethod
-    def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0) -> "TileParams":
+    def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
+                 signed: bool | None = None) -> "TileParams":
         c2p = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(paths.NETLISTS / "gain_cell_pulse.cir").defaults
         values = {name: c2p[name] for name in _C2P_PARAMS}
         values.update({name: cell[name] for name in _CELL_PARAMS})
         if r_wire < 0 or c_wire < 0:
             raise ParameterError("wire R and C per pitch must be >= 0")
-        return cls(values, float(r_wire), float(c_wire))
+        signed_cir = paths.NETLISTS / "signed_converter.cir"
+        if signed is None:
+            signed = signed_cir.is_file()
+        if signed:
+            if not signed_cir.is_file():
+                raise ParameterError(f"no signed converter netlist ({signed_cir})")
+            sc = Template.load(signed_cir).defaults
+            values.update({"s_i_ref": sc["i_ref"], "s_t_max": sc["t_max"],
+                           "s_t_align": sc["t_align"]})
+        return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
 
     def __getitem__(self, name: str) -> float:
         return self.values[name]
@@ -103,8 +123,15 @@ class TileParams:
         return self.t_vrel - self["t_rst"]
 
     @property
-    def t_end(self) -> float:
+    def t_vend(self) -> float:
+        """End of the V integration (the last HardSigmoid pulse has ended t_hold before)."""
         return self.t_conv + self["t_align"] + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
+
+    @property
+    def t_end(self) -> float:
+        if not self.signed:
+            return self.t_vend
+        return self.t_vend + self["s_t_align"] + self["s_t_max"] + 2 * self["t_edge"] + 0.5e-9
 
     @property
     def splittable(self) -> bool:
@@ -141,7 +168,10 @@ def _subcircuits() -> list[str]:
     """The subcircuit definitions of the characterisation netlists, each once."""
     lines: list[str] = []
     seen: set[str] = set()
-    for name in ("gain_cell_pulse.cir", "charge_to_pulse.cir"):
+    names = ["gain_cell_pulse.cir", "charge_to_pulse.cir"]
+    if (paths.NETLISTS / "signed_converter.cir").is_file():
+        names.append("signed_converter.cir")
+    for name in names:
         inside = False
         for line in Template.load(paths.NETLISTS / name).outside:
             words = line.split()
@@ -291,6 +321,19 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
         ic.append(f"v(q{array}_{c})=0")
         saves.append(f"v(q{array}_{c})")
         vectors.append(f"q{array}_{c}")
+        if array == "v" and p.signed:
+            lines.append(f"Irs_{c} vddb nrs_{c} {f(p['s_i_ref'])}")
+            lines.append(f"Xmrs_{c} nrs_{c} nrs_{c} 0 0 core_nmos w=4u l=500n")
+            lines.append(f"Irp_{c} prs_{c} 0 {f(p['s_i_ref'])}")
+            lines.append(f"Xmrp_{c} prs_{c} prs_{c} vddb vddb core_pmos w=12u l=500n")
+            lines.append(f"Xsc_{c} outv_{c} biv_{c} vref smp smpb gate2 gate2_d spulse_{c} s_{c} "
+                         f"vdd {nb} nrs_{c} prs_{c} signed_converter")
+            lines.append(f"Gws_{c} 0 ws_{c} spulse_{c} 0 {f(PROBE_GM / vdd)}")
+            lines.append(f"Cws_{c} ws_{c} 0 {f(PROBE_C)}")
+            lines.append(f"Rws_{c} ws_{c} 0 1e15")
+            ic.append(f"v(ws_{c})=0")
+            saves.extend([f"v(ws_{c})", f"v(s_{c})"])
+            vectors.extend([f"ws_{c}", f"s_{c}"])
         if converter:
             lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
             lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
@@ -326,6 +369,16 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
         t_release = p.t_vrel - shift
         lines.append(f"VRSTV rstv 0 PULSE({f(vdd)} 0 {f(t_release)} 50p 50p 1 2)")
         lines.append(f"VRSTVB rstvb 0 PULSE(0 {f(vdd)} {f(t_release)} 50p 50p 1 2)")
+        if p.signed:
+            t2 = p.t_vend - shift
+            width2 = p["s_t_max"] + p["s_t_align"] - 50e-12
+            lines += [
+                f"VSMP smp 0 PULSE({f(vdd)} 0 {f(t2 - 200e-12)} 50p 50p 1 2)",
+                f"VSMPB smpb 0 PULSE(0 {f(vdd)} {f(t2 - 200e-12)} 50p 50p 1 2)",
+                f"VG2 gate2 0 PULSE(0 {f(vdd)} {f(t2)} 50p 50p {f(width2)} 1)",
+                f"VGD2 gate2_d 0 PULSE(0 {f(vdd)} {f(t2 + p['s_t_align'])} 50p 50p "
+                f"{f(p['s_t_max'] - 50e-12)} 1)",
+            ]
         for c in range(C):
             if part == "v":
                 points = " ".join(f"{f(t)} {f(v)}" for t, v in shift_pwl(pulses[c], shift))
