@@ -73,3 +73,6 @@ def run_command(spec_dir, out_dir, models, jobs):
         click.echo(f"\nCharacterisation and fits (models: {models or 'builtin'}), "
                    f"{time.perf_counter() - started:.1f} s; fits and plots in {out_dir / 'fits'}")
         click.echo(table.to_string(index=False))
+    from gcsim.cli_validate import final_validation
+
+    final_validation(out_dir, models, jobs)
