@@ -86,21 +86,25 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
     except (OSError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read {name} from {path}: {reason}") from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path} holds several arrays; give {name} as a single-array .npy")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} in {path} is not numeric (dtype {array.dtype})")
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} in {path} is not a single numeric array")
     return array
 
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, r_wire, c_wire, q_path=None, k_path=None, v_path=None, max_age=None) -> None:
+         single, readout, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
+         max_age=None) -> None:
     from gcsim import models as models_module
     from gcsim.errors import GcsimError
     from gcsim.simulate.models import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
-    from gcsim.validate.run import InputError, check_inputs, random_inputs, save_inputs, \
-        validate_tile
+    from gcsim.validate.run import (
+        InputError,
+        check_inputs,
+        random_inputs,
+        save_inputs,
+        validate_tile,
+    )
     from gcsim.validate.tile import TileParams
     from gcsim.values import parse_number
 

@@ -52,7 +52,7 @@ def metrics(stage: StageData, threshold_pct: float, worst: int = 3) -> dict:
     else:
         correlation = None
     order = np.argsort(-np.abs(error))[:worst]
-    unit, scale = UNITS[stage.name]
+    unit = UNITS[stage.name][0]
     out = {
         "description": DESCRIPTIONS[stage.name],
         "unit": "C" if unit == "pC" else ("s" if unit == "ns" else "1"),
@@ -104,8 +104,8 @@ def _fmt(value: float, name: str) -> str:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'stage':5s}  {'full scale':>10s}  {'RMSE %FS':>8s}  {'max |err|':>11s}  "
-             f"{'corr':>7s}  {'isolated':>8s}  {'limit':>5s}  result"]
+    lines = [(f"{'stage':5s}  {'full scale':>10s}  {'RMSE %FS':>8s}  {'max |err|':>11s}  "
+              f"{'corr':>7s}  {'isolated':>8s}  {'limit':>5s}  result")]
     for name, m in report["stages"].items():
         corr = "n/a" if m["correlation"] is None else f"{m['correlation']:.4f}"
         iso = m.get("isolated_rmse_pct_fs")

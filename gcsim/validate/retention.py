@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gcsim import engine
+from gcsim import engine, paths
 from gcsim import models as models_module
-from gcsim import paths
 from gcsim.errors import GcsimError
 from gcsim.netlist import Template, save_card, vector_name
 from gcsim.values import format_number as f

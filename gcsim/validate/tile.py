@@ -78,7 +78,7 @@ class TileParams:
 
     @classmethod
     def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
-                 signed: bool | None = None) -> "TileParams":
+                 signed: bool | None = None) -> TileParams:
         c2p = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(paths.NETLISTS / "gain_cell_pulse.cir").defaults
         values = {name: c2p[name] for name in _C2P_PARAMS}
@@ -262,8 +262,8 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
     if part == "v" and (pulses is None or set(pulses) != set(range(C))):
         raise ValueError("part 'v' needs the pulse waveform of every V row")
     vdd, v_mid = p["vdd"], p["v_mid"]
-    lines = [f"* gcsim validate tile {R}x{C} ({part}, columns {columns[0]}..{columns[-1]}) "
-             f"models {models.name}"]
+    lines = [(f"* gcsim validate tile {R}x{C} ({part}, columns {columns[0]}..{columns[-1]}) "
+              f"models {models.name}")]
     lines.append(f".options temp={f(p['temp_c'])}")
     lines += models.lines()
     lines += _subcircuits()
@@ -376,8 +376,8 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
                 f"VSMP smp 0 PULSE({f(vdd)} 0 {f(t2 - 200e-12)} 50p 50p 1 2)",
                 f"VSMPB smpb 0 PULSE(0 {f(vdd)} {f(t2 - 200e-12)} 50p 50p 1 2)",
                 f"VG2 gate2 0 PULSE(0 {f(vdd)} {f(t2)} 50p 50p {f(width2)} 1)",
-                f"VGD2 gate2_d 0 PULSE(0 {f(vdd)} {f(t2 + p['s_t_align'])} 50p 50p "
-                f"{f(p['s_t_max'] - 50e-12)} 1)",
+                (f"VGD2 gate2_d 0 PULSE(0 {f(vdd)} {f(t2 + p['s_t_align'])} 50p 50p "
+                 f"{f(p['s_t_max'] - 50e-12)} 1)"),
             ]
         for c in range(C):
             if part == "v":
