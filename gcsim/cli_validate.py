@@ -68,6 +68,9 @@ def _common(func):
                      show_default=True,
                      help="V columns end in the signed converter netlist, or in their "
                           "integrators only (out is then the fitted converter on SPICE's A)."),
+        click.option("--mc-seed", type=click.IntRange(0), default=None,
+                     help="Monte Carlo: Pelgrom threshold mismatch on every cell transistor "
+                          "(builtin), drawn from this seed; the model stays nominal."),
         click.option("--r-wire", default="0", show_default=True,
                      help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
         click.option("--c-wire", default="0", show_default=True,
@@ -92,7 +95,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
+         single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None) -> None:
     from gcsim import models as models_module
     from gcsim.errors import GcsimError
@@ -113,6 +116,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         limits = compare.parse_thresholds(thresholds)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
                                      parse_number(c_wire, "--c-wire"), readout == "signed")
+        params.mc_seed = mc_seed
         if single is False and params.r_wire > 0:
             single = True   # word-line resistance couples the columns
         model_set = models_module.resolve(models)
@@ -127,6 +131,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         else:
             q, k, v = random_inputs(rows or 8, cols or 8, seed, params["vdd"])
             source = {"inputs": "random", "seed": seed}
+        source["mc_seed"] = mc_seed
         token_period = None
         if max_age is not None:
             age = parse_number(max_age, "--max-age")
@@ -181,7 +186,7 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                 single, readout, r_wire, c_wire, q_path, k_path, v_path):
+                 single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
@@ -189,7 +194,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
       gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
     """
     _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, r_wire, c_wire, q_path, k_path, v_path)
+         single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path)
 
 
 @validate_group.command("retention", cls=_OneLine)
@@ -198,7 +203,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                      single, readout, r_wire, c_wire, max_age):
+                      single, readout, mc_seed, r_wire, c_wire, max_age):
     """Validate the decay model in the array: keys and values written at different times.
 
     SPICE holds each cell for its age on the retention testbench, then reads the tile from the
@@ -209,7 +214,7 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
       gcsim validate retention --rows 8 --cols 8 --max-age 4m
     """
     _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, r_wire, c_wire, max_age=max_age)
+         single, readout, mc_seed, r_wire, c_wire, max_age=max_age)
 
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,

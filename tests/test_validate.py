@@ -232,3 +232,19 @@ def test_help_has_examples():
     for command in (["validate"], ["validate", "tile"], ["validate", "retention"]):
         result = CliRunner().invoke(main, command + ["--help"])
         assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_monte_carlo_draws_are_per_cell_and_the_same_in_every_part():
+    tile = small_tile(3, 4)
+    params = TileParams.defaults()
+    params.mc_seed = 7
+    full = build(tile, params, BUILTIN).text
+    part = build(tile, params, BUILTIN, "k", [2]).text
+    line = next(x for x in full.splitlines() if x.startswith("Xk_1_2 "))
+    assert line in part.splitlines()
+    cells = "\n".join(x for x in full.splitlines() if x.startswith(("Xk_", "Xv_")))
+    values = [float(v) for v in re.findall(r" d[npw]=(\S+)", cells)]
+    assert len(values) == 3 * (3 * 4 + 4 * 3) and len(set(values)) == len(values)
+    assert 0.002 < np.std(values) < 0.05      # volts: Pelgrom sigmas of the cell devices
+    params.mc_seed = None
+    assert not re.search(r"^X[kv]_.* dn=", build(tile, params, BUILTIN).text, re.MULTILINE)

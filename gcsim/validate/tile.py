@@ -71,6 +71,7 @@ class TileParams:
     c_wire: float = 0.0     # farad per cell pitch
     max_step: float = 20e-12
     signed: bool = False    # V readouts end in the signed converter
+    mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
 
     @property
     def signed_available(self) -> bool:
@@ -229,6 +230,31 @@ def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-6,
     return list(zip((ticks * min_dt).tolist(), v[index].tolist()))
 
 
+def _mismatch(p: TileParams, models: models_module.ModelSet):
+    """Per-cell threshold shifts for Monte Carlo: Pelgrom sigma of each cell transistor times a
+    standard-normal draw that is a fixed function of (seed, cell name, device), so a cell gets
+    the same draw whichever netlist (split or single) it is in."""
+    if p.mc_seed is None:
+        return lambda name: ""
+    if models.mismatch != "pelgrom":
+        raise ParameterError(f"models {models.name}: Monte Carlo in the tile needs Pelgrom "
+                             "coefficients for the cell roles (e.g. builtin)")
+    sigma = {
+        "dn": models_module.pelgrom_sigma_V(models.roles["read_nmos"].a_vt_mV_um,
+                                            p["w_read_n"], p["l_read_n"]),
+        "dp": models_module.pelgrom_sigma_V(models.roles["read_pmos"].a_vt_mV_um,
+                                            p["w_read_p"], p["l_read_p"]),
+        "dw": models_module.pelgrom_sigma_V(models.roles["write_nmos"].a_vt_mV_um,
+                                            p["w_write"], p["l_write"]),
+    }
+
+    def params(name: str) -> str:
+        return "".join(
+            f" {key}={f(s * models_module.standard_normal(p.mc_seed, 0, f'{name}.{key}'))}"
+            for key, s in sigma.items())
+    return params
+
+
 def shift_pwl(points: list[tuple[float, float]], shift: float) -> list[tuple[float, float]]:
     """The waveform seen from `shift` on, on a time axis starting there."""
     if shift <= 0:
@@ -267,10 +293,12 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
     lines.append(f".options temp={f(p['temp_c'])}")
     lines += models.lines()
     lines += _subcircuits()
-    lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl")
+    lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl params: dn=0 dp=0 dw=0")
     lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
-        f"{name}={f(p[name])}" for name in _CELL_PARAMS if name != "v_in"))
+        f"{name}={f(p[name])}" for name in _CELL_PARAMS if name != "v_in")
+        + " dvth_read_n={dn} dvth_read_p={dp} dvth_write={dw}")
     lines.append(".ends tile_cell")
+    mismatch = _mismatch(p, models)
     lines += [
         f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
         f"VMID2 mid2 0 {f(2 * v_mid)}", "VWWL wwl 0 0", f"VWBL wbl 0 {f(v_mid)}",
@@ -359,7 +387,7 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
         for c in k_cols:
             for r in range(R):
                 lines.append(f"Xk_{r}_{c} snk_{r}_{c} {wl[r][0][c]} {wl[r][1][c]} {bl[c][r]} vdd "
-                             "wwl wbl tile_cell")
+                             "wwl wbl tile_cell" + mismatch(f"Xk_{r}_{c}"))
                 ic.append(f"v(snk_{r}_{c})={f(tile.k_V[c, r])}")
             readout("k", c, converter=True)
     shift = p.v_shift if part == "v" else 0.0
@@ -389,7 +417,7 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
         for d in v_cols:
             for c in range(C):
                 lines.append(f"Xv_{c}_{d} snv_{c}_{d} {wl[c][0][d]} {wl[c][1][d]} {bl[d][c]} vdd "
-                             "wwl wbl tile_cell")
+                             "wwl wbl tile_cell" + mismatch(f"Xv_{c}_{d}"))
                 ic.append(f"v(snv_{c}_{d})={f(tile.v_V[c, d])}")
             readout("v", d, converter=False)
     lines += [".ic " + chunk for chunk in _chunks(ic)]
