@@ -88,7 +88,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
                    "sky130 point costs seconds).")
 @click.option("--batch", type=click.IntRange(1, 100000), default=None,
               help="Points per batched ngspice run (default: 160 on builtin; otherwise "
-                   "enough for one library load per worker).")
+                   "as few library loads per worker as 200 points per run allow).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Worker processes for the batched engine (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

@@ -226,6 +226,48 @@ def run_many(requests: Iterable[RunRequest],
             receiver.close()
 
 
+def run_in_one_worker(requests: list[RunRequest], timeout_s: float = 3600.0
+                      ) -> tuple[list[RunResult], float]:
+    """Run ``requests`` one after another in one fresh worker process that keeps a single
+    ngspice instance, as a plain PySpice script would (the per-point baseline of
+    ``gcsim bench sweep``). Returns the results and the seconds the loop took in the worker.
+    The parent never loads ngspice, so later forks start clean."""
+    context = _context()
+    receiver, sender = context.Pipe(duplex=False)
+    plain = [RunRequest(r.netlist, r.vectors, r.ngbehavior, r.timeout_s) for r in requests]
+    process = context.Process(target=_sequence_worker, args=(plain, sender), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            process.kill()
+            raise NgspiceUnavailable(f"the per-point runs took longer than {timeout_s:g} s")
+        answer = receiver.recv()
+    except EOFError:
+        raise NgspiceUnavailable("the ngspice worker died during the per-point runs") from None
+    finally:
+        receiver.close()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    if isinstance(answer, Exception):
+        raise NgspiceUnavailable(str(answer))
+    return answer
+
+
+def _sequence_worker(requests: list[RunRequest], connection) -> None:
+    try:
+        shared = new_ngspice()
+        started = time.perf_counter()
+        results = [run_in_this_process(request, shared) for request in requests]
+        connection.send((results, time.perf_counter() - started))
+    except Exception as exc:  # noqa: BLE001 - forwarded to the parent
+        connection.send(NgspiceUnavailable(f"{type(exc).__name__}: {exc}"))
+    finally:
+        connection.close()
+        os._exit(0)
+
+
 @functools.lru_cache(maxsize=1)
 def ngspice_version() -> str:
     """The version line of the ngspice shared library, read once per process in a

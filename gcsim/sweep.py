@@ -242,8 +242,8 @@ class Sweep:
                 step = (axis.values[-1] - axis.values[0]) / (len(axis.values) - 1) \
                     if len(axis.values) > 1 else 1.0
                 sweep += [axis.dc_source, repr(axis.values[0]), repr(axis.values[-1]), repr(step)]
-            unit.netlist = self.template.render(params, model_lines,
-                                                [".dc " + " ".join(sweep)])
+            def render(lines):
+                return self.template.render(params, lines, [".dc " + " ".join(sweep)])
             unit.vectors = sorted({vector_name(m.vector) for m in spec.measures})
         else:
             shared = {p for p in axis_params if p in self.template.global_params}
@@ -257,13 +257,21 @@ class Sweep:
             else:
                 analysis = ".op"
             saves = [save_card(m.vector, n) for n in range(len(instances)) for m in spec.measures]
-            unit.netlist = self.template.render(params, model_lines, [analysis],
-                                                instances=instances, save=sorted(set(saves)))
+            def render(lines):
+                return self.template.render(params, lines, [analysis], instances=instances,
+                                            save=sorted(set(saves)))
             unit.vectors = sorted({vector_name(m.vector, n) for n in range(len(instances))
                                    for m in spec.measures})
             if spec.analysis == "tran":
                 unit.vectors.append("time")
-        devices.check_sizes(unit.netlist, self.models)
+        unit.netlist = render(model_lines)
+        found = devices.check_sizes(unit.netlist, self.models)
+        if self.models.prebin_file:
+            # Give each role a device copy with only the model bins its sizes use.
+            sizes: dict[str, set] = {}
+            for device in found:
+                sizes.setdefault(device.role, set()).add((device.w_m, device.l_m))
+            unit.netlist = render(self.models.lines(unit.seed, sizes))
         unit.key = run_key(netlist=unit.netlist, vectors=unit.vectors,
                            models=self.model_hashes, ngspice=self.ngspice,
                            ngbehavior=self.models.ngbehavior)

