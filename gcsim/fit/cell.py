@@ -239,7 +239,7 @@ def fit_write(table: pd.DataFrame, tolerance_V: float = 0.02) -> FitRecord:
         raise FitError(f"no write pulse width lands every target within {tolerance_V * 1e3:g} mV "
                        f"(best: {worst.min() * 1e3:.3g} mV)")
     write_time = float(settled.min())
-    at = table[np.isclose(table["t_write_s"], write_time)]
+    at = table[np.isclose(table["t_write_s"], write_time, rtol=1e-9, atol=0.0)]
     parameters = {
         "write_time": param(write_time, "s", f"shortest swept width with every target within "
                             f"{tolerance_V * 1e3:g} mV"),
