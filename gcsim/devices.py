@@ -10,6 +10,7 @@ as ``w={2*w_read}`` two subcircuits down is still checked.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -40,16 +41,24 @@ def evaluate(text: str, scope: dict[str, float]) -> float:
     text = text.strip()
     if len(text) >= 2 and text[0] + text[-1] in ("{}", "''", '""'):
         text = text[1:-1]
+    tree = _expression(text)
+    if isinstance(tree, float):
+        return tree
+    return float(_eval(tree, scope, text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression(text: str):
+    """A number, or the parsed expression (batched netlists repeat the same few texts)."""
     try:
         return parse_number(text)
     except ParameterError:
         pass
     python = _SUFFIXED.sub(lambda m: repr(parse_number(m[1] + m[2])), text)
     try:
-        tree = ast.parse(python.replace("^", "**"), mode="eval")
+        return ast.parse(python.replace("^", "**"), mode="eval").body
     except SyntaxError:
         raise _Unknown(text) from None
-    return float(_eval(tree.body, scope, text))
 
 
 def _eval(node, scope, text):
@@ -163,6 +172,7 @@ def _parse(text: str) -> tuple[dict[str, str], list[str], dict[str, _Subckt]]:
     return params, top, subckts
 
 
+@functools.lru_cache(maxsize=4096)
 def _instance(line: str) -> tuple[str, str, dict[str, str]]:
     tokens = _tokens(line)
     first = next((i for i, t in enumerate(tokens) if "=" in t or t.lower() == "params:"),

@@ -146,6 +146,18 @@ def new_ngspice():
         raise NgspiceUnavailable(f"cannot load ngspice library {path}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _preimport() -> None:
+    """Import PySpice's ngspice module (0.25 s, mostly cffi parsing ngspice's header) once in
+    the parent, so forked workers inherit it instead of repeating it for every run. This
+    loads no ngspice library: the parent still never runs ngspice."""
+    logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+    try:
+        import PySpice.Spice.NgSpice.Shared  # noqa: F401
+    except Exception:  # noqa: BLE001 - the worker reports the problem properly
+        pass
+
+
 def _worker(request: RunRequest, connection) -> None:
     try:
         result = run_in_this_process(request)
@@ -175,6 +187,7 @@ def run_many(requests: Iterable[RunRequest],
     without answering is reported as ``crashed``. The generator may be fed lazily.
     """
     library_path()  # fail fast, once, with the install hint
+    _preimport()
     context = _context()
     pending = iter(requests)
     running: dict[object, tuple[RunRequest, mp.Process, float]] = {}
