@@ -11,12 +11,9 @@ import click
 import pandas as pd
 
 from gcsim import paths
+from gcsim.cli_common import fail
 from gcsim.errors import GcsimError
 from gcsim.values import parse_number
-
-
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _number(text: str, what: str, minimum: float | None = 0.0) -> float:
@@ -184,7 +181,7 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
         gpu = model.gpu_comparison(result, references)
         scanned = model.sweep(quantities, config, *scan) if scan else None
     except (GcsimError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
 
     used_models = sorted({str(r.provenance.get("models")) for r in bundle.records.values()
                           if r.provenance.get("models")})
@@ -210,7 +207,7 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
         if plot_file is not None:
             _plot(plot_file, result, paper, scanned, scan[0] if scan else None)
     except OSError as exc:
-        _fail(GcsimError(f"cannot write output: {exc}"))
+        fail(GcsimError(f"cannot write output: {exc}"))
 
     if as_json:
         click.echo(json.dumps(document, indent=2, default=_jsonable))

@@ -11,13 +11,10 @@ from pathlib import Path
 import click
 
 from gcsim import paths
+from gcsim.cli_common import fail
 from gcsim.errors import GcsimError
 from gcsim.fit.kinds import REQUIRED_PARAMETERS
 from gcsim.values import parse_number
-
-
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def _column_map(pairs) -> dict[str, str]:
@@ -42,6 +39,12 @@ KIND_OPTIONS = {
     "mismatch": {"v_in_V"},
     "write": set(),
 }
+
+
+FLAGS = {"order": "--order", "edge_order": "--edge-order", "objective": "--objective",
+         "levels": "--levels", "v_in_V": "--v-in", "age_max_s": "--age-max",
+         "nominal_temperature_C": "--nominal-temperature",
+         "linearity_tolerance": "--linearity-tolerance"}
 
 
 @click.command("fit")
@@ -88,8 +91,8 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, objective
           --column v_in_V=Vin --column i_out_A=Iout
       gcsim fit decay reports/sweeps/gain_cell_retention.parquet --age-max 2m
     """
-    from gcsim.pipeline import headline as describe
     from gcsim.fit.run import fit_table, write_fit
+    from gcsim.pipeline import headline as describe
 
     try:
         options = {}
@@ -105,8 +108,7 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, objective
             if value is None:
                 continue
             if name not in KIND_OPTIONS[kind]:
-                raise GcsimError(f"--{name.replace('_', '-').removesuffix('-s').removesuffix('-v')}"
-                                 f" does not apply to a {kind} fit")
+                raise GcsimError(f"{FLAGS[name]} does not apply to a {kind} fit")
             options[name] = value
         if "linearity_tolerance" in options and not 0 < options["linearity_tolerance"] < 1:
             raise GcsimError("--linearity-tolerance must be between 0 and 1")
@@ -116,18 +118,13 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, objective
         output = output or Path(f"{kind}.json")
         json_path, plot_path = write_fit(record, data, output)
     except GcsimError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json_path.read_text().rstrip())
         return
     click.echo(f"fitted {kind} on {len(data)} rows of {table} -> {json_path} (+ {plot_path.name})")
-    for label, value in describe(_Outcome(record)):
+    for label, value in describe(record):
         click.echo(f"  {label:30s} {value}")
-
-
-class _Outcome:
-    def __init__(self, record):
-        self.record = record
 
 
 @click.command("regen")
@@ -155,8 +152,8 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check):
       gcsim regen
       gcsim regen --check
     """
-    from gcsim.pipeline import headline as describe
     from gcsim.pipeline import compare_fits, fit_all, run_sweeps
+    from gcsim.pipeline import headline as describe
 
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="gcsim-regen-")) if check else None
@@ -169,11 +166,10 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check):
                            on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"))
         for outcome in outcomes:
             click.echo(f"fitted {outcome.name:22s} -> {outcome.json_path}")
-            for label, value in describe(outcome):
+            for label, value in describe(outcome.record):
                 click.echo(f"  {label:30s} {value}")
         if check:
-            bundle_only = target
-            differences = compare_fits(fits_dir, bundle_only)
+            differences = compare_fits(fits_dir, target)
             if differences:
                 for line in differences[:20]:
                     click.echo(f"differs: {line}", err=True)
@@ -181,7 +177,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check):
                                  "fresh regen; run `gcsim regen` and commit fits/")
             click.echo(f"{fits_dir} matches a fresh regen (dates aside)")
     except GcsimError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: finished runs are cached; run again to "
                                    "resume") from None
@@ -230,7 +226,7 @@ def export_paper_coefficients(fit_file):
             raise GcsimError(f"{fit_file}: the published model is centred on 0.45 V; this "
                              f"fit on {record.value('v_mid')} V")
     except GcsimError as exc:
-        _fail(exc)
+        fail(exc)
     coefficients = [c * 1e6 for c in record.value("coefficients")]
     click.echo(json.dumps({
         "coefficients_uA": coefficients,

@@ -9,6 +9,7 @@ import click
 import pandas as pd
 
 from gcsim import paths
+from gcsim.cli_common import one_line
 from gcsim.errors import GcsimError
 
 
@@ -46,13 +47,12 @@ def run_command(spec_dir, out_dir, models, jobs):
                    f"{stats['elapsed_s']:6.1f} s  -> {outcome.table}")
         figures = FIGURES.get(outcome.spec.stem)
         if figures and outcome.rows:
-            table = pd.read_parquet(outcome.table)
-            for name, value in figures(table).items():
+            for name, value in figures(outcome.table_data).items():
                 summary_rows.append({"stage": outcome.spec.stem, "figure": name,
                                      "value": format_value(name, value)})
 
     def fitted(outcome):
-        for label, value in headline(outcome):
+        for label, value in headline(outcome.record):
             summary_rows.append({"stage": f"fit {outcome.name}", "figure": label.strip(),
                                  "value": value})
 
@@ -63,7 +63,7 @@ def run_command(spec_dir, out_dir, models, jobs):
         fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
                 on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"))
     except GcsimError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: finished runs are cached; run again to "
                                    "resume") from None

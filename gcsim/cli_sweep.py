@@ -10,12 +10,9 @@ import click
 
 from gcsim import spec as spec_module
 from gcsim.cache import ResultCache
+from gcsim.cli_common import fail
 from gcsim.errors import GcsimError
 from gcsim.values import parse_assignment
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 @click.command("sweep")
@@ -60,7 +57,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
         result = sweep.run()
         sidecar = write_outputs(result, output, fmt)
     except GcsimError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: finished runs are cached; run the same "
                                    "command again to resume") from None
@@ -111,7 +108,7 @@ def bench_sweep_command(points, models, sample, batch, jobs, as_json):
         report = bench_sweep(points, jobs, progress=not as_json, models=models,
                              sample=sample, batch=batch)
     except GcsimError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -11,20 +11,9 @@ import click
 import numpy as np
 
 from gcsim import paths
+from gcsim.cli_common import OneLineErrors, one_line
 
 EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
-
-
-class _OneLine(click.Command):
-    """Bad options as one `Error: ...` line, like every other error of the command."""
-
-    def parse_args(self, ctx, args):
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            error = click.ClickException(exc.format_message())
-            error.exit_code = exc.exit_code
-            raise error from None
 
 
 @click.group("validate")
@@ -87,7 +76,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         raise ValueError(f"cannot read {name} from {path}: {reason}") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise ValueError(f"{name} in {path} is not a single numeric array")
@@ -145,7 +134,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             compare.write_report(result.report, result.stages, report_dir)
             save_inputs(report_dir, q, k, v)
     except (GcsimError, FitsBundleError, ValueError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted") from None
     report = result.report
@@ -177,7 +166,7 @@ def format_summary(report: dict) -> str:
         f"\n{'PASSED' if report['passed'] else 'FAILED'}"
 
 
-@validate_group.command("tile", cls=_OneLine)
+@validate_group.command("tile", cls=OneLineErrors)
 @_common
 @click.option("--q", "q_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Query, .npy of shape (rows,), values in [0, 1].")
@@ -197,7 +186,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path)
 
 
-@validate_group.command("retention", cls=_OneLine)
+@validate_group.command("retention", cls=OneLineErrors)
 @_common
 @click.option("--max-age", default="4m", show_default=True,
               help="Age of the oldest key (column 0), seconds; key j is read "
@@ -241,7 +230,7 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
         compare.write_report(result.report, result.stages, out_dir / "validate")
         save_inputs(out_dir / "validate", q, k, v)
     except (GcsimError, FitsBundleError, ValueError) as exc:
-        click.echo(f"\nvalidation skipped: {str(exc).splitlines()[0]}")
+        click.echo(f"\nvalidation skipped: {one_line(exc)}")
         return
     click.echo(f"\nValidation against SPICE (gcsim validate tile --rows {size} --cols {size} "
                f"--seed 0 --models {selector}; report in {out_dir / 'validate'})")

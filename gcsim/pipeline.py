@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from gcsim import paths, spec as spec_module
+import pandas as pd
+
+from gcsim import spec as spec_module
 from gcsim.cache import ResultCache
 from gcsim.fit import kinds, schema
 from gcsim.fit.run import fit_table, write_fit
@@ -37,6 +39,7 @@ class SweepOutcome:
     rows: int
     failed: int
     stats: dict
+    table_data: pd.DataFrame | None = None   # the table itself: callers need not read it back
 
 
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
@@ -53,7 +56,7 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
         output = Path(sweep_dir) / f"{path.stem}.parquet"
         write_outputs(result, output, "parquet")
         outcome = SweepOutcome(path, output, len(result.table), len(result.failures),
-                               result.metadata["stats"])
+                               result.metadata["stats"], result.table)
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
@@ -95,9 +98,8 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
     return outcomes
 
 
-def headline(outcome: FitOutcome) -> list[tuple[str, str]]:
-    """The figures `gcsim run` and `gcsim regen` print for a fit."""
-    r = outcome.record
+def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
+    """The figures `gcsim fit`, `gcsim run` and `gcsim regen` print for a fit."""
     m = r.metrics
     rows = []
     if "max_error_pct_fs" in m:
@@ -196,5 +198,3 @@ def _diff(a, b, where, rel_tol):
         return [f"{where}: {a!r} != {b!r}"]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
-
-DEFAULT_SPECS = paths.CHARACTERIZATION

@@ -39,8 +39,14 @@ class FitsBundle:
 
     def hardware_model(self):
         """The `fitted` mode's model: cell, decay, readout and converters from these fits."""
-        from gcsim.simulate.models import (PAPER, CellMismatch, ExponentialDecay, HardwareModel,
-                                           PolynomialCell, _published_readout_chain)
+        from gcsim.simulate.models import (
+            PAPER,
+            CellMismatch,
+            ExponentialDecay,
+            HardwareModel,
+            PolynomialCell,
+            _published_readout_chain,
+        )
         from gcsim.simulate.stages import ChargeToPulse, Readout, SignedConverter
 
         if "charge_per_pulse" in self.records:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "nonlinearity": ("coefficients", "exponents", "order", "v_mid", "read_on_level"),
@@ -30,6 +31,7 @@ class Kind:
     fitter: Callable = field(repr=False, default=None)
 
 
+@functools.cache
 def _kinds() -> dict[str, Kind]:
     from gcsim.fit import cell, decay, mismatch, periphery
 
@@ -62,19 +64,14 @@ def _kinds() -> dict[str, Kind]:
     )}
 
 
-KINDS: dict[str, Kind] = {}
-
-
 def get(name: str) -> Kind:
-    if not KINDS:
-        KINDS.update(_kinds())
     from gcsim.fit.numerics import FitError
 
-    if name not in KINDS:
+    registry = _kinds()
+    if name not in registry:
         raise FitError(f"unknown fit kind {name!r} (choose {', '.join(REQUIRED_PARAMETERS)})")
-    return KINDS[name]
+    return registry[name]
 
 
 def all_kinds() -> list[Kind]:
-    get("nonlinearity")
-    return list(KINDS.values())
+    return list(_kinds().values())

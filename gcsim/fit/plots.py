@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from gcsim.fit.schema import FitRecord  # noqa: E402
+from gcsim.fit.schema import FitRecord
 
 
 def plot_fit(record: FitRecord, table: pd.DataFrame, path: Path) -> Path:

@@ -65,7 +65,13 @@ def fit_table(kind_name: str, table_path: str | Path, column_map: dict[str, str]
               **options) -> tuple[schema.FitRecord, pd.DataFrame]:
     kind = kinds.get(kind_name)
     table = check_columns(read_table(table_path, column_map), kind, str(table_path))
-    record = kind.fitter(table, **options)
+    try:
+        record = kind.fitter(table, **options)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, KeyError) as exc:
+        if isinstance(exc, GcsimError):
+            raise
+        # Data the fitter's own checks let through (degenerate, a single group, ...).
+        raise FitError(f"{table_path}: the {kind_name} fit failed: {exc}") from None
     record.provenance = schema.provenance_from_table(Path(table_path), column_map)
     if options:
         record.provenance["options"] = {k: v for k, v in options.items()

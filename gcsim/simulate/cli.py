@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+
 import click
 import numpy as np
 
+from gcsim.cli_common import OneLineErrors, one_line
 from gcsim.simulate.attention import (
     MODES,
     SimulationConfig,
@@ -17,18 +19,6 @@ from gcsim.simulate.attention import (
 )
 from gcsim.simulate.bench import format_bench, random_inputs, run_bench
 from gcsim.simulate.models import PAPER, FitsBundleError, model_for_mode
-
-
-class OneLineErrors(click.Command):
-    """Reports bad options as a single `Error: ...` line, like every other error of the command."""
-
-    def parse_args(self, ctx, args):
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            error = click.ClickException(exc.format_message())
-            error.exit_code = exc.exit_code
-            raise error from None
 
 
 def _load_npy(path: str, name: str) -> np.ndarray:
@@ -158,7 +148,7 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
     try:
         report = _run_attention(**locals())
     except (ValueError, OSError, FitsBundleError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+        raise click.ClickException(one_line(exc)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -312,5 +302,5 @@ def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json
     try:
         result = run_bench(batch, heads, tokens, dim, window, repeats, fits_dir=fits_dir)
     except (ValueError, OSError, FitsBundleError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
     click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))

@@ -374,6 +374,14 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             saves.extend([f"v(w_{c})", f"v(pulse_{c})"])
             vectors.extend([f"w_{c}", f"pulse_{c}"])
 
+    def add_cells(tag, n_rows, col, wl, bl, stored_V):
+        """One bitline's cells of array `tag`: cell (row, col) stores stored_V(row, col)."""
+        for row in range(n_rows):
+            name = f"X{tag}_{row}_{col}"
+            lines.append(f"{name} sn{tag}_{row}_{col} {wl[row][0][col]} {wl[row][1][col]} "
+                         f"{bl[col][row]} vdd wwl wbl tile_cell" + mismatch(name))
+            ic.append(f"v(sn{tag}_{row}_{col})={f(stored_V(row, col))}")
+
     if part in ("full", "k"):
         k_cols = columns if part == "k" else list(range(C))
         t_gate = p.t_conv
@@ -385,10 +393,7 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             lines.append(f"Eqp_{r} rwlpk_{r} mid2 rwlnk_{r} 0 -1")
         wl, bl = cell_nodes("k", R, C, k_cols)
         for c in k_cols:
-            for r in range(R):
-                lines.append(f"Xk_{r}_{c} snk_{r}_{c} {wl[r][0][c]} {wl[r][1][c]} {bl[c][r]} vdd "
-                             "wwl wbl tile_cell" + mismatch(f"Xk_{r}_{c}"))
-                ic.append(f"v(snk_{r}_{c})={f(tile.k_V[c, r])}")
+            add_cells("k", R, c, wl, bl, lambda r, c: tile.k_V[c, r])
             readout("k", c, converter=True)
     shift = p.v_shift if part == "v" else 0.0
     if part in ("full", "v"):
@@ -415,10 +420,7 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             lines.append(f"Ewp_{c} rwlpv_{c} vref pulse_{c} 0 {f(-gain)}")
         wl, bl = cell_nodes("v", C, R, v_cols)
         for d in v_cols:
-            for c in range(C):
-                lines.append(f"Xv_{c}_{d} snv_{c}_{d} {wl[c][0][d]} {wl[c][1][d]} {bl[d][c]} vdd "
-                             "wwl wbl tile_cell" + mismatch(f"Xv_{c}_{d}"))
-                ic.append(f"v(snv_{c}_{d})={f(tile.v_V[c, d])}")
+            add_cells("v", C, d, wl, bl, lambda c, d: tile.v_V[c, d])
             readout("v", d, converter=False)
     lines += [".ic " + chunk for chunk in _chunks(ic)]
     lines += [".save " + chunk for chunk in _chunks(saves)]
