@@ -8,15 +8,18 @@ fails only when the analysis did not produce its vectors.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes.util
 import functools
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +28,10 @@ from gcsim.errors import NgspiceUnavailable
 # Lines that say why an analysis failed; everything else ngspice prints is context.
 _ERROR_WORDS = ("error", "too small", "singular", "converge", "abort", "failed", "gmin step",
                 "source step", "could not", "unknown", "not found", "no such")
+
+# The executor run_many() uses when given none (gcsim.executors.use sets it); None: local.
+DEFAULT_EXECUTOR: contextvars.ContextVar = contextvars.ContextVar("gcsim_executor",
+                                                                  default=None)
 
 
 @dataclass
@@ -158,7 +165,9 @@ def _preimport() -> None:
         pass
 
 
-def _worker(request: RunRequest, connection) -> None:
+def _worker(request: RunRequest, connection, die_with_parent: bool = False) -> None:
+    if die_with_parent:
+        _die_with_parent()
     try:
         result = run_in_this_process(request)
     except NgspiceUnavailable as exc:
@@ -167,10 +176,22 @@ def _worker(request: RunRequest, connection) -> None:
         result = RunResult(False, error=f"{type(exc).__name__}: {exc}", kind="crashed")
     try:
         connection.send(result)
+    except OSError:
+        pass    # the parent is gone (e.g. a lost Dask worker): nobody to tell
     finally:
         connection.close()
-    # Skip interpreter teardown: ngspice's atexit handlers can hang or crash.
-    os._exit(0)
+        # Skip interpreter teardown: ngspice's atexit handlers can hang or crash.
+        os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies, so a lost Dask
+    worker leaves no ngspice run behind. Elsewhere the run simply finishes unread."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _context():
@@ -179,16 +200,127 @@ def _context():
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
-def run_many(requests: Iterable[RunRequest],
-             workers: int = 1) -> Iterator[tuple[RunRequest, RunResult]]:
+def _allow_children() -> None:
+    """multiprocessing refuses children in a daemonic process, and Dask starts its worker
+    processes as daemons. gcsim's launchers are daemonic and die with their parent (see
+    _Launcher), so let this process start them."""
+    mp.current_process()._config["daemon"] = False
+
+
+def run_many(requests: Iterable[RunRequest], workers: int = 1,
+             executor=None) -> Iterator[tuple[RunRequest, RunResult]]:
     """Run requests in up to ``workers`` fresh processes at once; yield results as they end.
 
     A run over its ``timeout_s`` is killed and reported as ``timeout``; a process that dies
     without answering is reported as ``crashed``. The generator may be fed lazily.
+
+    ``executor`` (see gcsim.executors) runs them elsewhere, e.g. on a Dask cluster, with the
+    same results; None takes the one set by ``executors.use()``, else runs them here.
     """
+    if executor is None:
+        executor = DEFAULT_EXECUTOR.get()
+    if executor is not None and not getattr(executor, "is_local", False):
+        yield from executor.run_many(requests, workers)
+        return
     library_path()  # fail fast, once, with the install hint
     _preimport()
-    context = _context()
+    yield from _run_local(requests, workers, _context())
+
+
+def run_isolated(request: RunRequest) -> RunResult:
+    """Run one request in a fresh process, from a host process that has other threads (a
+    Dask worker): ngspice never runs in the host, and never twice in one process.
+
+    Forking a process with other threads can copy a lock one of them holds, and starting
+    each run with spawn or forkserver re-imports the host's __main__ (about 1 s for a Dask
+    worker), so runs are forked by a launcher: a single-threaded process started once
+    per concurrent task, which runs each request exactly as run_many does locally."""
+    try:
+        library_path()
+    except NgspiceUnavailable as exc:
+        return RunResult(False, error=str(exc), kind="unavailable")
+    return _Launcher.call(request, request.timeout_s + 60)
+
+
+class _Launcher:
+    """A single-threaded helper process that forks one worker per request (_run_local).
+    Idle launchers are kept for the next task; one is started per concurrent task."""
+
+    _idle: ClassVar[list[_Launcher]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self):
+        _allow_children()
+        methods = mp.get_all_start_methods()
+        context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if context.get_start_method() == "forkserver":
+            # The forkserver (a clean process that dies with its parent) has PySpice imported.
+            context.set_forkserver_preload(["gcsim._preload"])
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=_launcher_main, args=(theirs,), daemon=True,
+                                       name="gcsim-launcher")
+        self.process.start()
+        theirs.close()
+
+    @classmethod
+    def call(cls, message, timeout_s: float):
+        with cls._lock:
+            launcher = cls._idle.pop() if cls._idle else None
+        if launcher is not None:
+            try:
+                launcher.connection.send(message)
+            except OSError:         # it died while idle: not this run's fault
+                launcher.stop()
+                launcher = None
+        if launcher is None:
+            launcher = cls()
+            launcher.connection.send(message)
+        try:
+            if not launcher.connection.poll(timeout_s):
+                raise TimeoutError
+            answer = launcher.connection.recv()
+        except (EOFError, OSError, TimeoutError):
+            launcher.stop()
+            return RunResult(False, error="gcsim's launcher process died or hung",
+                             kind="crashed")
+        with cls._lock:
+            cls._idle.append(launcher)
+        return answer
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.connection.close()
+
+
+def _launcher_main(connection) -> None:
+    _die_with_parent()
+    _allow_children()
+    _preimport()
+    context = _context()      # fork: this process has no other threads
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            if message == "version":
+                answer = _probe_version(context)
+            else:
+                answer = next(_run_local([message], 1, context, die_with_parent=True))[1]
+        except NgspiceUnavailable as exc:
+            answer = exc
+        except Exception as exc:  # noqa: BLE001 - e.g. fork failed: this run's failure
+            answer = RunResult(False, error=f"{type(exc).__name__}: {exc}", kind="crashed")
+        try:
+            connection.send(answer)
+        except OSError:
+            break
+    os._exit(0)
+
+
+def _run_local(requests: Iterable[RunRequest], workers: int, context,
+               die_with_parent: bool = False) -> Iterator[tuple[RunRequest, RunResult]]:
     pending = iter(requests)
     running: dict[object, tuple[RunRequest, mp.Process, float]] = {}
     exhausted = False
@@ -201,7 +333,8 @@ def run_many(requests: Iterable[RunRequest],
                     exhausted = True
                     break
                 receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(request, sender), daemon=True)
+                process = context.Process(target=_worker, args=(request, sender, die_with_parent),
+                                          daemon=True)
                 process.start()
                 sender.close()
                 running[receiver] = (request, process, time.monotonic() + request.timeout_s)
@@ -285,7 +418,22 @@ def _sequence_worker(requests: list[RunRequest], connection) -> None:
 def ngspice_version() -> str:
     """The version line of the ngspice shared library, read once per process in a
     throwaway worker (so `gcsim run` probes once for all its specs)."""
-    context = _context()
+    return _probe_version(_context())
+
+
+@functools.lru_cache(maxsize=1)
+def isolated_ngspice_version() -> str:
+    """ngspice_version() for a host process with other threads running (a Dask worker)."""
+    library_path()
+    answer = _Launcher.call("version", 120)
+    if isinstance(answer, RunResult):
+        raise NgspiceUnavailable(f"ngspice version query: {answer.error}")
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def _probe_version(context) -> str:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_version_worker, args=(sender,), daemon=True)
     process.start()

@@ -44,7 +44,9 @@ class SweepOutcome:
 
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
                jobs: int | None = None, on_done: Callable[[SweepOutcome], None] | None = None,
-               only: set[str] | None = None) -> list[SweepOutcome]:
+               only: set[str] | None = None, executor=None) -> list[SweepOutcome]:
+    """Sweep every spec of `spec_dir` into `sweep_dir`; `executor` (gcsim.executors) runs
+    the ngspice runs elsewhere, e.g. on Dask (default: local worker processes)."""
     from gcsim.sweep import Sweep, write_outputs
 
     outcomes = []
@@ -52,7 +54,8 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
         if only is not None and path.stem not in only:
             continue
         spec = spec_module.load(path)
-        result = Sweep(spec, models=models, workers=jobs, cache=ResultCache()).run()
+        result = Sweep(spec, models=models, workers=jobs, cache=ResultCache(),
+                       executor=executor).run()
         output = Path(sweep_dir) / f"{path.stem}.parquet"
         write_outputs(result, output, "parquet")
         outcome = SweepOutcome(path, output, len(result.table), len(result.failures),

@@ -53,8 +53,14 @@ class Sweep:
 
     def __init__(self, spec: Spec, overrides: dict[str, float] | None = None,
                  models: str | None = None, workers: int | None = None,
-                 cache: ResultCache | None = None, progress: bool | None = None):
+                 cache: ResultCache | None = None, progress: bool | None = None,
+                 executor=None):
         self.spec = spec
+        # Where the runs happen (gcsim.executors); None: local worker processes. The plan,
+        # the netlists and their cache keys do not depend on it.
+        if executor is None:
+            executor = engine.DEFAULT_EXECUTOR.get()
+        self.executor = executor if executor is not None and not executor.is_local else None
         self.template = Template.load(spec.netlist)
         self.fixed = self.template.check_params({**spec.parameters, **(overrides or {})})
         self.overrides = dict(overrides or {})
@@ -315,7 +321,9 @@ class Sweep:
     # ----------------------------------------------------------------- execution
     def run(self) -> SweepResult:
         started = time.perf_counter()
-        self.ngspice = engine.ngspice_version()
+        # Part of every cache key: the version of the ngspice that runs the netlists.
+        self.ngspice = (self.executor.ngspice_version() if self.executor
+                        else engine.ngspice_version())
         stats = {"runs": 0, "cache_hits": 0, "splits": 0, "planned_runs": 0}
         tables, failure_rows, hashes = [], [], {}
         bar = _progress(len(self.base_grid) * len(self.model_sets), self.spec.name,
@@ -355,7 +363,9 @@ class Sweep:
             queue = []
             requests = (engine.RunRequest(u.netlist, u.vectors, self.models.ngbehavior,
                                           self.spec.timeout_s, tag=u) for u in to_run)
-            for request, result in engine.run_many(requests, self.workers):
+            runs = engine.run_many(requests, self.workers) if self.executor is None else \
+                engine.run_many(requests, self.workers, executor=self.executor)
+            for request, result in runs:
                 unit: Unit = request.tag
                 stats["runs"] += 1
                 if result.kind == "unavailable":
@@ -454,7 +464,9 @@ class Sweep:
                                for d in mc.devices if d.role in self.models.roles}},
             "points": n_points,
             "failed_points": failure_rows,
-            "stats": {**stats, "elapsed_s": round(elapsed, 3), "workers": self.workers},
+            "stats": {**stats, "elapsed_s": round(elapsed, 3),
+                      "workers": self.executor.threads() if self.executor else self.workers,
+                      "executor": self.executor.describe() if self.executor else "local"},
             "command": " ".join(sys.argv),
         }
 
