@@ -119,3 +119,71 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
         "failed_points_batched": len(batched.failures),
         "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
     }
+
+
+def bench_sweep_dask(points: int = 1000, models: str = "builtin", batch: int | None = None,
+                     scheduler: str | None = None, jobs: int | None = None,
+                     progress: bool = False, repeat: int = 3) -> dict:
+    """Time the pulse sweep on Dask with 1 and with 2 workers of one cluster, in this run,
+    ``repeat`` times each, interleaved (1, 2, 1, 2, ...) so a change in the machine's load
+    hits both alike; then on the local executor as a reference. Without ``scheduler`` a
+    LocalCluster of 2 single-threaded workers on loopback is started (and stopped). Every
+    table must be identical."""
+    from gcsim import executors
+
+    model_set = models_module.resolve(models)
+    if batch is None:
+        # 16 runs per grid (as _pulse_spec sizes it): two workers share them evenly.
+        n_store = max(2, int(math.sqrt(points)))
+        batch = max(1, math.ceil(n_store * max(2, math.ceil(points / n_store)) / 16))
+    spec, adjusted = _pulse_spec(points, model_set, batch, 2)
+    runner = executors.DaskExecutor(scheduler) if scheduler else \
+        executors.DaskExecutor(local_workers=2)
+    timings: dict[int, list[float]] = {1: [], 2: []}
+    tables, runs = [], 0
+    with runner:
+        addresses = runner.worker_addresses()
+        if len(addresses) < 2:
+            raise executors.ExecutorError(f"the Dask cluster at {runner.address} has "
+                                          f"{len(addresses)} worker; the benchmark needs 2")
+        threads = runner.client.nthreads()
+        for _ in range(repeat):
+            for count in (1, 2):
+                runner.restrict_to = addresses[:count]
+                sweep = Sweep(spec, models=models, cache=ResultCache(enabled=False),
+                              progress=progress, executor=runner)
+                started = time.perf_counter()
+                result = sweep.run()
+                timings[count].append(time.perf_counter() - started)
+                tables.append(result.table)
+                runs = result.metadata["stats"]["runs"]
+        runner.restrict_to = None
+    local = Sweep(spec, models=models, workers=jobs, cache=ResultCache(enabled=False),
+                  progress=progress)
+    started = time.perf_counter()
+    local_result = local.run()
+    local_s = time.perf_counter() - started
+    n = len(local.grid)
+    identical = all(table.equals(local_result.table) for table in tables)
+    median = {count: float(np.median(values)) for count, values in timings.items()}
+    return {
+        "points": n,
+        "models": local.models.name,
+        "batch": spec.batch,
+        "runs": runs,
+        "cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "scheduler": scheduler or "LocalCluster (started by the benchmark)",
+        "workers": {address: threads.get(address, 0) for address in addresses[:2]},
+        "repeat": repeat,
+        "dask_1_worker_s": [round(v, 3) for v in timings[1]],
+        "dask_2_workers_s": [round(v, 3) for v in timings[2]],
+        "dask_1_worker_points_per_s": round(n / median[1], 2),
+        "dask_2_workers_points_per_s": round(n / median[2], 2),
+        "ratio_2_over_1": round(median[1] / median[2], 3),
+        "local_jobs": local.workers,
+        "local_s": round(local_s, 3),
+        "local_points_per_s": round(n / local_s, 2),
+        "tables_identical": bool(identical),
+        "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
+    }

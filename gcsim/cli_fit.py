@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from gcsim import paths
+from gcsim import executors, paths
 from gcsim.cli_common import fail
 from gcsim.errors import GcsimError
 from gcsim.fit.kinds import REQUIRED_PARAMETERS
@@ -141,27 +141,39 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, objective
 @click.option("--check", is_flag=True,
               help="Regenerate into a scratch folder and compare with FITS instead of "
                    "writing it; exit 1 on any difference other than dates.")
-def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check):
+@executors.click_options
+def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, executor, scheduler):
     """Regenerate every fitted model: run every spec, then every fit.
 
     Unchanged sweeps come from the cache, so a second run takes seconds. The committed
     fits/ is exactly what this produces on builtin models (`--check` proves it).
 
+    With --executor dask the sweeps run on a Dask cluster, with the same results and
+    cache.
+
     \b
     Examples:
       gcsim regen
       gcsim regen --check
+      gcsim regen --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from gcsim.pipeline import compare_fits, fit_all, run_sweeps
     from gcsim.pipeline import headline as describe
 
+    try:
+        runner = executors.from_options(executor, scheduler)
+    except GcsimError as exc:
+        fail(exc)
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="gcsim-regen-")) if check else None
     target = scratch / "fits" if check else fits_dir
     try:
-        run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, on_done=lambda o: click.echo(
-            f"swept {o.spec.name:32s} {o.rows:6d} rows {o.failed:3d} failed "
-            f"{o.stats['cache_hits']:3d}/{o.stats['planned_runs']:<3d} runs cached"))
+        with runner:
+            run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, executor=runner,
+                       on_done=lambda o: click.echo(
+                           f"swept {o.spec.name:32s} {o.rows:6d} rows {o.failed:3d} failed "
+                           f"{o.stats['cache_hits']:3d}/{o.stats['planned_runs']:<3d} runs "
+                           "cached"))
         outcomes = fit_all(reports_dir / "sweeps", target, reports_dir / "fits",
                            on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"))
         for outcome in outcomes:

