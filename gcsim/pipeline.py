@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gcsim import spec as spec_module
@@ -150,6 +151,16 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
         rows.append(("sigma current gain", f"{100 * r.value('current_sigma_rel'):.2f} %"))
         rows.append(("sigma stored-voltage shift",
                      f"{r.value('stored_voltage_shift_sigma') * 1e3:.2f} mV"))
+    elif r.kind == "readout_loading":
+        rows.append(("virtual ground", f"{r.value('offset') * 1e3:+.3g} mV "
+                     f"{r.value('current_coefficient'):+.3g} mV/mA "
+                     f"{r.value('charge_coefficient') * 1e-9:+.3g} mV/pC"))
+    elif r.kind == "cell_conductance":
+        x = np.array([-0.45, 0.0, 0.45])
+        on = np.polynomial.polynomial.polyval(x, r.value("on_coefficients")) * 1e6
+        off = np.polynomial.polynomial.polyval(x, r.value("off_coefficients")) * 1e6
+        rows.append(("g at 0 / 0.45 / 0.9 V", "read " + " / ".join(f"{g:.3g}" for g in on)
+                     + " µS, rest " + " / ".join(f"{g:.3g}" for g in off) + " µS"))
     return rows
 
 

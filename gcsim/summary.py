@@ -49,8 +49,11 @@ def retention_figures(table: pd.DataFrame) -> dict[str, float]:
 
 
 def bitline_figures(table: pd.DataFrame) -> dict[str, float]:
-    """Largest relative change of the cell current per 10 mV of bitline movement."""
+    """Largest relative change of the cell current per 10 mV of bitline movement, during a
+    read (the highest v_in of the sweep)."""
     worst = 0.0
+    if "v_in_V" in table:
+        table = table[table["v_in_V"] == table["v_in_V"].max()]
     for _, group in table.groupby("stored_voltage_V"):
         group = group.sort_values("v_bl_V")
         current = group["i_out_A"].to_numpy()

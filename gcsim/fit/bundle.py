@@ -21,6 +21,8 @@ FILES = {
     "signed_converter.json": "signed_converter",
     "mismatch.json": "mismatch",
     "write.json": "write",
+    "cell_conductance.json": "cell_conductance",
+    "readout_loading.json": "readout_loading",
 }
 REQUIRED = ("decay.json", "charge_to_pulse.json")
 CELL_FILES = ("charge_per_pulse.json", "nonlinearity.json")  # the first present drives the cell
@@ -95,6 +97,30 @@ class FitsBundle:
         if decay.time_constant_s <= 0 or c2p.slope_s_per_C <= 0 or c2p.t_max_s <= 0:
             raise FitFileError(f"fits bundle {self.directory}: non-positive time constant, "
                                "slope or t_max")
+        loading = None
+        if "readout_loading" in self.records and "cell_conductance" in self.records:
+            from gcsim.simulate.loading import ReadoutLoading
+
+            lo = self.records["readout_loading"]
+            cc = self.records["cell_conductance"]
+            loading = ReadoutLoading(
+                offset_V=float(lo.value("offset")),
+                charge_coefficient_V_per_C=float(lo.value("charge_coefficient")),
+                current_coefficient_V_per_A=float(lo.value("current_coefficient")),
+                on_conductance_S=tuple(float(c) for c in cc.value("on_coefficients")),
+                off_conductance_S=tuple(float(c) for c in cc.value("off_coefficients")),
+                k_window_s=float(lo.value("k_window")),
+                k_pulse_start_s=float(lo.value("k_pulse_start")),
+                v_window_s=float(lo.value("v_window")),
+                v_pulse_start_s=float(lo.value("v_pulse_start")),
+                k_conversion_current_A=1.0 / c2p.slope_s_per_C,
+                v_conversion_current_A=(1.0 / float(self.records["signed_converter"]
+                                                    .value("slope"))
+                                        if "signed_converter" in self.records else None),
+            )
+            if min(loading.k_window_s, loading.v_window_s) <= 0:
+                raise FitFileError(f"fits bundle {self.directory}: readout_loading has a "
+                                   "non-positive integration window")
         return HardwareModel(
             name="fitted",
             label=f"fitted ({self.directory})",
@@ -108,6 +134,7 @@ class FitsBundle:
             default_token_period_s=PAPER.token_period_s,
             mismatch=mismatch,
             pulse_edge_time_s=edge_time,
+            loading=loading,
         )
 
 

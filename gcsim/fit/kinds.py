@@ -18,6 +18,9 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "signed_converter": ("full_scale", "slope", "t_max", "levels"),
     "mismatch": ("current_sigma_rel", "stored_voltage_shift_sigma"),
     "write": ("write_time", "tolerance"),
+    "cell_conductance": ("on_coefficients", "off_coefficients", "v_mid"),
+    "readout_loading": ("offset", "charge_coefficient", "current_coefficient", "k_window",
+                        "k_pulse_start", "v_window", "v_pulse_start"),
 }
 
 
@@ -33,7 +36,7 @@ class Kind:
 
 @functools.cache
 def _kinds() -> dict[str, Kind]:
-    from gcsim.fit import cell, decay, mismatch, periphery
+    from gcsim.fit import cell, decay, loading, mismatch, periphery
 
     return {k.name: k for k in (
         Kind("nonlinearity", ("stored_voltage_V", "v_in_V", "i_out_A"), (), "gain_cell_iv",
@@ -61,6 +64,13 @@ def _kinds() -> dict[str, Kind]:
         Kind("write", ("target_voltage_V", "t_write_s", "stored_voltage_V"), ("energy_J",),
              "gain_cell_write", "gain-cell write: settling time and energy",
              cell.fit_write),
+        Kind("cell_conductance", ("stored_voltage_V", "v_bl_V", "i_out_A", "v_in_V"), (),
+             "gain_cell_bitline", "cell conductance seen from the bitline, read and rest",
+             loading.fit_cell_conductance),
+        Kind("readout_loading", ("charge_in_C", "t_int_s", "integration_window_s",
+                                 "bitline_deviation_integral_Vs", "charge_time_integral_Cs"), (),
+             "sense_amp_loading", "integrator virtual-ground deviation: offset, gain, bandwidth",
+             loading.fit_readout_loading),
     )}
 
 

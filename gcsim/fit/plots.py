@@ -187,6 +187,41 @@ def _write(record, table, top, bottom):
     bottom.set_xlabel("write pulse width (ns)")
 
 
+def _cell_conductance(record, table, top, bottom):
+    v_mid = record.value("v_mid")
+    for name, label in (("on", "read pulse"), ("off", "at rest")):
+        curve = record.extra["curves"][name]
+        x = np.asarray(curve["x_V"])
+        g = np.asarray(curve["conductance_S"])
+        fit = np.polynomial.polynomial.polyval(x, record.value(f"{name}_coefficients"))
+        line, = top.plot(x + v_mid, fit * 1e6, lw=1.2, label=f"fit, {label}")
+        top.plot(x + v_mid, g * 1e6, ".", ms=4, color=line.get_color())
+        bottom.plot(x + v_mid, 100 * (fit - g) / np.abs(g).max(), color=line.get_color(), lw=1)
+    top.set_ylabel("conductance -dI/dV_bl (µS)")
+    bottom.set_ylabel("fit - SPICE (% FS)")
+    bottom.set_xlabel("stored voltage (V)")
+
+
+def _readout_loading(record, table, top, bottom):
+    coefficients = [record.value(n) for n in ("offset", "charge_coefficient",
+                                              "current_coefficient")]
+    for t_int, group in table.groupby("t_int_s"):
+        group = group.sort_values("charge_in_C")
+        design = np.stack([group["integration_window_s"], group["charge_time_integral_Cs"],
+                           group["charge_in_C"]], axis=1)
+        window = group["integration_window_s"].to_numpy()
+        measured = group["bitline_deviation_integral_Vs"].to_numpy() / window
+        fit = design @ np.asarray(coefficients) / window
+        q = group["charge_in_C"] * 1e12
+        line, = top.plot(q, fit * 1e3, lw=1.2, label=f"fit, t_int {t_int * 1e9:.3g} ns")
+        top.plot(q, measured * 1e3, ".", ms=4, color=line.get_color())
+        bottom.plot(q, (fit - measured) * 1e3, color=line.get_color(), lw=1)
+    top.set_ylabel("mean bitline deviation (mV)")
+    bottom.set_ylabel("fit - SPICE (mV)")
+    bottom.set_xlabel("charge integrated (pC)")
+
+
 DRAW = {"write": _write, "nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
         "sense_amp": _sense_amp, "charge_to_pulse": _charge_to_pulse,
-        "signed_converter": _signed_converter, "mismatch": _mismatch}
+        "signed_converter": _signed_converter, "mismatch": _mismatch,
+        "cell_conductance": _cell_conductance, "readout_loading": _readout_loading}

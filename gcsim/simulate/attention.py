@@ -35,6 +35,7 @@ class SimulationConfig:
     block_queries: int = 128
     keep_intermediates: bool = True
     dtype: str = "float64"
+    readout_loading: bool = True  # apply the model's readout loading, when it has one
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
@@ -271,6 +272,7 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
             mask_cache[key] = ((age >= 0) & (age < window)).astype(dtype)
         return mask_cache[key]
 
+    loading = model.loading if config.readout_loading else None
     for h in range(heads):
         k_gain = k_shift = v_gain = v_shift = None
         if mismatch is not None:
@@ -286,6 +288,11 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
             )
             k_array = GainCellArray(kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
             v_array = GainCellArray(vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
+            if loading is not None:
+                k_array = loading.arrays(k_array, kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift,
+                                         **array_args)
+                v_array = loading.arrays(v_array, vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift,
+                                         **array_args)
             widths = query_pulse_width_s(qd[b, h], model.charge_to_pulse.t_max_s).astype(dtype)
             edge = model.pulse_edge_time_s
             if edge:
@@ -297,16 +304,29 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
                 n_k = -(-(t1 - k0) // a_size) * a_size
                 mask = window_mask(t0 - k0, n_q, n_k)
 
-                charge = k_array.column_charges_C(widths[t0:t1], t0, k0, k0 + n_k)
-                score = model.readout.convert(charge, out=charge)
-                pulses = model.charge_to_pulse.convert(score)
+                if loading is None:
+                    charge = k_array.column_charges_C(widths[t0:t1], t0, k0, k0 + n_k)
+                    score = model.readout.convert(charge, out=charge)
+                    pulses = model.charge_to_pulse.convert(score)
+                else:
+                    charge, rest = k_array.column_charges_and_rest_C(widths[t0:t1], t0, k0,
+                                                                     k0 + n_k)
+                    score = model.readout.convert(charge, out=charge)
+                    scale = loading.conversion_scale(rest, score, loading.k_conversion_current_A)
+                    pulses = model.charge_to_pulse.convert(np.multiply(score, scale, out=scale))
                 pulses *= mask
                 offset = t0 - band + 1 - k0
                 if edge:
                     if keep:  # φ is the converter's pulse; the edges only add drive charge
                         phi[b, h, t0:t1] = _band_view(pulses, offset, band)
                     np.add(pulses, edge, out=pulses, where=pulses > 0)
-                subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
+                if loading is None:
+                    subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
+                else:
+                    subtile_charge, rest = v_array.row_charges_and_rest_C(pulses, t0, k0, a_size,
+                                                                          read=mask)
+                    subtile_charge *= loading.conversion_scale(
+                        rest, subtile_charge, loading.v_conversion_current_A)
                 counts = model.output_converter.convert(
                     subtile_charge, quantize=config.quantize_output, out=subtile_charge
                 )

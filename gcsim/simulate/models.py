@@ -169,6 +169,9 @@ class HardwareModel:
     mismatch: CellMismatch | None = None
     # The charge a pulse's two edges add, as extra width on every pulse that is on at all.
     pulse_edge_time_s: float = 0.0
+    # The column integrators' moving virtual ground and the cells' answer to it
+    # (gcsim.simulate.loading.ReadoutLoading); None: ideal readout.
+    loading: object | None = None
     notes: dict = field(default_factory=dict)
 
     def resolve_decay_factor(

@@ -24,6 +24,52 @@ from gcsim.simulate.models import HardwareModel
 from gcsim.simulate.stages import GainCellArray
 
 
+def _array_args(model: HardwareModel, decay_factor: float) -> dict:
+    return dict(power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
+                v_mid_V=model.cell.v_mid_V, decay_factor=decay_factor,
+                asymptote_V=model.decay.asymptote_V)
+
+
+def v_array_charges_C(v_V: np.ndarray, drive_s: np.ndarray, model: HardwareModel,
+                      decay_factor: float) -> tuple[np.ndarray, np.ndarray | float]:
+    """The tile's V column charges (R,) for row drives `drive_s` (C,), as the simulator computes
+    them, and the factor its signed converter stretches them by (with the model's readout
+    loading; the tile integrates every V column)."""
+    C = v_V.shape[0]
+    args = _array_args(model, decay_factor)
+    v_array = GainCellArray(v_V, **args)
+    if model.loading is None:
+        return v_array.row_charges_C(drive_s[None, :], C - 1, 0, C)[0, 0], 1.0
+    loaded = model.loading.arrays(v_array, v_V, **args)
+    charge, rest = loaded.row_charges_and_rest_C(drive_s[None, :], C - 1, 0, C,
+                                                 read=np.ones((1, C), dtype=bool))
+    charge, rest = charge[0, 0], rest[0, 0]
+    return charge, model.loading.conversion_scale(rest, charge,
+                                                  model.loading.v_conversion_current_A)
+
+
+def v_conversion_scale(v_V, A_C, model: HardwareModel, decay_factor: float):
+    """The signed converter's stretch for V column charges `A_C` (the loaded cells at rest)."""
+    if model.loading is None:
+        return 1.0
+    C = v_V.shape[0]
+    args = _array_args(model, decay_factor)
+    loaded = model.loading.arrays(GainCellArray(v_V, **args), v_V, **args)
+    rest = loaded.rest.row_charges_C(np.ones((1, C)), C - 1, 0, C)[0, 0]
+    return model.loading.conversion_scale(rest, A_C, model.loading.v_conversion_current_A)
+
+
+def k_conversion_scale(k_V, S_C, model: HardwareModel, decay_factor: float):
+    """The HardSigmoid converter's stretch for K column charges `S_C`."""
+    if model.loading is None:
+        return 1.0
+    C, R = k_V.shape
+    args = _array_args(model, decay_factor)
+    loaded = model.loading.arrays(GainCellArray(k_V, **args), k_V, **args)
+    rest = loaded.rest.column_charges_C(np.ones((1, R)), C - 1, 0, C)[0]
+    return model.loading.conversion_scale(rest, S_C, model.loading.k_conversion_current_A)
+
+
 @dataclass
 class ModelStages:
     S_C: np.ndarray       # (C,) read-out column charges (the converter's input)
@@ -47,12 +93,10 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
     S = np.array(result.S[0, 0, -1], dtype=float)
     phi = np.array(result.phi[0, 0, -1], dtype=float)
     out = np.array(result.output[-1], dtype=float)
-    v_array = GainCellArray(v_V, model.cell.power_coefficients_A(model.read_on_V),
-                            model.cell.v_mid_V, result.decay_factor, model.decay.asymptote_V)
     edge = model.pulse_edge_time_s
     drive = phi + edge * (phi > 0) if edge else phi
-    A = v_array.row_charges_C(drive[None, :], C - 1, 0, C)[0, 0]
-    check = model.output_converter.convert(A.copy(), quantize=False)
+    A, scale = v_array_charges_C(v_V, drive, model, result.decay_factor)
+    check = model.output_converter.convert(A * scale, quantize=False)
     if not np.allclose(check, out, rtol=1e-9, atol=1e-12):
         raise AssertionError("V-array charges disagree with the simulator's output")
     return ModelStages(S, phi, A, out, result.decay_factor)

@@ -12,9 +12,9 @@ from gcsim import devices
 from gcsim import models as models_module
 from gcsim.errors import GcsimError
 from gcsim.simulate.models import HardwareModel
-from gcsim.simulate.stages import GainCellArray
 from gcsim.validate import compare
-from gcsim.validate.behaviour import run_model
+from gcsim.validate.behaviour import (k_conversion_scale, run_model, v_array_charges_C,
+                                      v_conversion_scale)
 from gcsim.validate.retention import aged_voltages
 from gcsim.validate.spice import SpiceStages, run_tile
 from gcsim.validate.tile import Tile, TileParams, build
@@ -100,14 +100,16 @@ def validate_tile(q, k, v, model: HardwareModel, models: models_module.ModelSet,
     behaviour = run_model(q, k, v, model, token_period_s)
 
     # Isolated model stages, fed with SPICE's previous stage.
-    phi_iso = model.charge_to_pulse.convert(model.readout.convert(spice.S_C.copy()))
+    score = model.readout.convert(spice.S_C.copy())
+    phi_iso = model.charge_to_pulse.convert(
+        score * k_conversion_scale(k, score, model, behaviour.decay_factor))
     edge = model.pulse_edge_time_s
     on = spice.phi_s > NO_PULSE_S
     drive = np.where(on, spice.phi_s + edge, 0.0)
-    v_array = GainCellArray(v, model.cell.power_coefficients_A(model.read_on_V),
-                            model.cell.v_mid_V, behaviour.decay_factor, model.decay.asymptote_V)
-    A_iso = v_array.row_charges_C(drive[None, :], C - 1, 0, C)[0, 0]
-    out_iso = model.output_converter.convert(spice.A_C.copy(), quantize=False)
+    A_iso = v_array_charges_C(v, drive, model, behaviour.decay_factor)[0]
+    out_iso = model.output_converter.convert(
+        spice.A_C * v_conversion_scale(v, spice.A_C, model, behaviour.decay_factor),
+        quantize=False)
     if spice.out is not None:
         out_spice = spice.out
         notes.append("out: the signed converter netlist's sign x pulse width / t_max (the count "

@@ -69,7 +69,7 @@ class TileParams:
     values: dict[str, float] = field(default_factory=dict)
     r_wire: float = 0.0     # ohm per cell pitch
     c_wire: float = 0.0     # farad per cell pitch
-    max_step: float = 20e-12
+    max_step: float = 50e-12   # within 0.12-0.2 % FS of a 20 ps run on phi and A, 3x faster
     signed: bool = False    # V readouts end in the signed converter
     mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
 
@@ -208,7 +208,7 @@ def _ladder(prefix: str, head: str, nodes: list[str], p: TileParams, lines: list
         previous = node
 
 
-def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-6,
+def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-3,
         min_dt: float = 1e-13) -> list[tuple[float, float]]:
     """Waveform points for a PWL source: the points where the waveform bends (flat runs and
     straight segments reduce to their end points, which linear interpolation restores)."""
@@ -228,6 +228,45 @@ def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-6,
     ticks = np.round(t / min_dt).astype(np.int64)
     ticks, index = np.unique(ticks, return_index=True)
     return list(zip((ticks * min_dt).tolist(), v[index].tolist()))
+
+
+def clean_pulse(time_s: np.ndarray, values: np.ndarray, high: float, width_s: float,
+                min_dt: float = 1e-13) -> list[tuple[float, float]]:
+    """A recorded converter pulse as the trapezoid an ideal word-line driver would make of it:
+    it starts where the recording first crosses half of `high`, lasts the recording's
+    area-equivalent `width_s` at `high`, and keeps the recording's own 10-90 % edge times.
+    The recording's ringing (tens of mV) is dropped: every bend of it would be a PWL breakpoint
+    that the V-array run must step through. Points snap to a `min_dt` grid, as in `pwl`."""
+    t = np.asarray(time_s, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if width_s <= 0 or v.max() < high / 2:
+        return [(0.0, 0.0), (float(t[-1]), 0.0)]
+    def cross(level: float, after: int, rising: bool) -> tuple[float, int]:
+        """Time (interpolated) and index of the first crossing of `level` from index `after`."""
+        hit = v[after:] >= level if rising else v[after:] <= level
+        i = after + int(np.argmax(hit))
+        if i == 0:
+            return float(t[0]), 0
+        fraction = (level - v[i - 1]) / (v[i] - v[i - 1])
+        return float(t[i - 1] + fraction * (t[i] - t[i - 1])), i
+
+    t_on, on = cross(0.5 * high, 0, True)
+    rise = cross(0.9 * high, 0, True)[0] - cross(0.1 * high, 0, True)[0]
+    _, off = cross(0.5 * high, on, False)
+    fall = cross(0.1 * high, off - 1, False)[0] - cross(0.9 * high, max(on, off - 10), False)[0]
+    rise, fall = max(rise, min_dt), max(fall, min_dt)
+    # Half-height crossings t_on and t_on + width make the area high * width.
+    points = [(0.0, 0.0), (t_on - rise / 2, 0.0), (t_on + rise / 2, high),
+              (t_on + width_s - fall / 2, high), (t_on + width_s + fall / 2, 0.0),
+              (float(t[-1]), 0.0)]
+    ticks = np.round(np.array([p[0] for p in points]) / min_dt).astype(np.int64)
+    ticks = np.maximum.accumulate(ticks)
+    out = []
+    for tick, (_, level) in zip(ticks.tolist(), points):
+        if out and tick * min_dt <= out[-1][0]:
+            continue
+        out.append((tick * min_dt, level))
+    return out
 
 
 def _mismatch(p: TileParams, models: models_module.ModelSet):
@@ -424,6 +463,9 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             readout("v", d, converter=False)
     lines += [".ic " + chunk for chunk in _chunks(ic)]
     lines += [".save " + chunk for chunk in _chunks(saves)]
-    lines.append(f".tran {f(p.max_step)} {f(p.t_end - shift)} 0 {f(p.max_step)}")
+    # A K-only run stops when the last HardSigmoid pulse has ended: the V stage's time is not
+    # its business.
+    t_stop = p.t_vend if part == "k" else p.t_end - shift
+    lines.append(f".tran {f(p.max_step)} {f(t_stop)} 0 {f(p.max_step)}")
     lines.append(".end")
     return Netlist("\n".join(lines) + "\n", vectors, part, columns)

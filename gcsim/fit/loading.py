@@ -1,0 +1,173 @@
+"""Readout-loading fits: how far the column integrator lets the bitline move, and how much
+current the gain cells trade for that movement.
+
+A cell's current depends on its bitline voltage; the characterisation reads each cell against an
+ideal bitline at mid-rail and each readout against an ideal current source, so neither sees the
+other. In an array the integrator's virtual ground sits off mid-rail by
+
+    dV(t) = offset + charge_coefficient * Q(t) + current_coefficient * I(t)
+
+(the OTA's offset, its finite gain as the held charge Q grows, and its finite bandwidth while the
+column current I flows), and every cell on the bitline, pulsed or resting, answers with
+-g(V_store) * dV. `readout_loading` fits dV from sense_amp_loading; `cell_conductance` fits g
+during a read pulse and at rest from gain_cell_bitline. The array simulator combines the two
+(gcsim.simulate.loading).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gcsim import paths
+from gcsim.fit.numerics import FitError, error_metrics, solve_linear
+from gcsim.fit.schema import FitRecord, param
+from gcsim.simulate.models import PAPER
+
+MID_RAIL_V = PAPER.mid_rail_V
+SLOPE_SPAN_V = 0.0101   # bitline points within +-10 mV of mid-rail give the local slope
+
+
+def _conductance_curve(group: pd.DataFrame, v_mid_V: float) -> float:
+    """-dI/dV_bl at mid-rail: the cell's small-signal conductance seen from the bitline."""
+    near = group[np.abs(group["v_bl_V"] - v_mid_V) <= SLOPE_SPAN_V]
+    if len(near) < 2:
+        raise FitError("cell_conductance needs bitline points within 10 mV of mid-rail "
+                       f"(got {len(near)} for one stored voltage)")
+    v = near["v_bl_V"].to_numpy(float) - v_mid_V
+    slope, _ = solve_linear(np.stack([v, np.ones_like(v)], axis=1),
+                            near["i_out_A"].to_numpy(float))
+    return -float(slope)
+
+
+def fit_cell_conductance(table: pd.DataFrame, order: int = 4,
+                         v_mid_V: float = MID_RAIL_V) -> FitRecord:
+    """Cell conductance against stored voltage, during a read (highest v_in) and at rest
+    (v_in at mid-rail), each a polynomial in x = V_store - v_mid."""
+    if "v_in_V" in table:
+        levels = np.unique(table["v_in_V"].to_numpy(float))
+    else:
+        levels = np.array([np.nan])
+    read_on = float(np.nanmax(levels)) if np.isfinite(levels).any() else float("nan")
+    rest = levels[np.isclose(levels, v_mid_V, atol=1e-6)]
+    if not rest.size:
+        raise FitError(f"cell_conductance needs a sweep at rest (v_in = {v_mid_V:g} V) besides the "
+                       "read level; the gain_cell_bitline spec has both")
+    curves = {}
+    metrics = {}
+    for name, level in (("on", read_on), ("off", float(rest[0]))):
+        rows = table[np.isclose(table["v_in_V"], level)]
+        voltages, conductances = [], []
+        for stored, group in rows.groupby("stored_voltage_V"):
+            voltages.append(float(stored))
+            conductances.append(_conductance_curve(group, v_mid_V))
+        x = np.array(voltages) - v_mid_V
+        g = np.array(conductances)
+        if x.size <= order:
+            raise FitError(f"cell_conductance order {order} needs more than {order} stored "
+                           f"voltages, got {x.size}")
+        coefficients = solve_linear(np.vander(x, order + 1, increasing=True), g)
+        curves[name] = (x, g, np.asarray(coefficients, float))
+        metrics[name] = error_metrics(g, np.polynomial.polynomial.polyval(x, coefficients), "S")
+    worst = max(metrics.values(), key=lambda m: m["max_error_pct_fs"])
+    parameters = {
+        "on_coefficients": param(curves["on"][2].tolist(), "S",
+                                 "g = sum_i c_i x^i, x = V_store - v_mid, during a read pulse"),
+        "off_coefficients": param(curves["off"][2].tolist(), "S",
+                                  "the same at rest (read port at mid-rail)"),
+        "order": param(order, "1"),
+        "v_mid": param(v_mid_V, "V"),
+        "read_on_level": param(read_on, "V"),
+        "read_off_level": param(float(rest[0]), "V"),
+    }
+    return FitRecord(
+        kind="cell_conductance",
+        description="Gain-cell conductance seen from the bitline, -dI/dV_bl at mid-rail, against "
+                    "stored voltage: during a read pulse and at rest",
+        parameters=parameters,
+        valid_range={"stored_voltage_V": [float(table["stored_voltage_V"].min()),
+                                          float(table["stored_voltage_V"].max())]},
+        metrics={"rmse_pct_fs": worst["rmse_pct_fs"], "max_error_pct_fs": worst["max_error_pct_fs"],
+                 "r2": min(m["r2"] for m in metrics.values()), "on": metrics["on"],
+                 "off": metrics["off"]},
+        provenance={},
+        extra={"curves": {name: {"x_V": c[0].tolist(), "conductance_S": c[1].tolist()}
+                          for name, c in curves.items()}},
+    )
+
+
+def _tile_timing() -> dict[str, float]:
+    """The tile's V-readout timing relative to its K readout, from the charge-to-pulse testbench
+    that sets the tile's timing (gcsim.validate.tile): the V integrator is released t_rst before
+    the conversion window, and the HardSigmoid pulses leave t_align into it."""
+    from gcsim.netlist import Template
+
+    defaults = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
+    return {name: float(defaults[name]) for name in
+            ("t_rst", "t_gap", "t_align", "t_max", "t_edge", "t_hold")}
+
+
+def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> FitRecord:
+    """Least squares of the bitline deviation's time integral over the integration window:
+    integral dV dt = offset * T + charge_coefficient * integral Q dt + current_coefficient * Q
+    (a constant current Q / t_int integrates to Q).
+
+    Only column currents up to `max_current_A` are fitted: beyond them the class-AB output
+    stage slews and the deviation grows faster than linearly (a 64-row column of random
+    cells rarely draws more than 250 uA at once)."""
+    if "t_int_s" not in table:
+        raise FitError("readout_loading needs two or more integration times (t_int_s) to tell "
+                       "the charge term from the current term")
+    current = np.abs(table["charge_in_C"] / table["t_int_s"])
+    data = table[current <= max_current_A * (1 + 1e-9)].sort_values(["t_int_s", "charge_in_C"])
+    window = data["integration_window_s"].to_numpy(float)
+    charge_time = data["charge_time_integral_Cs"].to_numpy(float)
+    charge = data["charge_in_C"].to_numpy(float)
+    deviation = data["bitline_deviation_integral_Vs"].to_numpy(float)
+    if charge.size < 4:
+        raise FitError("readout_loading needs at least 4 points")
+    if np.unique(data["t_int_s"]).size < 2:
+        raise FitError("readout_loading needs two or more integration times (t_int_s) to tell "
+                       "the charge term from the current term")
+    design = np.stack([window, charge_time, charge], axis=1)
+    offset, charge_coefficient, current_coefficient = (float(c) for c in
+                                                       solve_linear(design, deviation))
+    predicted = design @ np.array([offset, charge_coefficient, current_coefficient])
+    metrics = error_metrics(deviation, predicted, "Vs")
+    # Where the column current starts inside the window, from the ramp testbench itself:
+    # integral Q dt = Q (T - start - t_int / 2) for a current Q / t_int from `start`.
+    longest = data["t_int_s"] == data["t_int_s"].max()
+    ramp = longest & (np.abs(charge) > 0)
+    starts = (window - charge_time / np.where(charge == 0, np.inf, charge)
+              - data["t_int_s"].to_numpy(float) / 2)[ramp.to_numpy()]
+    k_window = float(np.median(window[longest.to_numpy()]))
+    k_start = float(np.median(starts))
+    timing = _tile_timing()
+    # The V integrator is released t_rst before the conversion window, which opens where the
+    # K window ends; its pulses start t_align after that, and it is read t_max + 2 t_edge +
+    # t_hold after they start (gcsim.validate.tile: t_vrel, t_vend).
+    v_start = timing["t_rst"] + timing["t_align"] - (timing["t_gap"] - k_start)
+    v_window = v_start + timing["t_max"] + 2 * timing["t_edge"] + timing["t_hold"]
+    parameters = {
+        "offset": param(offset, "V", "virtual-ground offset from mid-rail"),
+        "charge_coefficient": param(charge_coefficient, "V/C",
+                                    "deviation per coulomb held (finite gain)"),
+        "current_coefficient": param(current_coefficient, "V/A",
+                                     "deviation per ampere flowing (finite bandwidth)"),
+        "k_window": param(k_window, "s", "K readout: integration window (reset open)"),
+        "k_pulse_start": param(k_start, "s", "K readout: query pulses start this far into it"),
+        "v_window": param(v_window, "s", "V readout: integration window"),
+        "v_pulse_start": param(v_start, "s", "V readout: HardSigmoid pulses start this far in"),
+    }
+    return FitRecord(
+        kind="readout_loading",
+        description="Integrator virtual-ground deviation dV = offset + charge_coefficient * Q + "
+                    "current_coefficient * I, and the tile's integration windows",
+        parameters=parameters,
+        valid_range={"charge_in_C": [float(charge.min()), float(charge.max())],
+                     "current_A": [-max_current_A, max_current_A],
+                     "t_int_s": [float(data["t_int_s"].min()), float(data["t_int_s"].max())]},
+        metrics=metrics,
+        provenance={},
+        extra={"timing_from": "netlists/charge_to_pulse.cir", "timing": timing},
+    )

@@ -1,0 +1,130 @@
+"""Readout loading: the fits recover known coefficients, and the simulator's correction matches
+a direct computation (pure logic, no ngspice: the physics is checked by `gcsim regen --check`
+and the tile validation)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gcsim import paths
+from gcsim.fit.bundle import load_bundle
+from gcsim.fit.loading import fit_cell_conductance, fit_readout_loading
+from gcsim.fit.numerics import FitError
+from gcsim.simulate.attention import SimulationConfig, simulate_attention
+from gcsim.simulate.loading import ReadoutLoading
+from gcsim.simulate.stages import GainCellArray
+
+OFFSET, CHARGE_COEF, CURRENT_COEF = 0.8e-3, 1.5e9, 40.0
+
+
+def _loading_table(start=0.5e-9, tail=1.1e-9):
+    rows = []
+    for t_int in (5e-9, 10e-9, 15e-9):
+        window = start + t_int + tail
+        for q in np.linspace(-2e-12, 2e-12, 9):
+            charge_time = q * (window - start - t_int / 2)
+            deviation = OFFSET * window + CHARGE_COEF * charge_time + CURRENT_COEF * q
+            rows.append(dict(t_int_s=t_int, charge_in_C=q, integration_window_s=window,
+                             charge_time_integral_Cs=charge_time,
+                             bitline_deviation_integral_Vs=deviation))
+    return pd.DataFrame(rows)
+
+
+def test_readout_loading_recovers_offset_gain_and_bandwidth_terms():
+    record = fit_readout_loading(_loading_table())
+    assert record.value("offset") == pytest.approx(OFFSET, rel=1e-9)
+    assert record.value("charge_coefficient") == pytest.approx(CHARGE_COEF, rel=1e-6)
+    assert record.value("current_coefficient") == pytest.approx(CURRENT_COEF, rel=1e-9)
+    assert record.value("k_pulse_start") == pytest.approx(0.5e-9, rel=1e-6)
+    assert record.value("k_window") == pytest.approx(0.5e-9 + 15e-9 + 1.1e-9)
+
+
+def test_readout_loading_needs_two_integration_times():
+    table = _loading_table()
+    with pytest.raises(FitError, match="integration times"):
+        fit_readout_loading(table[table["t_int_s"] == 15e-9])
+
+
+def test_cell_conductance_recovers_read_and_rest_polynomials():
+    on = [20e-6, 5e-6, 100e-6]
+    off = [15e-6, -3e-6, 150e-6]
+    rows = []
+    for v_in, coefficients in ((0.9, on), (0.45, off)):
+        for stored in np.linspace(0, 0.9, 10):
+            g = np.polynomial.polynomial.polyval(stored - 0.45, coefficients)
+            for v_bl in np.linspace(0.43, 0.47, 9):
+                rows.append(dict(v_in_V=v_in, stored_voltage_V=stored, v_bl_V=v_bl,
+                                 i_out_A=1e-6 * stored - g * (v_bl - 0.45)))
+    record = fit_cell_conductance(pd.DataFrame(rows), order=2)
+    assert np.allclose(record.value("on_coefficients"), on, rtol=1e-6, atol=1e-12)
+    assert np.allclose(record.value("off_coefficients"), off, rtol=1e-6, atol=1e-12)
+    without_rest = pd.DataFrame([r for r in rows if r["v_in_V"] == 0.9])
+    with pytest.raises(FitError, match="at rest"):
+        fit_cell_conductance(without_rest)
+
+
+def _loading(g_on, g_off, offset=OFFSET, charge=CHARGE_COEF, current=CURRENT_COEF):
+    return ReadoutLoading(offset, charge, current, (g_on,), (g_off,), 16e-9, 0.5e-9, 19e-9,
+                          2.7e-9, 80e-6, 40e-6)
+
+
+def test_loaded_column_charge_matches_the_direct_formula():
+    rng = np.random.default_rng(3)
+    stored = rng.uniform(0, 0.9, (6, 5))            # 6 keys, head_dim 5
+    widths = rng.uniform(0, 15e-9, (2, 5))           # 2 queries
+    coefficients = np.array([1e-6, 20e-6, 0.0, 30e-6])
+    args = dict(power_coefficients_A=coefficients, v_mid_V=0.45, decay_factor=0.0,
+                asymptote_V=0.45)
+    plain = GainCellArray(stored, **args)
+    g_on, g_off = 30e-6, 20e-6
+    loaded = _loading(g_on, g_off).arrays(plain, stored, **args)
+    got = loaded.column_charges_C(widths, 1, 0, 6)
+    current = np.polynomial.polynomial.polyval(stored - 0.45, coefficients)   # (keys, dim)
+    T, t0 = 16e-9, 0.5e-9
+    for t in range(2):
+        for j in range(6):
+            w = widths[t]
+            charge = np.sum(w * current[j])
+            hold = np.sum(current[j] * (w * (T - t0) - w * w / 2))
+            conductance = 5 * g_off + np.sum((g_on - g_off) * w) / T
+            expected = charge - conductance * (OFFSET * T + CHARGE_COEF * hold
+                                               + CURRENT_COEF * charge)
+            assert got[t, j] == pytest.approx(expected, rel=1e-9)
+
+
+def test_zero_conductance_is_the_ideal_readout():
+    rng = np.random.default_rng(4)
+    stored = rng.uniform(0, 0.9, (64, 4))
+    args = dict(power_coefficients_A=np.array([0.0, 20e-6, 0.0, 30e-6]), v_mid_V=0.45,
+                decay_factor=1e-3, asymptote_V=0.46)
+    plain = GainCellArray(stored, **args)
+    loaded = _loading(0.0, 0.0).arrays(plain, stored, **args)
+    pulses = rng.uniform(0, 15e-9, (3, 64))
+    assert np.allclose(loaded.row_charges_C(pulses, 61, 0, 64),
+                       plain.row_charges_C(pulses, 61, 0, 64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not (paths.FITS / "readout_loading.json").is_file(),
+                    reason="no committed readout_loading fit")
+def test_fitted_mode_applies_the_committed_loading_and_can_switch_it_off():
+    model = load_bundle(paths.FITS).hardware_model()
+    assert model.loading is not None
+    rng = np.random.default_rng(5)
+    q = rng.uniform(0, 1, (96, 8))
+    k = rng.uniform(0, 0.9, (96, 8))
+    v = rng.uniform(0, 0.9, (96, 8))
+    config = SimulationConfig(window=64, array_size=32, token_period_s=1e-6)
+    loaded = simulate_attention(q, k, v, mode="fitted", config=config, model=model)
+    off = simulate_attention(q, k, v, mode="fitted", model=model,
+                             config=dataclasses.replace(config, readout_loading=False))
+    ideal = simulate_attention(q, k, v, mode="fitted", config=config,
+                               model=dataclasses.replace(model, loading=None))
+    assert np.array_equal(off.output, ideal.output)
+    assert not np.allclose(loaded.S, ideal.S, rtol=1e-3, atol=0)
+    # A few per cent, not a different model.
+    scale = np.abs(ideal.S).max()
+    assert np.max(np.abs(loaded.S - ideal.S)) < 0.15 * scale
