@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from gcsim import paths
+from gcsim import executors, paths
 from gcsim.cli_common import OneLineErrors, one_line
 
 EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
@@ -67,7 +67,7 @@ def _common(func):
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return executors.click_options(func)
 
 
 def _load(path: Path | None, name: str) -> np.ndarray | None:
@@ -85,7 +85,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
-         max_age=None) -> None:
+         max_age=None, executor="local", scheduler=None) -> None:
     from gcsim import models as models_module
     from gcsim.errors import GcsimError
     from gcsim.simulate.models import FitsBundleError, load_fitted_models
@@ -127,9 +127,12 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             if not age > 0:
                 raise InputError("--max-age must be > 0")
             token_period = age / (k.shape[0] - 1)
-        result = validate_tile(q, k, v, model, model_set, scenario=scenario, jobs=jobs,
-                               split=not single, thresholds=limits, params=params,
-                               token_period_s=token_period, extra=source)
+        # Every ngspice run of the tile (its columns, the retention holds) goes to the
+        # executor: local worker processes, or a Dask cluster.
+        with executors.from_options(executor, scheduler) as runner, executors.use(runner):
+            result = validate_tile(q, k, v, model, model_set, scenario=scenario, jobs=jobs,
+                                   split=not single, thresholds=limits, params=params,
+                                   token_period_s=token_period, extra=source)
         if report_dir is not None:
             compare.write_report(result.report, result.stages, report_dir)
             save_inputs(report_dir, q, k, v)
@@ -175,15 +178,18 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                 single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path):
+                 single, readout, mc_seed, r_wire, c_wire, executor, scheduler, q_path, k_path,
+                 v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
     Example:
       gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
+      gcsim validate tile --rows 64 --cols 64 --executor dask --scheduler tcp://head:8786
     """
     _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path)
+         single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
+         executor=executor, scheduler=scheduler)
 
 
 @validate_group.command("retention", cls=OneLineErrors)
@@ -192,7 +198,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                      single, readout, mc_seed, r_wire, c_wire, max_age):
+                      single, readout, mc_seed, r_wire, c_wire, executor, scheduler, max_age):
     """Validate the decay model in the array: keys and values written at different times.
 
     SPICE holds each cell for its age on the retention testbench, then reads the tile from the
@@ -203,7 +209,8 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
       gcsim validate retention --rows 8 --cols 8 --max-age 4m
     """
     _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-         single, readout, mc_seed, r_wire, c_wire, max_age=max_age)
+         single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
+         scheduler=scheduler)
 
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,

@@ -248,3 +248,20 @@ def test_monte_carlo_draws_are_per_cell_and_the_same_in_every_part():
     assert 0.002 < np.std(values) < 0.05      # volts: Pelgrom sigmas of the cell devices
     params.mc_seed = None
     assert not re.search(r"^X[kv]_.* dn=", build(tile, params, BUILTIN).text, re.MULTILINE)
+
+
+def test_split_tile_on_dask_equals_local():
+    """The tile's column runs on a Dask cluster give the local executor's numbers exactly."""
+    distributed = pytest.importorskip("distributed")
+    from gcsim import executors
+
+    tile = small_tile(3, 4, seed=5)
+    params = TileParams.defaults()
+    local = run_tile(tile, params, BUILTIN, jobs=2, split=True)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with executors.from_options("dask", cluster.scheduler_address) as runner, \
+                executors.use(runner):
+            remote = run_tile(tile, params, BUILTIN, jobs=2, split=True)
+    for name in ("S_C", "phi_s", "A_C", "out"):
+        assert np.array_equal(getattr(local, name), getattr(remote, name)), name
