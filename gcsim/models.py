@@ -189,7 +189,7 @@ def _roles(process: dict, toml_path: Path, default_a_vt: dict[str, float] | None
         if not isinstance(table, dict):
             raise SpecError(f"{where}: expected a table")
         model = table.get("model")
-        if not isinstance(model, str) or not _IDENT.match(model):
+        if not isinstance(model, str) or not _IDENT.fullmatch(model):
             raise SpecError(f"{where}.model: expected a model or subcircuit name")
         for key in ("w_min_m", "l_min_m"):
             if key not in table:
@@ -340,7 +340,7 @@ def _supply(process: dict, toml_path: Path) -> float:
 
 def _ngbehavior(process: dict, toml_path: Path) -> str | None:
     value = process.get("ngbehavior") or None
-    if value is not None and (not isinstance(value, str) or not _IDENT.match(value)):
+    if value is not None and (not isinstance(value, str) or not _IDENT.fullmatch(value)):
         raise SpecError(f"process file {toml_path.name}: ngbehavior: expected e.g. 'hsa'")
     return value
 
@@ -350,7 +350,7 @@ def _pick_section(process: dict, name: str, section: str, toml_path: Path) -> st
     section = section or process.get("default_section") or ""
     if not section:
         raise SpecError(f"models: {name}: give a corner, e.g. {name}:tt")
-    if not _SECTION.match(section):
+    if not _SECTION.fullmatch(section):
         raise SpecError(f"models: {name}: {section!r} is not a section name")
     if sections is not None and section not in sections:
         raise SpecError(f"models: {name} has no corner {section!r} "
@@ -400,7 +400,7 @@ def _sky130(section: str) -> ModelSet:
 
 def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: str,
             package: str | None = None) -> ModelSet:
-    if not _SAFE_PATH.match(str(library)):
+    if not _SAFE_PATH.fullmatch(str(library)):
         raise SpecError(f"models: the library path {str(library)!r} has characters gcsim will "
                         "not write into a netlist (spaces, quotes, ...): move or link it")
     available = _sections_in(library)
@@ -471,7 +471,7 @@ def resolve(spec: str, base: Path | None = None) -> ModelSet:
     name, colon, section = text.rpartition(":")
     if not colon:
         name, section = text, ""
-    if section and not _SECTION.match(section):
+    if section and not _SECTION.fullmatch(section):
         raise SpecError(f"models: {spec!r}: expected 'builtin', 'sky130:CORNER' or "
                         "'path/to/library.lib:section'")
     return _user(name, section, base)
@@ -484,7 +484,7 @@ def with_corner(selector: str, corner: str) -> str:
     if ":" in selector:
         raise SpecError(f"models: {selector!r} names a corner already; with a corners list "
                         "give the models without one (e.g. models = 'sky130')")
-    if not _SECTION.match(corner):
+    if not _SECTION.fullmatch(corner):
         raise SpecError(f"corners: {corner!r} is not a section name")
     return f"{selector}:{corner}"
 

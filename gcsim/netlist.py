@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcsim.errors import ParameterError, SpecError
-from gcsim.values import check_name, format_number, parse_number
+from gcsim.values import check_name, format_number, parse_number, shown
 
 # Dot-cards that define an analysis or its output: the sweep supplies its own.
 _ANALYSIS_CARDS = {".dc", ".tran", ".op", ".ac", ".noise", ".tf", ".sens", ".pz", ".disto",
@@ -196,7 +196,7 @@ class Template:
             if key not in self.defaults:
                 known = ", ".join(sorted(self.defaults))
                 raise ParameterError(
-                    f"{self.path.name} declares no parameter {name!r} (it has: {known})")
+                    f"{self.path.name} declares no parameter {shown(name)} (it has: {known})")
             checked[key] = parse_number(value, f"parameter {name}")
         return checked
 

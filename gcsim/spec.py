@@ -7,6 +7,7 @@ says what was expected, and the reference in the README comes from the same tabl
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 from gcsim import paths
 from gcsim.errors import ParameterError, SpecError
 from gcsim.models import OPTIONAL_ROLES, ROLES
-from gcsim.values import check_name, parse_number
+from gcsim.values import check_name, parse_number, shown
 
 TOP_KEYS = {
     "description": "What the characterisation measures (free text).",
@@ -73,7 +74,17 @@ DEVICE_KEYS = {
     "w": "Template parameter holding this device's width (metres).",
     "l": "Template parameter holding this device's length (metres).",
 }
-_COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")     # matched whole (fullmatch)
+# One axis may hold at most this many values: its values are built when the spec loads.
+MAX_AXIS_VALUES = 1_000_000
+# Coldest temperature a spec may ask for, degrees C (absolute zero).
+ABSOLUTE_ZERO_C = -273.15
+# A sweep of more points than this could take hours (about 5 min per 100,000 transient points
+# on builtin models and 2 cores, hours on a PDK): `gcsim sweep` asks for --yes.
+LARGE_SWEEP_POINTS = 1_000_000
+# More points than this is refused outright: the grid and its netlists are built in memory
+# (measured: 0.55 kB a point for the grid alone).
+MAX_SWEEP_POINTS = 10_000_000
 
 
 def _where(spec_name: str, key: str) -> str:
@@ -96,9 +107,12 @@ def _number(value: Any, where: str) -> float:
         raise SpecError(str(exc)) from None
 
 
-def _count(value: Any, where: str) -> int:
+def _count(value: Any, where: str, largest: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{where}: expected an integer >= 1, got {value!r}")
+        raise SpecError(f"{where}: expected an integer >= 1, got {shown(value)}")
+    if largest is not None and value > largest:
+        raise SpecError(f"{where}: {value} is more than the {largest:,} values one axis "
+                        "may have")
     return value
 
 
@@ -160,13 +174,34 @@ class Spec:
 
     @property
     def n_points(self) -> int:
-        return int(np.prod([len(axis.values) for axis in self.axes])) if self.axes else 1
+        return math.prod(len(axis.values) for axis in self.axes)
+
+    def total_points(self, models: str | None = None) -> int:
+        """Points the sweep will run: the axes' grid at every temperature, Monte Carlo run
+        and corner (corners apply unless ``models`` names one). Counted, never built."""
+        chosen = models or self.models
+        corners = len(self.corners) if self.corners and ":" not in chosen else 1
+        return (self.n_points * len(self.temperatures or (None,)) * corners
+                * (self.montecarlo.runs if self.montecarlo else 1))
 
     def grid(self) -> list[dict[str, float]]:
         """All points, as {param: value}; the last axis varies fastest."""
         names = [axis.param for axis in self.axes]
         return [dict(zip(names, combo))
                 for combo in itertools.product(*(axis.values for axis in self.axes))]
+
+
+def check_size(spec: Spec, models: str | None = None, confirmed: bool = False) -> int:
+    """The sweep's point count; raise SpecError if it is too large to build, or so large
+    that it could take hours and the user has not confirmed it (--yes)."""
+    points = spec.total_points(models)
+    if points > MAX_SWEEP_POINTS:
+        raise SpecError(f"{spec.name}: {points:,} points is more than one sweep may have "
+                        f"({MAX_SWEEP_POINTS:,}): split it into several specs")
+    if points > LARGE_SWEEP_POINTS and not confirmed:
+        raise SpecError(f"{spec.name}: {points:,} points (more than {LARGE_SWEEP_POINTS:,}) "
+                        "could take hours; add --yes to run it anyway")
+    return points
 
 
 def load(path: str | Path) -> Spec:
@@ -205,7 +240,7 @@ def _axis(raw: Any, where: str, analysis: str) -> Axis:
     except ParameterError as exc:
         raise SpecError(str(exc)) from None
     column = table["column"]
-    if not isinstance(column, str) or not _COLUMN.match(column):
+    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
         raise SpecError(f"{where}.column: expected an identifier such as stored_voltage_V")
     linear = False
     if "values" in table:
@@ -214,6 +249,7 @@ def _axis(raw: Any, where: str, analysis: str) -> Axis:
         values_raw = table["values"]
         if not isinstance(values_raw, list) or not values_raw:
             raise SpecError(f"{where}.values: expected a non-empty list")
+        _count(len(values_raw), f"{where}.values", MAX_AXIS_VALUES)
         values = tuple(_number(v, f"{where}.values[{i}]") for i, v in enumerate(values_raw))
     else:
         for key in ("start", "stop", "num"):
@@ -221,7 +257,10 @@ def _axis(raw: Any, where: str, analysis: str) -> Axis:
                 raise SpecError(f"{where}.{key}: required (or give values = [...])")
         start = _number(table["start"], f"{where}.start")
         stop = _number(table["stop"], f"{where}.stop")
-        num = _count(table["num"], f"{where}.num")
+        num = _count(table["num"], f"{where}.num", MAX_AXIS_VALUES)
+        if num > 1 and start == stop:
+            raise SpecError(f"{where}: start = stop = {start:g} with num = {num}: the range is "
+                            "empty (give num = 1 for one value)")
         scale = table.get("scale", "lin")
         if scale == "lin":
             values = tuple(float(v) for v in np.linspace(start, stop, num))
@@ -253,7 +292,7 @@ def _measure(raw: Any, where: str, analysis: str) -> Measure:
         if key not in table:
             raise SpecError(f"{where}.{key}: required")
     column = table["column"]
-    if not isinstance(column, str) or not _COLUMN.match(column):
+    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
         raise SpecError(f"{where}.column: expected an identifier such as i_out_A")
     vector = table["vector"]
     if not isinstance(vector, str):
@@ -274,7 +313,7 @@ def _measure(raw: Any, where: str, analysis: str) -> Measure:
         try:
             start = _number(sample_table["start"], f"{where}.sample.start")
             stop = _number(sample_table["stop"], f"{where}.sample.stop")
-            num = _count(sample_table["num"], f"{where}.sample.num")
+            num = _count(sample_table["num"], f"{where}.sample.num", MAX_AXIS_VALUES)
         except KeyError as exc:
             raise SpecError(f"{where}.sample.{exc.args[0]}: required") from None
         sample = tuple(float(t) for t in np.linspace(start, stop, num))
@@ -326,8 +365,8 @@ def _corners(value: Any, where: str) -> tuple[str, ...]:
         raise SpecError(f"{where}: expected a non-empty list such as ['tt', 'ss']")
     corners = []
     for i, corner in enumerate(value):
-        if not isinstance(corner, str) or not re.match(r"^[A-Za-z0-9_]+$", corner):
-            raise SpecError(f"{where}[{i}]: {corner!r} is not a corner name")
+        if not isinstance(corner, str) or not re.fullmatch(r"[A-Za-z0-9_]+", corner):
+            raise SpecError(f"{where}[{i}]: {shown(corner)} is not a corner name")
         corners.append(corner)
     if len(set(corners)) != len(corners):
         raise SpecError(f"{where}: corners repeat")
@@ -385,6 +424,11 @@ def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
         raise SpecError(f"{name}: measure: at least one [[measure]] table is required")
     measures = [_measure(entry, f"{name}: measure[{i}]", analysis)
                 for i, entry in enumerate(measures_raw)]
+    for i, m in enumerate(measures):
+        times = ([m.at] if m.at is not None else []) + list(m.sample or ())
+        if times and not 0 <= min(times) <= max(times) <= stop:
+            raise SpecError(f"{name}: measure[{i}]: times must lie in the transient, 0 to "
+                            f"analysis.stop = {stop:g} s")
 
     columns = [axis.column for axis in axes] + [m.column for m in measures]
     if any(m.sample for m in measures):
@@ -416,6 +460,9 @@ def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
                              for i, v in enumerate(values))
         if len(set(temperatures)) != len(temperatures):
             raise SpecError(f"{name}: temperatures: values repeat")
+        if min(temperatures) < ABSOLUTE_ZERO_C:
+            raise SpecError(f"{name}: temperatures: {min(temperatures):g} °C is below absolute "
+                            "zero")
         if "temp_c" in params or "temp_c" in parameters:
             raise SpecError(f"{name}: temperatures: temp_c is also fixed or swept")
     montecarlo = _montecarlo(raw["montecarlo"], f"{name}: montecarlo") \
