@@ -167,9 +167,25 @@ def _parse(text: str) -> tuple[dict[str, str], list[str], dict[str, _Subckt]]:
             stack[-1].body.append(line)
         elif card == ".param":
             params.update(_assignments(_tokens(line)[1:]))
-        elif card[0] == "x":
+        elif card[0] in "xcrl":
             top.append(line)
     return params, top, subckts
+
+
+_PASSIVE_UNITS = {"c": "F", "r": "ohm", "l": "H"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _passive_value(line: str) -> str | None:
+    """The value text of a capacitor, resistor or inductor card (``C1 a b 2f``,
+    ``C1 a b c={c_store}``), or None when it has none (a model card's instance)."""
+    tokens = _tokens(line)
+    if len(tokens) < 4:
+        return None
+    key, sep, value = tokens[3].partition("=")
+    if sep:
+        return value if key.lower() in (tokens[0][0].lower(), "value") else None
+    return tokens[3]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -180,8 +196,10 @@ def _instance(line: str) -> tuple[str, str, dict[str, str]]:
     return tokens[0].lower(), tokens[first - 1].lower(), _assignments(tokens[first:])
 
 
-def role_instances(netlist: str, models) -> list[DeviceInstance]:
-    """Every instance of a device role in ``netlist``, with its evaluated W and L."""
+def role_instances(netlist: str, models, negative: list | None = None) -> list[DeviceInstance]:
+    """Every instance of a device role in ``netlist``, with its evaluated W and L. With a
+    ``negative`` list, also collects (path, value, unit) of every capacitor, resistor or
+    inductor whose value evaluates below zero."""
     params_text, top, subckts = _parse(netlist)
     scope: dict[str, float] = {}
     for name, value in params_text.items():
@@ -203,6 +221,15 @@ def role_instances(netlist: str, models) -> list[DeviceInstance]:
                         local[name] = evaluate(value, local)
                     except _Unknown:
                         local.pop(name, None)
+                continue
+            if card[0] in _PASSIVE_UNITS and negative is not None:
+                text = _passive_value(line)
+                try:
+                    value = evaluate(text, local) if text else None
+                except _Unknown:
+                    value = None    # an expression of node voltages, say: ngspice's to judge
+                if value is not None and value < 0:
+                    negative.append((f"{prefix}{card}", value, _PASSIVE_UNITS[card[0]]))
                 continue
             if card[0] != "x":
                 continue
@@ -247,9 +274,15 @@ def role_instances(netlist: str, models) -> list[DeviceInstance]:
 
 
 def check_sizes(netlist: str, models) -> list[DeviceInstance]:
-    """Raise ParameterError (one line) for the first role instance whose W or L is below the
-    process's legal minimum; return all role instances otherwise."""
-    instances = role_instances(netlist, models)
+    """Raise ParameterError (one line) for a negative capacitor, resistor or inductor, or for
+    the first role instance whose W or L is below the process's legal minimum; return all
+    role instances otherwise."""
+    negative: list = []
+    instances = role_instances(netlist, models, negative)
+    if negative:
+        path, value, unit = negative[0]
+        raise ParameterError(f"{path} has a negative value ({value:.4g} {unit}); a capacitor, "
+                             "resistor or inductor must not be negative")
     for device in instances:
         role = models.roles[device.role]
         for key, value, minimum in (("W", device.w_m, role.w_min_m),
