@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ class ResultCache:
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.root = Path(root) if root else paths.cache_dir() / "runs"
         self.enabled = enabled
+        self.corrupt = 0    # damaged entries found (and removed) by get() or discard()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
@@ -38,10 +40,24 @@ class ResultCache:
         path = self._path(key)
         try:
             with np.load(path, allow_pickle=False) as stored:
+                # Reading each member whole makes zipfile check its CRC-32, so a flipped
+                # bit is caught here rather than read as a result.
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, EOFError):
-            # Missing, or a damaged entry (e.g. a full disk): treat as absent and recompute.
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            # Damaged (truncated by a full disk or a kill, a bad CRC, not an .npz at all):
+            # remove it, so the run is recomputed and stored afresh.
+            self.discard(key)
+            return None
+
+    def discard(self, key: str) -> None:
+        """Drop a damaged entry (also used by a caller whose entry lacks what it needs)."""
+        self.corrupt += 1
+        try:
+            self._path(key).unlink()
+        except OSError:
+            pass
 
     def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         if not self.enabled:

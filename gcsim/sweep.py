@@ -354,6 +354,9 @@ class Sweep:
             to_run = []
             for unit in queue:
                 cached = self.cache.get(unit.key)
+                if cached is not None and not self._complete(unit, cached):
+                    self.cache.discard(unit.key)    # damaged or foreign: recompute it
+                    cached = None
                 if cached is None:
                     to_run.append(unit)
                     continue
@@ -399,6 +402,15 @@ class Sweep:
         half = len(unit.points) // 2
         return [self._build(Unit(unit.points[:half], False, unit.seed)),
                 self._build(Unit(unit.points[half:], False, unit.seed))]
+
+    def _complete(self, unit: Unit, stored: dict) -> bool:
+        """Whether a cached entry holds a result for this unit: a failure message, or every
+        column as numbers, one entry per point."""
+        if "failed" in stored:
+            return stored["failed"].shape == (1,)
+        return all(column in stored and stored[column].dtype.kind == "f"
+                   and stored[column].shape[:1] == (len(unit.points),)
+                   for column in self.columns)
 
     def _record(self, unit, stored, values, failures) -> None:
         if "failed" in stored:
