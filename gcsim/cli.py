@@ -5,12 +5,21 @@ from __future__ import annotations
 import click
 
 from gcsim import __version__
+from gcsim.cli_common import ReportingGroup, set_debug
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ReportingGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gcsim")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, param, value: set_debug(value),
+              help="On an error, show the Python traceback as well as the one-line message "
+                   "(also: GCSIM_DEBUG=1).")
 def main() -> None:
     """gcsim: characterise gain-cell attention circuits in ngspice, fit them, simulate them.
+
+    Every error ends as one `Error: ...` line and exit status 1 (a sweep with failed points
+    exits with 3); `gcsim --debug COMMAND ...` adds the traceback.
 
     \b
     Example:

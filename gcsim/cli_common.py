@@ -1,14 +1,40 @@
-"""What every command shares: errors end as one `Error: ...` line and a non-zero exit."""
+"""What every command shares: errors end as one `Error: ...` line and a non-zero exit, with
+the traceback only under `gcsim --debug` (or GCSIM_DEBUG=1)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+
 import click
+
+_debug = False
+
+
+def set_debug(value: bool) -> None:
+    global _debug
+    _debug = bool(value)
+
+
+def debugging() -> bool:
+    return _debug or os.environ.get("GCSIM_DEBUG", "") not in ("", "0")
+
+
+# Longest error line: a message that echoes a huge input (a 100,000-character --set value,
+# say) is cut here.
+MAX_MESSAGE = 500
+
+
+def cut(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of an exception's message (its type when it has none), cut to
+    MAX_MESSAGE characters."""
+    text = str(exc).strip()
+    return cut(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def fail(exc: BaseException):
@@ -26,3 +52,30 @@ class OneLineErrors(click.Command):
             error = click.ClickException(exc.format_message())
             error.exit_code = exc.exit_code
             raise error from None
+
+
+class ReportingGroup(click.Group):
+    """The top-level group. A command's own errors arrive as one-line click errors; under
+    --debug the exception behind one is printed first. Anything else (a bug, an error
+    gcsim did not foresee) also ends as one line, exit status 1, unless --debug is given,
+    which lets the traceback through."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:
+            lines = exc.message.strip().splitlines()
+            exc.message = cut(lines[0]) if lines else exc.message
+            cause = exc.__cause__ or exc.__context__
+            if debugging() and cause is not None and not isinstance(cause, click.ClickException):
+                traceback.print_exception(type(cause), cause, cause.__traceback__,
+                                          file=sys.stderr)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if debugging():
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {one_line(exc)} (run `gcsim --debug "
+                "...` for the traceback)") from None
