@@ -149,8 +149,11 @@ def new_ngspice():
     NgSpiceShared.LIBRARY_PATH = path
     try:
         return NgSpiceShared.new_instance(send_data=False)
-    except OSError as exc:
-        raise NgspiceUnavailable(f"cannot load ngspice library {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - not a library (OSError), not ngspice (AttributeError)
+        reason = str(exc).split(".  Additionally")[0]     # cffi appends a find_library note
+        if isinstance(exc, AttributeError):
+            reason = f"not an ngspice library ({reason.split(':')[0]})"
+        raise NgspiceUnavailable(f"cannot load ngspice library {path}: {reason}") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -192,6 +195,20 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _start(process) -> None:
+    """Start a worker with SIGINT blocked, for its whole life: Ctrl-C (sent to the whole
+    process group) is the parent's to handle, which kills its workers and reports one line;
+    a worker that took it too would print its own traceback. Workers still die by SIGKILL."""
+    if not hasattr(signal, "pthread_sigmask"):
+        process.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _context():
@@ -335,7 +352,7 @@ def _run_local(requests: Iterable[RunRequest], workers: int, context,
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, args=(request, sender, die_with_parent),
                                           daemon=True)
-                process.start()
+                _start(process)
                 sender.close()
                 running[receiver] = (request, process, time.monotonic() + request.timeout_s)
             if not running:
@@ -382,7 +399,7 @@ def run_in_one_worker(requests: list[RunRequest], timeout_s: float = 3600.0
     receiver, sender = context.Pipe(duplex=False)
     plain = [RunRequest(r.netlist, r.vectors, r.ngbehavior, r.timeout_s) for r in requests]
     process = context.Process(target=_sequence_worker, args=(plain, sender), daemon=True)
-    process.start()
+    _start(process)
     sender.close()
     try:
         if not receiver.poll(timeout_s):
@@ -436,7 +453,7 @@ def isolated_ngspice_version() -> str:
 def _probe_version(context) -> str:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_version_worker, args=(sender,), daemon=True)
-    process.start()
+    _start(process)
     sender.close()
     if not receiver.poll(60):
         process.kill()
