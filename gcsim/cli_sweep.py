@@ -33,15 +33,19 @@ from gcsim.values import parse_assignment
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--progress/--no-progress", default=None,
               help="Force the progress bar on or off (default: on for a terminal).")
+@click.option("--yes", "-y", "confirmed", is_flag=True,
+              help=f"Run a sweep of more than {spec_module.LARGE_SWEEP_POINTS:,} points "
+                   "(refused without it: it could take hours).")
 @executors.click_options
 def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, progress,
-                  executor, scheduler):
+                  confirmed, executor, scheduler):
     """Run the characterisation sweep SPEC through ngspice and save a tidy table.
 
     Points are batched into few ngspice runs (nested .dc, or many testbench instances
     per transient), run in recycled worker processes, and cached: an unchanged or an
     interrupted sweep resumes from the cache ($GCSIM_CACHE_DIR moves it). Failed points
-    are listed in the sidecar with ngspice's message; the others are still saved.
+    are listed in the sidecar with ngspice's message; the others are still saved, and the
+    exit status is 3.
 
     With --executor dask the runs go to a Dask cluster instead (the same table, the same
     cache); see the README's "Scale-out on Dask".
@@ -58,12 +62,13 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
         overrides = dict(parse_assignment(text) for text in assignments)
         runner = executors.from_options(executor, scheduler)
         spec = spec_module.load(spec_file)
+        spec_module.check_size(spec, models, confirmed)
         if fmt is None:
             fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "parquet"
         if output is None:
             output = Path(spec_file.stem + (".csv" if fmt == "csv" else ".parquet"))
-        sweep = Sweep(spec, overrides, models, jobs, ResultCache(enabled=not no_cache), progress,
-                      executor=runner)
+        cache = ResultCache(enabled=not no_cache)
+        sweep = Sweep(spec, overrides, models, jobs, cache, progress, executor=runner)
         with runner:
             result = sweep.run()
         sidecar = write_outputs(result, output, fmt)
@@ -77,10 +82,19 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
                f"{len(result.failures)} failed; {stats['runs']} ngspice runs, "
                f"{stats['cache_hits']} from cache, {stats['elapsed_s']:.1f} s")
     click.echo(f"wrote {output} and {sidecar}")
-    for failure in result.failures[:5]:
-        click.echo(f"  failed point: {failure}", err=True)
+    if cache.corrupt:
+        click.echo(f"note: {cache.corrupt} damaged cache entries were found, removed and "
+                   "recomputed", err=True)
     if result.failures:
-        click.echo(f"  {len(result.failures)} failed points are listed in {sidecar}", err=True)
+        first = result.failures[0]
+        where = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in first.items() if k != "message")
+        message = " ".join(first["message"].split())
+        reason = message if len(message) <= 100 else message[:97] + "..."
+        click.echo(f"Error: {len(result.failures)} of {result.metadata['points']} points failed "
+                   f"(first: {where}: {reason}); the others are in {output}, every failure is "
+                   f"listed in {sidecar}", err=True)
+        click.get_current_context().exit(3)
 
 
 @click.command("sweep")
