@@ -73,7 +73,7 @@ class ReportingGroup(click.Group):
                 traceback.print_exception(type(cause), cause, cause.__traceback__,
                                           file=sys.stderr)
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
+        except Exception as exc:    # the last line of defence
             if debugging():
                 raise
             raise click.ClickException(

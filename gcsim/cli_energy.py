@@ -11,6 +11,7 @@ import click
 import pandas as pd
 
 from gcsim import paths
+from gcsim.atomic import replacing, replacing_all
 from gcsim.cli_common import fail
 from gcsim.errors import GcsimError
 from gcsim.values import parse_number
@@ -310,10 +311,13 @@ def _save(out_dir: Path, result, paper, gpu, scanned, document) -> None:
               "gpu": gpu}
     if scanned is not None:
         tables["sweep"] = scanned
-    for name, table in tables.items():
-        table.to_csv(out_dir / f"{name}.csv", index=False)
-        table.to_parquet(out_dir / f"{name}.parquet", index=False)
-    (out_dir / "energy.json").write_text(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    targets = [out_dir / f"{name}{suffix}" for name in tables for suffix in (".csv", ".parquet")]
+    with replacing_all(*targets, out_dir / "energy.json") as temporaries:
+        for number, table in enumerate(tables.values()):
+            table.to_csv(temporaries[2 * number], index=False)
+            table.to_parquet(temporaries[2 * number + 1], index=False)
+        Path(temporaries[-1]).write_text(json.dumps(document, indent=2, default=_jsonable)
+                                         + "\n")
 
 
 def _plot(path: Path, result, paper, scanned, name) -> None:
@@ -356,5 +360,8 @@ def _plot(path: Path, result, paper, scanned, name) -> None:
         fig.suptitle(f"gcsim energy: window {result.config.window}, latency "
                      f"{result.latency_s * 1e9:.3g} ns (paper 65 ns)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with replacing(path) as temporary:
+            fig.savefig(temporary, dpi=120)
+    finally:
+        plt.close(fig)

@@ -9,6 +9,7 @@ import click
 import pandas as pd
 
 from gcsim import paths
+from gcsim.atomic import replacing
 from gcsim.cli_common import one_line
 from gcsim.errors import GcsimError
 
@@ -69,7 +70,12 @@ def run_command(spec_dir, out_dir, models, jobs):
                                    "resume") from None
     if summary_rows:
         table = pd.DataFrame(summary_rows)
-        table.to_csv(out_dir / "summary.csv", index=False)
+        try:
+            with replacing(out_dir / "summary.csv") as temporary:
+                table.to_csv(temporary, index=False)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {out_dir / 'summary.csv'}: "
+                                       f"{exc.strerror or exc}") from None
         click.echo(f"\nCharacterisation and fits (models: {models or 'builtin'}), "
                    f"{time.perf_counter() - started:.1f} s; fits and plots in {out_dir / 'fits'}")
         click.echo(table.to_string(index=False))
