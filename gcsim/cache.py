@@ -43,9 +43,11 @@ class ResultCache:
                 # Reading each member whole makes zipfile check its CRC-32, so a flipped
                 # bit is caught here rather than read as a result.
                 return {name: stored[name] for name in stored.files}
-        except FileNotFoundError:
+        except OSError:
+            # Missing, or a cache folder gcsim cannot read (a file in its place, no
+            # permission): a miss, and the run is simply computed.
             return None
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        except (ValueError, EOFError, KeyError, zipfile.BadZipFile):
             # Damaged (truncated by a full disk or a kill, a bad CRC, not an .npz at all):
             # remove it, so the run is recomputed and stored afresh.
             self.discard(key)

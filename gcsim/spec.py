@@ -96,7 +96,9 @@ def _check_keys(table: Any, allowed: dict[str, str], where: str) -> dict:
         raise SpecError(f"{where}: expected a table")
     for key in table:
         if key not in allowed:
-            raise SpecError(f"{where}.{key}: unknown key (allowed: {', '.join(allowed)})")
+            label = key if re.fullmatch(r"[A-Za-z0-9_]{1,100}", key) else shown(key)
+            here = f"{where}.{label}" if ": " in where else f"{where}: {label}"
+            raise SpecError(f"{here}: unknown key (allowed: {', '.join(allowed)})")
     return table
 
 
