@@ -274,7 +274,7 @@ def import_distributed():
 
 def check_address(address: str) -> str:
     address = address.strip()
-    if not _ADDRESS.match(address):
+    if not _ADDRESS.fullmatch(address):
         raise ExecutorError(f"--scheduler {address!r}: expected tcp://HOST:PORT, e.g. "
                             "tcp://10.0.0.5:8786")
     return address
