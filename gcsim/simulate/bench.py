@@ -4,6 +4,7 @@ all measured in the same run (interleaved repeats, best time of each).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -83,6 +84,11 @@ def run_bench(
     }
     if include_float32:
         cases["fitted_float32"] = (fitted, "float32")
+    if fitted.loading is not None:
+        # The readout-loading correction's own cost: the same fits with an ideal readout.
+        cases["fitted_ideal_readout"] = (
+            dataclasses.replace(fitted, loading=None, label=f"{fitted.label}, ideal readout"),
+            "float64")
     queries, keys_t, pulses, values = _floor_operands(qd, kd, vd, window, seed)
 
     runners = {
@@ -131,11 +137,11 @@ def format_bench(result: dict) -> str:
         f"  floor   {result['floor_s'] * 1e3:9.1f} ms  ({result['floor_products']})",
         f"  softmax {result['softmax_s'] * 1e3:9.1f} ms  ({result['softmax']})",
     ]
-    for name in ("paper", "fitted", "fitted_float32"):
+    for name in ("paper", "fitted", "fitted_float32", "fitted_ideal_readout"):
         if name in result:
             entry = result[name]
             lines.append(
-                f"  {name:<15} {entry['time_s'] * 1e3:9.1f} ms"
+                f"  {name:<20} {entry['time_s'] * 1e3:9.1f} ms"
                 f"  {entry['ratio_to_floor']:5.2f}x floor"
                 f"  {entry['ratio_to_softmax']:5.2f}x softmax  [{entry['dtype']}; {entry['label']}]"
             )

@@ -123,6 +123,9 @@ def simulate_group() -> None:
               help="Token period in seconds; decay factor = period / retention time constant.")
 @click.option("--mismatch-seed", type=int, default=None,
               help="Draw the fits bundle's per-cell mismatch once with this seed (fitted mode).")
+@click.option("--no-readout-loading", is_flag=True,
+              help="Fitted mode: ideal column readouts (ignore the bundle's readout_loading and "
+                   "cell_conductance fits; about 3.7x faster).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
 @click.option("--save", "save_path", type=str, default=None,
@@ -132,7 +135,8 @@ def simulate_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                      mismatch_seed, dtype, save_path, plot_path, as_json):  # fmt: skip
+                      mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
+                      as_json):  # fmt: skip
     """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
 
     Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
@@ -157,7 +161,8 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
 
 def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                   mismatch_seed, dtype, save_path, plot_path, as_json) -> dict:  # fmt: skip
+                   mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
+                   as_json) -> dict:  # fmt: skip
     files = [q_path, k_path, v_path]
     if any(files):
         if not all(files):
@@ -202,6 +207,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         decay_factor=decay_factor,
         token_period_s=token_period,
         mismatch_seed=mismatch_seed,
+        readout_loading=not no_readout_loading,
         keep_intermediates=bool(save_path or plot_path),
         dtype=dtype,
     )
