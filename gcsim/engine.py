@@ -168,9 +168,9 @@ def _preimport() -> None:
         pass
 
 
-def _worker(request: RunRequest, connection, die_with_parent: bool = False) -> None:
-    if die_with_parent:
-        _die_with_parent()
+def _worker(request: RunRequest, connection) -> None:
+    # A CLI killed by SIGKILL (or a lost Dask worker's launcher) takes its runs with it.
+    _die_with_parent()
     try:
         result = run_in_this_process(request)
     except NgspiceUnavailable as exc:
@@ -188,8 +188,8 @@ def _worker(request: RunRequest, connection, die_with_parent: bool = False) -> N
 
 
 def _die_with_parent() -> None:
-    """Linux: have the kernel kill this process when its parent dies, so a lost Dask
-    worker leaves no ngspice run behind. Elsewhere the run simply finishes unread."""
+    """Linux: have the kernel kill this process when its parent dies, so a killed CLI or a
+    lost Dask worker leaves no ngspice run behind. Elsewhere the run simply finishes unread."""
     try:
         libc = ctypes.CDLL(None)
         libc.prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
@@ -324,7 +324,7 @@ def _launcher_main(connection) -> None:
             if message == "version":
                 answer = _probe_version(context)
             else:
-                answer = next(_run_local([message], 1, context, die_with_parent=True))[1]
+                answer = next(_run_local([message], 1, context))[1]
         except NgspiceUnavailable as exc:
             answer = exc
         except Exception as exc:  # noqa: BLE001 - e.g. fork failed: this run's failure
@@ -336,8 +336,8 @@ def _launcher_main(connection) -> None:
     os._exit(0)
 
 
-def _run_local(requests: Iterable[RunRequest], workers: int, context,
-               die_with_parent: bool = False) -> Iterator[tuple[RunRequest, RunResult]]:
+def _run_local(requests: Iterable[RunRequest], workers: int,
+               context) -> Iterator[tuple[RunRequest, RunResult]]:
     pending = iter(requests)
     running: dict[object, tuple[RunRequest, mp.Process, float]] = {}
     exhausted = False
@@ -350,8 +350,7 @@ def _run_local(requests: Iterable[RunRequest], workers: int, context,
                     exhausted = True
                     break
                 receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(request, sender, die_with_parent),
-                                          daemon=True)
+                process = context.Process(target=_worker, args=(request, sender), daemon=True)
                 _start(process)
                 sender.close()
                 running[receiver] = (request, process, time.monotonic() + request.timeout_s)

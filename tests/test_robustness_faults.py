@@ -144,8 +144,8 @@ def interrupt_mid_sweep(folder: Path, cache: Path, how: signal.Signals):
     else:
         process.send_signal(how)
     out, err = process.communicate(timeout=60)
-    # Nothing of the run is left behind: its workers end with it (SIGINT) or with their
-    # current run (SIGKILL: orphans finish, find nobody to answer, and exit).
+    # Nothing of the run is left behind: its workers end with it (SIGINT, and SIGKILL on Linux
+    # through PR_SET_PDEATHSIG; elsewhere orphans finish, find nobody to answer, and exit).
     for _ in range(200):
         try:
             os.killpg(process.pid, 0)

@@ -18,7 +18,7 @@ from gcsim.simulate.models import load_fitted_models
 from gcsim.validate import compare
 from gcsim.validate.run import InputError, check_inputs, random_inputs, validate_tile
 from gcsim.validate.spice import run_tile
-from gcsim.validate.tile import Tile, TileParams, build, pwl
+from gcsim.validate.tile import Tile, TileParams, build, clean_pulse
 
 BUILTIN = models.resolve("builtin")
 needs_fits = pytest.mark.skipif(not (paths.FITS / "charge_to_pulse.json").is_file(),
@@ -84,13 +84,21 @@ def test_parts_and_wire_parasitics():
         TileParams.defaults(r_wire=-1.0)
 
 
-def test_pwl_keeps_the_bends_only():
+def test_clean_pulse_keeps_the_bends_only():
     t = np.linspace(0, 10e-9, 1001)
-    v = np.clip((t - 3e-9) / 0.1e-9, 0, 1) * 0.9
-    points = pwl(t, v)
+    v = (np.clip((t - 3e-9) / 0.1e-9, 0, 1) - np.clip((t - 7e-9) / 0.1e-9, 0, 1)) * 0.9
+    width = np.trapezoid(v, t) / 0.9
+    points = clean_pulse(t, v, 0.9, width)
     assert len(points) < 10
     back = np.interp(t, *zip(*points))
     assert np.max(np.abs(back - v)) < 1e-6
+    # Ringing on the recording is dropped; the timing and the area stay.
+    ringing = v + 0.02 * np.sin(t / 37e-12) * (v > 0.05)
+    rung = clean_pulse(t, ringing, 0.9, width)
+    assert len(rung) == len(points)
+    assert np.max(np.abs(np.interp(t, *zip(*rung)) - v)) < 0.05   # a few ps on the edges
+    # No pulse: a flat line.
+    assert clean_pulse(t, np.zeros_like(t), 0.9, 0.0) == [(0.0, 0.0), (10e-9, 0.0)]
 
 
 # ----------------------------------------------------------------------------- ngspice

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gcsim import paths
 from gcsim.fit.numerics import FitError, error_metrics, solve_linear
 from gcsim.fit.schema import FitRecord, param
 from gcsim.simulate.models import PAPER
@@ -96,17 +95,6 @@ def fit_cell_conductance(table: pd.DataFrame, order: int = 4,
     )
 
 
-def _tile_timing() -> dict[str, float]:
-    """The tile's V-readout timing relative to its K readout, from the charge-to-pulse testbench
-    that sets the tile's timing (gcsim.validate.tile): the V integrator is released t_rst before
-    the conversion window, and the HardSigmoid pulses leave t_align into it."""
-    from gcsim.netlist import Template
-
-    defaults = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
-    return {name: float(defaults[name]) for name in
-            ("t_rst", "t_gap", "t_align", "t_max", "t_edge", "t_hold")}
-
-
 def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> FitRecord:
     """Least squares of the bitline deviation's time integral over the integration window:
     integral dV dt = offset * T + charge_coefficient * integral Q dt + current_coefficient * Q
@@ -136,18 +124,20 @@ def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> F
     metrics = error_metrics(deviation, predicted, "Vs")
     # Where the column current starts inside the window, from the ramp testbench itself:
     # integral Q dt = Q (T - start - t_int / 2) for a current Q / t_int from `start`.
-    longest = data["t_int_s"] == data["t_int_s"].max()
-    ramp = longest & (np.abs(charge) > 0)
-    starts = (window - charge_time / np.where(charge == 0, np.inf, charge)
-              - data["t_int_s"].to_numpy(float) / 2)[ramp.to_numpy()]
-    k_window = float(np.median(window[longest.to_numpy()]))
+    longest = (data["t_int_s"] == data["t_int_s"].max()).to_numpy()
+    ramp = longest & (charge != 0)
+    starts = window[ramp] - charge_time[ramp] / charge[ramp] - data["t_int_s"].max() / 2
+    k_window = float(np.median(window[longest]))
     k_start = float(np.median(starts))
-    timing = _tile_timing()
-    # The V integrator is released t_rst before the conversion window, which opens where the
-    # K window ends; its pulses start t_align after that, and it is read t_max + 2 t_edge +
-    # t_hold after they start (gcsim.validate.tile: t_vrel, t_vend).
-    v_start = timing["t_rst"] + timing["t_align"] - (timing["t_gap"] - k_start)
-    v_window = v_start + timing["t_max"] + 2 * timing["t_edge"] + timing["t_hold"]
+    # The V readout in the tile (gcsim.validate.tile): released at t_vrel, its pulses leaving
+    # t_align into the conversion window t_conv, read at t_vend; its reset edge costs it what
+    # the K readout's costs (t_gap - k_start).
+    from gcsim.validate.tile import TileParams
+
+    tile = TileParams.defaults(signed=False)
+    reset_lag = tile["t_gap"] - k_start
+    v_start = tile.t_conv + tile["t_align"] - tile.t_vrel - reset_lag
+    v_window = tile.t_vend - tile.t_vrel - reset_lag
     parameters = {
         "offset": param(offset, "V", "virtual-ground offset from mid-rail"),
         "charge_coefficient": param(charge_coefficient, "V/C",
@@ -169,5 +159,6 @@ def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> F
                      "t_int_s": [float(data["t_int_s"].min()), float(data["t_int_s"].max())]},
         metrics=metrics,
         provenance={},
-        extra={"timing_from": "netlists/charge_to_pulse.cir", "timing": timing},
+        extra={"tile_timing_s": {"t_vrel": tile.t_vrel, "t_conv": tile.t_conv,
+                                 "t_vend": tile.t_vend, "t_align": tile["t_align"]}},
     )

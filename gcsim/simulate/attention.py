@@ -12,7 +12,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from gcsim.simulate.models import PAPER, HardwareModel, MismatchSample, model_for_mode
-from gcsim.simulate.stages import GainCellArray, InputDAC, query_pulse_width_s, subtile_sum
+from gcsim.simulate.stages import (
+    GainCellArray,
+    InputDAC,
+    query_pulse_width_s,
+    subtile_sum,
+)
 
 MODES = ("ideal", "linear", "paper", "fitted")
 
@@ -306,14 +311,15 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
 
                 if loading is None:
                     charge = k_array.column_charges_C(widths[t0:t1], t0, k0, k0 + n_k)
-                    score = model.readout.convert(charge, out=charge)
-                    pulses = model.charge_to_pulse.convert(score)
-                else:
+                else:  # the resting cells' conductance also slows the converter down
                     charge, rest = k_array.column_charges_and_rest_C(widths[t0:t1], t0, k0,
                                                                      k0 + n_k)
-                    score = model.readout.convert(charge, out=charge)
-                    scale = loading.conversion_scale(rest, score, loading.k_conversion_current_A)
-                    pulses = model.charge_to_pulse.convert(np.multiply(score, scale, out=scale))
+                score = model.readout.convert(charge, out=charge)
+                converted = score   # as the converter sees it: longer when loaded
+                if loading is not None:
+                    converted = score * loading.conversion_scale(rest, score,
+                                                                 loading.k_conversion_current_A)
+                pulses = model.charge_to_pulse.convert(converted)
                 pulses *= mask
                 offset = t0 - band + 1 - k0
                 if edge:
@@ -322,7 +328,7 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
                     np.add(pulses, edge, out=pulses, where=pulses > 0)
                 if loading is None:
                     subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
-                else:
+                else:  # converted as if longer: the resting cells slow the converter down
                     subtile_charge, rest = v_array.row_charges_and_rest_C(pulses, t0, k0, a_size,
                                                                           read=mask)
                     subtile_charge *= loading.conversion_scale(

@@ -78,16 +78,19 @@ class LoadedArray:
     rest: GainCellArray      # g_off
     extra: GainCellArray     # g_on - g_off
 
-    def _terms(self, charge, hold, conductance, window):
+    def _loaded(self, product, widths, window: float, start: float):
+        """Charge and resting conductance through `product(array, weights)`, one of
+        GainCellArray's column or row products; the charge has the loading taken off."""
         lo = self.loading
+        widths = np.asarray(widths)
+        charge = product(self.current, widths)
+        w = np.minimum(widths, max(window - start, 0.0))
+        hold = product(self.current, w * (window - start) - 0.5 * w * w)   # integral Q dt
+        rest = product(self.rest, np.ones_like(widths))
+        conductance = rest + product(self.extra, w) / window
         deviation = (lo.offset_V * window + lo.charge_coefficient_V_per_C * hold
                      + lo.current_coefficient_V_per_A * charge)
-        return charge - conductance * deviation
-
-    @staticmethod
-    def _weights(widths, window: float, start: float):
-        w = np.minimum(widths, max(window - start, 0.0))
-        return w, w * (window - start) - 0.5 * w * w
+        return charge - conductance * deviation, rest
 
     def column_charges_C(self, widths, query_start: int, key_start: int, key_stop: int):
         return self.column_charges_and_rest_C(widths, query_start, key_start, key_stop)[0]
@@ -95,15 +98,10 @@ class LoadedArray:
     def column_charges_and_rest_C(self, widths, query_start: int, key_start: int,
                                   key_stop: int):
         """The column charges, and each column's conductance with every cell at rest."""
-        lo = self.loading
-        widths = np.asarray(widths)
-        charge = self.current.column_charges_C(widths, query_start, key_start, key_stop)
-        w, hold_weight = self._weights(widths, lo.k_window_s, lo.k_pulse_start_s)
-        hold = self.current.column_charges_C(hold_weight, query_start, key_start, key_stop)
-        rest = self.rest.column_charges_C(np.ones_like(widths), query_start, key_start, key_stop)
-        conductance = rest + self.extra.column_charges_C(w, query_start, key_start,
-                                                         key_stop) / lo.k_window_s
-        return self._terms(charge, hold, conductance, lo.k_window_s), rest
+        return self._loaded(
+            lambda array, weights: array.column_charges_C(weights, query_start, key_start,
+                                                          key_stop),
+            widths, self.loading.k_window_s, self.loading.k_pulse_start_s)
 
     def row_charges_C(self, widths, query_start: int, key_start: int, array_size: int,
                       read=None):
@@ -115,15 +113,11 @@ class LoadedArray:
         `read` (n_queries, n_keys): which keys' sub-tiles the query reads at all (its window);
         a sub-tile that is not read is not integrated and gets no loading. Default: the
         sub-tiles with any pulse."""
-        lo = self.loading
         widths = np.asarray(widths)
-        charge = self.current.row_charges_C(widths, query_start, key_start, array_size)
-        w, hold_weight = self._weights(widths, lo.v_window_s, lo.v_pulse_start_s)
-        hold = self.current.row_charges_C(hold_weight, query_start, key_start, array_size)
-        rest = self.rest.row_charges_C(np.ones_like(widths), query_start, key_start, array_size)
-        conductance = rest + self.extra.row_charges_C(w, query_start, key_start,
-                                                      array_size) / lo.v_window_s
-        out = self._terms(charge, hold, conductance, lo.v_window_s)
+        out, rest = self._loaded(
+            lambda array, weights: array.row_charges_C(weights, query_start, key_start,
+                                                       array_size),
+            widths, self.loading.v_window_s, self.loading.v_pulse_start_s)
         n_q, n_k = widths.shape
         n_sub = out.shape[0]
         if read is None:

@@ -24,50 +24,47 @@ from gcsim.simulate.models import HardwareModel
 from gcsim.simulate.stages import GainCellArray
 
 
-def _array_args(model: HardwareModel, decay_factor: float) -> dict:
-    return dict(power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
+def _array(written_V: np.ndarray, model: HardwareModel, decay_factor: float):
+    """The cells as the simulator builds them: a GainCellArray, read through the model's
+    loading integrator when it has one (a LoadedArray)."""
+    args = dict(power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
                 v_mid_V=model.cell.v_mid_V, decay_factor=decay_factor,
                 asymptote_V=model.decay.asymptote_V)
+    array = GainCellArray(written_V, **args)
+    return array if model.loading is None else model.loading.arrays(array, written_V, **args)
 
 
 def v_array_charges_C(v_V: np.ndarray, drive_s: np.ndarray, model: HardwareModel,
-                      decay_factor: float) -> tuple[np.ndarray, np.ndarray | float]:
+                      decay_factor: float) -> tuple[np.ndarray, np.ndarray | None]:
     """The tile's V column charges (R,) for row drives `drive_s` (C,), as the simulator computes
-    them, and the factor its signed converter stretches them by (with the model's readout
-    loading; the tile integrates every V column)."""
+    them (the tile integrates every V column), and each column's conductance with all its cells
+    at rest (None for an ideal readout)."""
     C = v_V.shape[0]
-    args = _array_args(model, decay_factor)
-    v_array = GainCellArray(v_V, **args)
+    array = _array(v_V, model, decay_factor)
     if model.loading is None:
-        return v_array.row_charges_C(drive_s[None, :], C - 1, 0, C)[0, 0], 1.0
-    loaded = model.loading.arrays(v_array, v_V, **args)
-    charge, rest = loaded.row_charges_and_rest_C(drive_s[None, :], C - 1, 0, C,
-                                                 read=np.ones((1, C), dtype=bool))
-    charge, rest = charge[0, 0], rest[0, 0]
-    return charge, model.loading.conversion_scale(rest, charge,
-                                                  model.loading.v_conversion_current_A)
+        return array.row_charges_C(drive_s[None, :], C - 1, 0, C)[0, 0], None
+    charge, rest = array.row_charges_and_rest_C(drive_s[None, :], C - 1, 0, C,
+                                                read=np.ones((1, C), dtype=bool))
+    return charge[0, 0], rest[0, 0]
 
 
-def v_conversion_scale(v_V, A_C, model: HardwareModel, decay_factor: float):
-    """The signed converter's stretch for V column charges `A_C` (the loaded cells at rest)."""
+def k_rest_conductance_S(k_V: np.ndarray, model: HardwareModel, decay_factor: float):
+    """Each K column's conductance with all its cells at rest (None for an ideal readout)."""
     if model.loading is None:
-        return 1.0
-    C = v_V.shape[0]
-    args = _array_args(model, decay_factor)
-    loaded = model.loading.arrays(GainCellArray(v_V, **args), v_V, **args)
-    rest = loaded.rest.row_charges_C(np.ones((1, C)), C - 1, 0, C)[0, 0]
-    return model.loading.conversion_scale(rest, A_C, model.loading.v_conversion_current_A)
-
-
-def k_conversion_scale(k_V, S_C, model: HardwareModel, decay_factor: float):
-    """The HardSigmoid converter's stretch for K column charges `S_C`."""
-    if model.loading is None:
-        return 1.0
+        return None
     C, R = k_V.shape
-    args = _array_args(model, decay_factor)
-    loaded = model.loading.arrays(GainCellArray(k_V, **args), k_V, **args)
-    rest = loaded.rest.column_charges_C(np.ones((1, R)), C - 1, 0, C)[0]
-    return model.loading.conversion_scale(rest, S_C, model.loading.k_conversion_current_A)
+    return _array(k_V, model, decay_factor).rest.column_charges_C(np.ones((1, R)), C - 1, 0,
+                                                                   C)[0]
+
+
+def conversion_stretch(model: HardwareModel, rest_S, charge_C, converter: str):
+    """How much longer converter 'k' (HardSigmoid) or 'v' (signed) takes to empty a loaded
+    integrator holding `charge_C` (1 for an ideal readout)."""
+    if rest_S is None:
+        return 1.0
+    lo = model.loading
+    current = lo.k_conversion_current_A if converter == "k" else lo.v_conversion_current_A
+    return lo.conversion_scale(rest_S, charge_C, current)
 
 
 @dataclass
@@ -95,8 +92,9 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
     out = np.array(result.output[-1], dtype=float)
     edge = model.pulse_edge_time_s
     drive = phi + edge * (phi > 0) if edge else phi
-    A, scale = v_array_charges_C(v_V, drive, model, result.decay_factor)
-    check = model.output_converter.convert(A * scale, quantize=False)
+    A, rest = v_array_charges_C(v_V, drive, model, result.decay_factor)
+    check = model.output_converter.convert(A * conversion_stretch(model, rest, A, "v"),
+                                           quantize=False)
     if not np.allclose(check, out, rtol=1e-9, atol=1e-12):
         raise AssertionError("V-array charges disagree with the simulator's output")
     return ModelStages(S, phi, A, out, result.decay_factor)

@@ -13,8 +13,12 @@ from gcsim import models as models_module
 from gcsim.errors import GcsimError
 from gcsim.simulate.models import HardwareModel
 from gcsim.validate import compare
-from gcsim.validate.behaviour import (k_conversion_scale, run_model, v_array_charges_C,
-                                      v_conversion_scale)
+from gcsim.validate.behaviour import (
+    conversion_stretch,
+    k_rest_conductance_S,
+    run_model,
+    v_array_charges_C,
+)
 from gcsim.validate.retention import aged_voltages
 from gcsim.validate.spice import SpiceStages, run_tile
 from gcsim.validate.tile import Tile, TileParams, build
@@ -101,14 +105,15 @@ def validate_tile(q, k, v, model: HardwareModel, models: models_module.ModelSet,
 
     # Isolated model stages, fed with SPICE's previous stage.
     score = model.readout.convert(spice.S_C.copy())
+    k_rest = k_rest_conductance_S(k, model, behaviour.decay_factor)
     phi_iso = model.charge_to_pulse.convert(
-        score * k_conversion_scale(k, score, model, behaviour.decay_factor))
+        score * conversion_stretch(model, k_rest, score, "k"))
     edge = model.pulse_edge_time_s
     on = spice.phi_s > NO_PULSE_S
     drive = np.where(on, spice.phi_s + edge, 0.0)
-    A_iso = v_array_charges_C(v, drive, model, behaviour.decay_factor)[0]
+    A_iso, v_rest = v_array_charges_C(v, drive, model, behaviour.decay_factor)
     out_iso = model.output_converter.convert(
-        spice.A_C * v_conversion_scale(v, spice.A_C, model, behaviour.decay_factor),
+        spice.A_C * conversion_stretch(model, v_rest, spice.A_C, "v"),
         quantize=False)
     if spice.out is not None:
         out_spice = spice.out

@@ -3,10 +3,10 @@
 Two ways, which give the same numbers (to ngspice's integration tolerance; see tests):
 
 * `single`: the whole tile in one netlist (`tile.build(part='full')`);
-* `split`:  stage 1 runs the K columns in groups, each group its own ngspice process; the
-  converters' pulse waveforms come back and drive, as PWL sources, stage 2, the V columns in
-  groups. Columns share only ideal sources (supplies, references, query pulses, and in stage 2
-  the recorded pulses), so a column's circuit is the same whichever group it runs in.
+* `split`:  stage 1 runs each K column in its own ngspice process; the converters' pulses come
+  back and drive, as clean PWL trapezoids (`tile.clean_pulse`), stage 2: each V column in its
+  own process. Columns share only ideal sources (supplies, references, query pulses, and in
+  stage 2 the recorded pulses), so a column's circuit is the same whichever run it is in.
 """
 
 from __future__ import annotations

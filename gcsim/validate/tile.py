@@ -208,64 +208,55 @@ def _ladder(prefix: str, head: str, nodes: list[str], p: TileParams, lines: list
         previous = node
 
 
-def pwl(time_s: np.ndarray, values: np.ndarray, tol: float = 1e-3,
-        min_dt: float = 1e-13) -> list[tuple[float, float]]:
-    """Waveform points for a PWL source: the points where the waveform bends (flat runs and
-    straight segments reduce to their end points, which linear interpolation restores)."""
-    t = np.asarray(time_s, dtype=float)
-    v = np.asarray(values, dtype=float)
-    keep = np.ones(t.size, dtype=bool)
-    if t.size > 2:
-        # Drop interior points that lie on the line through their neighbours.
-        slope_prev = (v[1:-1] - v[:-2]) / np.maximum(t[1:-1] - t[:-2], 1e-30)
-        predicted = v[1:-1] + slope_prev * (t[2:] - t[1:-1])
-        keep[1:-1] = np.abs(predicted - v[2:]) > tol
-    t, v = t[keep], v[keep]
-    # ngspice makes every PWL point a breakpoint; points closer than min_dt (ngspice's own
-    # breakpoints land within femtoseconds of each other) would force vanishing timesteps.
-    # Snapping every waveform's points to one grid of min_dt keeps the breakpoints of
-    # different rows either identical or min_dt apart.
-    ticks = np.round(t / min_dt).astype(np.int64)
-    ticks, index = np.unique(ticks, return_index=True)
-    return list(zip((ticks * min_dt).tolist(), v[index].tolist()))
-
-
 def clean_pulse(time_s: np.ndarray, values: np.ndarray, high: float, width_s: float,
                 min_dt: float = 1e-13) -> list[tuple[float, float]]:
-    """A recorded converter pulse as the trapezoid an ideal word-line driver would make of it:
-    it starts where the recording first crosses half of `high`, lasts the recording's
-    area-equivalent `width_s` at `high`, and keeps the recording's own 10-90 % edge times.
-    The recording's ringing (tens of mV) is dropped: every bend of it would be a PWL breakpoint
-    that the V-array run must step through. Points snap to a `min_dt` grid, as in `pwl`."""
+    """A recorded converter pulse as the trapezoid an ideal word-line driver would make of it,
+    as PWL points: it starts where the recording first crosses half of `high`, lasts the
+    recording's area-equivalent `width_s` at `high`, and keeps the recording's own 10-90 % edge
+    times (as a straight edge). The recording's ringing (tens of mV) is dropped: every bend of it would be a PWL
+    breakpoint that the V-array run must step through.
+
+    ngspice makes every PWL point a breakpoint, and points closer than `min_dt` would force
+    vanishing timesteps, so the points sit on one grid of `min_dt` for every row."""
     t = np.asarray(time_s, dtype=float)
     v = np.asarray(values, dtype=float)
+    end = float(t[-1])
     if width_s <= 0 or v.max() < high / 2:
-        return [(0.0, 0.0), (float(t[-1]), 0.0)]
-    def cross(level: float, after: int, rising: bool) -> tuple[float, int]:
-        """Time (interpolated) and index of the first crossing of `level` from index `after`."""
-        hit = v[after:] >= level if rising else v[after:] <= level
-        i = after + int(np.argmax(hit))
-        if i == 0:
-            return float(t[0]), 0
-        fraction = (level - v[i - 1]) / (v[i] - v[i - 1])
-        return float(t[i - 1] + fraction * (t[i] - t[i - 1])), i
+        return [(0.0, 0.0), (end, 0.0)]
+    last = t.size - 1
 
-    t_on, on = cross(0.5 * high, 0, True)
-    rise = cross(0.9 * high, 0, True)[0] - cross(0.1 * high, 0, True)[0]
-    _, off = cross(0.5 * high, on, False)
-    fall = cross(0.1 * high, off - 1, False)[0] - cross(0.9 * high, max(on, off - 10), False)[0]
-    rise, fall = max(rise, min_dt), max(fall, min_dt)
+    def when(i: int, level: float) -> float:
+        """Where the segment from sample i to i + 1 meets `level`."""
+        i = min(max(i, 0), last - 1)
+        span = v[i + 1] - v[i]
+        fraction = np.clip((level - v[i]) / span, 0.0, 1.0) if span else 0.0
+        return float(t[i] + fraction * (t[i + 1] - t[i]))
+
+    def first(mask: np.ndarray, start: int) -> int:
+        hits = np.flatnonzero(mask[start:])
+        return start + int(hits[0]) if hits.size else last
+
+    def last_before(mask: np.ndarray, stop: int) -> int:
+        hits = np.flatnonzero(mask[:stop])
+        return int(hits[-1]) if hits.size else 0
+
+    lo, mid, hi = 0.1 * high, 0.5 * high, 0.9 * high
+    on = first(v >= mid, 0)                 # first sample at half height or above
+    off = first(v < mid, on)                # first sample back below it
+    t_on = when(on - 1, mid)
+    # A straight edge spends 80 % of its length between 10 and 90 %.
+    rise = max(when(first(v >= hi, on) - 1, hi) - when(last_before(v < lo, on), lo),
+               min_dt) / 0.8
+    fall = max(when(first(v <= lo, off) - 1, lo) - when(last_before(v > hi, off), hi),
+               min_dt) / 0.8
     # Half-height crossings t_on and t_on + width make the area high * width.
     points = [(0.0, 0.0), (t_on - rise / 2, 0.0), (t_on + rise / 2, high),
-              (t_on + width_s - fall / 2, high), (t_on + width_s + fall / 2, 0.0),
-              (float(t[-1]), 0.0)]
-    ticks = np.round(np.array([p[0] for p in points]) / min_dt).astype(np.int64)
-    ticks = np.maximum.accumulate(ticks)
-    out = []
-    for tick, (_, level) in zip(ticks.tolist(), points):
-        if out and tick * min_dt <= out[-1][0]:
-            continue
-        out.append((tick * min_dt, level))
+              (t_on + width_s - fall / 2, high), (t_on + width_s + fall / 2, 0.0), (end, 0.0)]
+    out: list[tuple[float, float]] = []
+    for time, level in points:
+        tick = round(time / min_dt) * min_dt
+        if not out or tick > out[-1][0]:
+            out.append((tick, level))
     return out
 
 
@@ -312,7 +303,7 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
 
     part 'full': both arrays and all their periphery, the V rows driven by the converters.
     part 'k':    the K array's `columns` with their readouts and converters (no V array).
-    part 'v':    the V array's `columns` with their readouts, the V rows driven by PWL copies of
+    part 'v':    the V array's `columns` with their readouts, the V rows driven by PWL sources
                  the converters' pulses (`pulses`: row -> [(t, V)]).
     """
     p = params
@@ -374,6 +365,15 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
                     lines.append(f"Cb{array}_{c} bl{array}_{c} 0 {f(p.c_wire * n_rows)}")
         return wl, bl
 
+    def width_probe(node: str, pulse: str, also_saved: str) -> None:
+        """V(pulse)/vdd integrated on PROBE_C (width = V(node) * PROBE_C / PROBE_GM)."""
+        lines.append(f"G{node} 0 {node} {pulse} 0 {f(PROBE_GM / vdd)}")
+        lines.append(f"C{node} {node} 0 {f(PROBE_C)}")
+        lines.append(f"R{node} {node} 0 1e15")
+        ic.append(f"v({node})=0")
+        saves.extend([f"v({node})", f"v({also_saved})"])
+        vectors.extend([node, also_saved])
+
     def readout(array: str, c: int, converter: bool) -> None:
         nb = f"nb{array}_{c}"
         rst, rstb = ("rst", "rstb") if array == "k" else ("rstv", "rstvb")
@@ -395,23 +395,13 @@ def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: 
             lines.append(f"Xmrp_{c} prs_{c} prs_{c} vddb vddb core_pmos w=12u l=500n")
             lines.append(f"Xsc_{c} outv_{c} biv_{c} vref smp smpb gate2 gate2_d spulse_{c} s_{c} "
                          f"vdd {nb} nrs_{c} prs_{c} signed_converter")
-            lines.append(f"Gws_{c} 0 ws_{c} spulse_{c} 0 {f(PROBE_GM / vdd)}")
-            lines.append(f"Cws_{c} ws_{c} 0 {f(PROBE_C)}")
-            lines.append(f"Rws_{c} ws_{c} 0 1e15")
-            ic.append(f"v(ws_{c})=0")
-            saves.extend([f"v(ws_{c})", f"v(s_{c})"])
-            vectors.extend([f"ws_{c}", f"s_{c}"])
+            width_probe(f"ws_{c}", f"spulse_{c}", f"s_{c}")
         if converter:
             lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
             lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
             lines.append(f"Xcp_{c} out{array}_{c} bi{array}_{c} vref gate gate_d pulse_{c} "
                          f"cmp_{c} vdd {nb} nr_{c} charge_to_pulse")
-            lines.append(f"Gw_{c} 0 w_{c} pulse_{c} 0 {f(PROBE_GM / vdd)}")
-            lines.append(f"Cw_{c} w_{c} 0 {f(PROBE_C)}")
-            lines.append(f"Rw_{c} w_{c} 0 1e15")
-            ic.append(f"v(w_{c})=0")
-            saves.extend([f"v(w_{c})", f"v(pulse_{c})"])
-            vectors.extend([f"w_{c}", f"pulse_{c}"])
+            width_probe(f"w_{c}", f"pulse_{c}", f"pulse_{c}")
 
     def add_cells(tag, n_rows, col, wl, bl, stored_V):
         """One bitline's cells of array `tag`: cell (row, col) stores stored_V(row, col)."""
