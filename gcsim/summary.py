@@ -49,18 +49,16 @@ def retention_figures(table: pd.DataFrame) -> dict[str, float]:
 
 
 def bitline_figures(table: pd.DataFrame) -> dict[str, float]:
-    """Largest relative change of the cell current per 10 mV of bitline movement, during a
-    read (the highest v_in of the sweep)."""
+    """Largest relative change of a full-width read's charge per 10 mV of bitline movement
+    (the loading a readout with a moving virtual ground imposes)."""
+    longest = table[table["t_pulse_s"] == table["t_pulse_s"].max()]
+    base = longest[longest["bitline_step_V"] == 0].set_index("stored_voltage_V")["charge_C"]
     worst = 0.0
-    if "v_in_V" in table:
-        table = table[table["v_in_V"] == table["v_in_V"].max()]
-    for _, group in table.groupby("stored_voltage_V"):
-        group = group.sort_values("v_bl_V")
-        current = group["i_out_A"].to_numpy()
-        nominal = np.interp(MID_RAIL_V, group["v_bl_V"], current)
-        slope = np.interp(MID_RAIL_V, group["v_bl_V"][1:], np.diff(current) / np.diff(group["v_bl_V"]))
-        if abs(nominal) > 1e-6:
-            worst = max(worst, abs(slope * 0.01 / nominal))
+    for _, row in longest[longest["bitline_step_V"] != 0].iterrows():
+        nominal = base.get(row["stored_voltage_V"])
+        if nominal is not None and abs(nominal) > 1e-15:
+            change = (row["charge_C"] - nominal) * 0.01 / row["bitline_step_V"]
+            worst = max(worst, abs(change / nominal))
     return {"max_rel_change_per_10mV": worst}
 
 

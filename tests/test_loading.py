@@ -53,18 +53,23 @@ def test_cell_conductance_recovers_read_and_rest_polynomials():
     on = [20e-6, 5e-6, 100e-6]
     off = [15e-6, -3e-6, 150e-6]
     rows = []
-    for v_in, coefficients in ((0.9, on), (0.45, off)):
-        for stored in np.linspace(0, 0.9, 10):
-            g = np.polynomial.polynomial.polyval(stored - 0.45, coefficients)
-            for v_bl in np.linspace(0.43, 0.47, 9):
-                rows.append(dict(v_in_V=v_in, stored_voltage_V=stored, v_bl_V=v_bl,
-                                 i_out_A=1e-6 * stored - g * (v_bl - 0.45)))
-    record = fit_cell_conductance(pd.DataFrame(rows), order=2)
+    for stored in np.linspace(0, 0.9, 10):
+        g_on, g_off = (np.polynomial.polynomial.polyval(stored - 0.45, c) for c in (on, off))
+        for width in (0.0, 5e-9, 15e-9):
+            unloaded = 1e-6 * (stored - 0.4) * width + 3e-16   # the read's own charge
+            for step in (-0.005, 0.0, 0.005):
+                deviation = 2e-13 + step * 17.45e-9          # a small offset, then the step
+                charge = unloaded - g_off * (deviation - 2e-13) - (g_on - g_off) * step * width
+                rows.append(dict(bitline_step_V=step, stored_voltage_V=stored, t_pulse_s=width,
+                                 charge_C=charge, bitline_deviation_integral_Vs=deviation))
+    table = pd.DataFrame(rows)
+    record = fit_cell_conductance(table, order=2)
     assert np.allclose(record.value("on_coefficients"), on, rtol=1e-6, atol=1e-12)
     assert np.allclose(record.value("off_coefficients"), off, rtol=1e-6, atol=1e-12)
-    without_rest = pd.DataFrame([r for r in rows if r["v_in_V"] == 0.9])
-    with pytest.raises(FitError, match="at rest"):
-        fit_cell_conductance(without_rest)
+    with pytest.raises(FitError, match="two or more pulse widths"):
+        fit_cell_conductance(table[table["t_pulse_s"] == 5e-9])
+    with pytest.raises(FitError, match="non-zero step"):
+        fit_cell_conductance(table[table["bitline_step_V"] != 0])
 
 
 def _loading(g_on, g_off, offset=OFFSET, charge=CHARGE_COEF, current=CURRENT_COEF):

@@ -10,7 +10,9 @@ other. In an array the integrator's virtual ground sits off mid-rail by
 (the OTA's offset, its finite gain as the held charge Q grows, and its finite bandwidth while the
 column current I flows), and every cell on the bitline, pulsed or resting, answers with
 -g(V_store) * dV. `readout_loading` fits dV from sense_amp_loading; `cell_conductance` fits g
-during a read pulse and at rest from gain_cell_bitline. The array simulator combines the two
+during a read pulse and at rest from gain_cell_bitline, a transient sweep that steps the bitline
+under a floating storage node (a DC sweep with the storage node held overstates g during a read
+by 25-50 %: the node follows the bitline through the conducting devices' gate capacitance). The array simulator combines the two
 (gcsim.simulate.loading).
 """
 
@@ -24,47 +26,52 @@ from gcsim.fit.schema import FitRecord, param
 from gcsim.simulate.models import PAPER
 
 MID_RAIL_V = PAPER.mid_rail_V
-SLOPE_SPAN_V = 0.0101   # bitline points within +-10 mV of mid-rail give the local slope
+READ_ON_V = PAPER.read_on_V
+def _conductances(group: pd.DataFrame) -> tuple[float, float]:
+    """(g_off, g_on) of one stored voltage: the charge each bitline step costs against the
+    unstepped run with the same pulse width, regressed on the step's deviation integral (the
+    resting conductance, all window long) and step x width (the extra while the read is on).
+    A displacement charge C_cell x step would be collinear with the resting term; at about
+    1 fF it is below 0.3 % of it and is left in g_off."""
+    base = group[group["bitline_step_V"] == 0].set_index("t_pulse_s")
+    stepped = group[group["bitline_step_V"] != 0]
+    if base.empty or stepped.empty:
+        raise FitError("cell_conductance needs bitline_step_V = 0 and a non-zero step at every "
+                       "stored voltage")
+    missing = set(stepped["t_pulse_s"]) - set(base.index)
+    if missing:
+        raise FitError(f"cell_conductance: no unstepped run for pulse widths {sorted(missing)}")
+    width = stepped["t_pulse_s"].to_numpy(float)
+    charge = (stepped["charge_C"].to_numpy(float)
+              - base.loc[width, "charge_C"].to_numpy(float))
+    deviation = (stepped["bitline_deviation_integral_Vs"].to_numpy(float)
+                 - base.loc[width, "bitline_deviation_integral_Vs"].to_numpy(float))
+    step = stepped["bitline_step_V"].to_numpy(float)
+    if np.unique(width).size < 2:
+        raise FitError("cell_conductance needs two or more pulse widths to tell the read "
+                       "conductance from the resting one")
+    g_off, g_extra = solve_linear(np.stack([deviation, step * width], axis=1), -charge)
+    return float(g_off), float(g_off + g_extra)
 
 
-def _conductance_curve(group: pd.DataFrame, v_mid_V: float) -> float:
-    """-dI/dV_bl at mid-rail: the cell's small-signal conductance seen from the bitline."""
-    near = group[np.abs(group["v_bl_V"] - v_mid_V) <= SLOPE_SPAN_V]
-    if len(near) < 2:
-        raise FitError("cell_conductance needs bitline points within 10 mV of mid-rail "
-                       f"(got {len(near)} for one stored voltage)")
-    v = near["v_bl_V"].to_numpy(float) - v_mid_V
-    slope, _ = solve_linear(np.stack([v, np.ones_like(v)], axis=1),
-                            near["i_out_A"].to_numpy(float))
-    return -float(slope)
-
-
-def fit_cell_conductance(table: pd.DataFrame, order: int = 4,
-                         v_mid_V: float = MID_RAIL_V) -> FitRecord:
-    """Cell conductance against stored voltage, during a read (highest v_in) and at rest
-    (v_in at mid-rail), each a polynomial in x = V_store - v_mid."""
-    if "v_in_V" in table:
-        levels = np.unique(table["v_in_V"].to_numpy(float))
-    else:
-        levels = np.array([np.nan])
-    read_on = float(np.nanmax(levels)) if np.isfinite(levels).any() else float("nan")
-    rest = levels[np.isclose(levels, v_mid_V, atol=1e-6)]
-    if not rest.size:
-        raise FitError(f"cell_conductance needs a sweep at rest (v_in = {v_mid_V:g} V) besides the "
-                       "read level; the gain_cell_bitline spec has both")
-    curves = {}
-    metrics = {}
-    for name, level in (("on", read_on), ("off", float(rest[0]))):
-        rows = table[np.isclose(table["v_in_V"], level)]
-        voltages, conductances = [], []
-        for stored, group in rows.groupby("stored_voltage_V"):
-            voltages.append(float(stored))
-            conductances.append(_conductance_curve(group, v_mid_V))
-        x = np.array(voltages) - v_mid_V
-        g = np.array(conductances)
-        if x.size <= order:
-            raise FitError(f"cell_conductance order {order} needs more than {order} stored "
-                           f"voltages, got {x.size}")
+def fit_cell_conductance(table: pd.DataFrame, order: int = 4, v_mid_V: float = MID_RAIL_V,
+                         read_on_V: float = READ_ON_V) -> FitRecord:
+    """Cell conductance seen from the bitline against stored voltage, during a read and at
+    rest, each a polynomial in x = V_store - v_mid, from the transient bitline-step sweep
+    (gain_cell_bitline): charge_C and bitline_deviation_integral_Vs over bitline_step_V x
+    stored_voltage_V x t_pulse_s."""
+    voltages, rest, read = [], [], []
+    for stored, group in table.groupby("stored_voltage_V"):
+        g_off, g_on = _conductances(group)
+        voltages.append(float(stored))
+        rest.append(g_off)
+        read.append(g_on)
+    x = np.array(voltages) - v_mid_V
+    if x.size <= order:
+        raise FitError(f"cell_conductance order {order} needs more than {order} stored "
+                       f"voltages, got {x.size}")
+    curves, metrics = {}, {}
+    for name, g in (("on", np.array(read)), ("off", np.array(rest))):
         coefficients = solve_linear(np.vander(x, order + 1, increasing=True), g)
         curves[name] = (x, g, np.asarray(coefficients, float))
         metrics[name] = error_metrics(g, np.polynomial.polynomial.polyval(x, coefficients), "S")
@@ -76,16 +83,18 @@ def fit_cell_conductance(table: pd.DataFrame, order: int = 4,
                                   "the same at rest (read port at mid-rail)"),
         "order": param(order, "1"),
         "v_mid": param(v_mid_V, "V"),
-        "read_on_level": param(read_on, "V"),
-        "read_off_level": param(float(rest[0]), "V"),
+        "read_on_level": param(read_on_V, "V"),
+        "read_off_level": param(v_mid_V, "V"),
     }
     return FitRecord(
         kind="cell_conductance",
-        description="Gain-cell conductance seen from the bitline, -dI/dV_bl at mid-rail, against "
-                    "stored voltage: during a read pulse and at rest",
+        description="Gain-cell conductance seen from a moving bitline (storage node floating), "
+                    "against stored voltage: during a read pulse and at rest",
         parameters=parameters,
         valid_range={"stored_voltage_V": [float(table["stored_voltage_V"].min()),
-                                          float(table["stored_voltage_V"].max())]},
+                                          float(table["stored_voltage_V"].max())],
+                     "bitline_step_V": [float(table["bitline_step_V"].min()),
+                                        float(table["bitline_step_V"].max())]},
         metrics={"rmse_pct_fs": worst["rmse_pct_fs"], "max_error_pct_fs": worst["max_error_pct_fs"],
                  "r2": min(m["r2"] for m in metrics.values()), "on": metrics["on"],
                  "off": metrics["off"]},
