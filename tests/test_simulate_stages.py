@@ -182,3 +182,28 @@ def test_linear_cell_is_proportional_to_signed_weight():
 def test_polynomial_cell_rejects_a_non_triangular_basis():
     with pytest.raises(ValueError, match="triangular"):
         _ = PolynomialCell(coefficients_A=(1.0, 2.0)).degree
+
+
+@pytest.mark.parametrize("decay_factor", [0.0, 1.6e-4, 3.0, 10.0])
+# none; factors based at token 0; at the block's first key; an explicit decay matrix
+@pytest.mark.parametrize("mismatch", [False, True])
+def test_unit_width_totals_equal_the_products_with_unit_widths(decay_factor, mismatch):
+    """The resting conductance is a product with every width 1; the totals skip the product
+    and must give the same numbers on every path (no decay, decay factors, decay matrix)."""
+    rng = np.random.default_rng(3)
+    tokens, dim, size = 70, 8, 16
+    written = rng.uniform(0.0, 0.9, (tokens, dim))
+    extra = {}
+    if mismatch:
+        extra = dict(cell_gain=rng.normal(1, 0.03, (tokens, dim)),
+                     vt_shift_V=rng.normal(0, 0.01, (tokens, dim)))
+    array = GainCellArray(written, power_coefficients_A=[2e-6, 20e-6, -5e-6, 30e-6],
+                          v_mid_V=0.45, decay_factor=decay_factor, asymptote_V=0.4, **extra)
+    n_q, q0, k0 = 5, 40, 16
+    columns = array.column_charges_C(np.ones((n_q, dim)), q0, k0, k0 + 48)
+    assert np.allclose(array.column_totals_C(n_q, q0, k0, k0 + 48), columns,
+                       rtol=1e-10, atol=1e-22)
+    n_keys = 44   # not a whole number of sub-tiles: the last one is padded
+    rows = array.row_charges_C(np.ones((n_q, n_keys)), q0, k0, size)
+    assert np.allclose(array.row_totals_C(n_q, q0, k0, size, n_keys), rows,
+                       rtol=1e-10, atol=1e-22)

@@ -10,8 +10,10 @@ g_on while its pulse is on and g_off at rest. Over the integration window T the 
 (G replaced by its time average, first order in dV). A pulse of width w starting at t0 holds its
 charge for the rest of the window, so integral Q dt = sum_j I_j (w_j (T - t0) - w_j^2 / 2): the
 same array product as S with the widths replaced by that weight. The correction therefore costs
-three more array products, each the size of the one that gives S, and keeps every feature of the
-cell model (decay, mismatch) because it runs through the same GainCellArray.
+two more array products, each the size of the one that gives S (a Q dt + b S is one product,
+linear in the weights; the pulsed cells' extra conductance is the other; the resting
+conductance is a sum, not a product), and keeps every feature of the cell model (decay,
+mismatch) because it runs through the same GainCellArray.
 """
 
 from __future__ import annotations
@@ -78,19 +80,22 @@ class LoadedArray:
     rest: GainCellArray      # g_off
     extra: GainCellArray     # g_on - g_off
 
-    def _loaded(self, product, widths, window: float, start: float):
+    def _loaded(self, product, totals, widths, window: float, start: float):
         """Charge and resting conductance through `product(array, weights)`, one of
-        GainCellArray's column or row products; the charge has the loading taken off."""
+        GainCellArray's column or row products, and `totals(array)`, its unit-width sum; the
+        charge has the loading taken off. Three products in all: the charge, the deviation
+        (its charge and current terms are one product, linear in the weights) and the
+        pulsed cells' extra conductance; the resting conductance needs none."""
         lo = self.loading
         widths = np.asarray(widths)
         charge = product(self.current, widths)
         w = np.minimum(widths, max(window - start, 0.0))
-        hold = product(self.current, w * (window - start) - 0.5 * w * w)   # integral Q dt
-        rest = product(self.rest, np.ones_like(widths))
+        hold = w * (window - start) - 0.5 * w * w   # per cell: integral of its charge dt
+        moving = product(self.current, lo.charge_coefficient_V_per_C * hold
+                         + lo.current_coefficient_V_per_A * widths)
+        rest = totals(self.rest)
         conductance = rest + product(self.extra, w) / window
-        deviation = (lo.offset_V * window + lo.charge_coefficient_V_per_C * hold
-                     + lo.current_coefficient_V_per_A * charge)
-        return charge - conductance * deviation, rest
+        return charge - conductance * (lo.offset_V * window + moving), rest
 
     def column_charges_C(self, widths, query_start: int, key_start: int, key_stop: int):
         return self.column_charges_and_rest_C(widths, query_start, key_start, key_stop)[0]
@@ -98,9 +103,11 @@ class LoadedArray:
     def column_charges_and_rest_C(self, widths, query_start: int, key_start: int,
                                   key_stop: int):
         """The column charges, and each column's conductance with every cell at rest."""
+        n_q = np.shape(widths)[0]
         return self._loaded(
             lambda array, weights: array.column_charges_C(weights, query_start, key_start,
                                                           key_stop),
+            lambda array: array.column_totals_C(n_q, query_start, key_start, key_stop),
             widths, self.loading.k_window_s, self.loading.k_pulse_start_s)
 
     def row_charges_C(self, widths, query_start: int, key_start: int, array_size: int,
@@ -114,11 +121,12 @@ class LoadedArray:
         a sub-tile that is not read is not integrated and gets no loading. Default: the
         sub-tiles with any pulse."""
         widths = np.asarray(widths)
+        n_q, n_k = widths.shape
         out, rest = self._loaded(
             lambda array, weights: array.row_charges_C(weights, query_start, key_start,
                                                        array_size),
+            lambda array: array.row_totals_C(n_q, query_start, key_start, array_size, n_k),
             widths, self.loading.v_window_s, self.loading.v_pulse_start_s)
-        n_q, n_k = widths.shape
         n_sub = out.shape[0]
         if read is None:
             read = widths > 0

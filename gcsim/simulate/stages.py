@@ -356,6 +356,72 @@ class GainCellArray:
             total += product * decay**term.power if term.power else product
         return total
 
+    def column_totals_C(self, n_queries: int, query_start: int, key_start: int,
+                        key_stop: int) -> np.ndarray:
+        """`column_charges_C` with every width 1: each column's sum over all its cells (a
+        conductance array's resting conductance). The unit widths factor out of the product,
+        so this sums the key features once instead of multiplying them by every query."""
+        n_k = key_stop - key_start
+        if not self.terms:
+            return np.zeros((n_queries, n_k), dtype=self.dtype)
+        single = self._single_feature() and self.terms[0].feature is not None
+        base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
+                                                  key_stop)
+        if base is None:
+            return self.column_charges_C(np.ones((n_queries, self.head_dim), self.dtype),
+                                         query_start, key_start, key_stop)
+        keys = self._key_features(key_start, key_stop, base)
+        scales = [None] if single else self._query_scales(query_start, n_queries, base)
+        out = np.zeros((n_queries, n_k), dtype=self.dtype)
+        col = 0
+        for term, scale in zip(self.terms, scales):
+            if term.constant is not None:   # one key column standing for head_dim equal cells
+                total = self.head_dim * keys[:, col]
+                col += 1
+            else:
+                total = keys[:, col : col + self.head_dim].sum(axis=1)
+                col += self.head_dim
+            out += total[None, :] if scale is None else np.multiply.outer(scale, total)
+        return out
+
+    def row_totals_C(self, n_queries: int, query_start: int, key_start: int,
+                     array_size: int, n_keys: int) -> np.ndarray:
+        """`row_charges_C` with every width 1 over `n_keys` keys: each sub-tile column's sum
+        over all its cells, (n_subtiles, n_queries, head_dim), without the product."""
+        if key_start % array_size:
+            raise ValueError("V-array blocks must start on a sub-tile boundary")
+        n_sub = -(-n_keys // array_size)
+        padded = n_sub * array_size
+        key_stop = key_start + padded
+        if not self.terms:
+            return np.zeros((n_sub, n_queries, self.head_dim), dtype=self.dtype)
+        single = self._single_feature()
+        base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
+                                                  key_stop)
+        if base is None:
+            return self.row_charges_C(np.ones((n_queries, n_keys), self.dtype), query_start,
+                                      key_start, array_size)
+        keys = self._key_features(key_start, key_stop, base)
+        ones = np.ones(padded, dtype=self.dtype)
+        ones[n_keys:] = 0.0   # past n_keys the cells are not there, as in the padded product
+        sums = np.einsum("skn,sk->sn", keys.reshape(n_sub, array_size, -1),
+                         ones.reshape(n_sub, array_size))   # (sub, N)
+        if single and self.terms[0].feature is not None:
+            return np.broadcast_to(sums[:, None, :], (n_sub, n_queries, self.head_dim)).copy()
+        scales = self._query_scales(query_start, n_queries, base)
+        first = 1 if self.terms[0].constant is not None else 0
+        n_arrays = len(self.terms) - first
+        out = np.zeros((n_sub, n_queries, self.head_dim), dtype=self.dtype)
+        if n_arrays:
+            weights = np.stack(
+                [np.ones(n_queries, self.dtype) if s is None else s for s in scales[first:]],
+                axis=1)
+            parts = sums[:, first:].reshape(n_sub, n_arrays, self.head_dim)
+            out += np.einsum("smd,qm->sqd", parts, weights)
+        if first:
+            out += sums[:, None, :1]
+        return out
+
     def row_charges_C(
         self, pulse_widths_s: np.ndarray, query_start: int, key_start: int, array_size: int
     ) -> np.ndarray:
