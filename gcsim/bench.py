@@ -107,11 +107,11 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
         "cores": os.cpu_count(),
         "batch": spec.batch,
         "batched_runs": batched.metadata["stats"]["runs"],
-        "batched_s": round(batched_s, 3),
+        "batched_s": _sig(batched_s),
         "batched_points_per_s": round(n / batched_s, 2),
         "per_point_sampled": len(indexes),
-        "per_point_each_s": round(per_point_each_s, 4),
-        "per_point_s": round(per_point_s, 3),
+        "per_point_each_s": _sig(per_point_each_s),
+        "per_point_s": _sig(per_point_s),
         "per_point_extrapolated": len(indexes) < n,
         "per_point_points_per_s": round(1 / per_point_each_s, 3),
         "speedup": round(per_point_s / batched_s, 2),
@@ -119,6 +119,11 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
         "failed_points_batched": len(batched.failures),
         "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
     }
+
+
+def _sig(seconds: float, digits: int = 4) -> float:
+    """Rounded to significant figures: a fixed number of decimals loses a short time."""
+    return float(f"{seconds:.{digits}g}")
 
 
 def bench_sweep_dask(points: int = 1000, models: str = "builtin", batch: int | None = None,

@@ -23,7 +23,7 @@ from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 
-from gcsim.errors import NgspiceUnavailable
+from gcsim.errors import GcsimError, NgspiceUnavailable
 
 # Lines that say why an analysis failed; everything else ngspice prints is context.
 _ERROR_WORDS = ("error", "too small", "singular", "converge", "abort", "failed", "gmin step",
@@ -100,6 +100,10 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
         pass
     if request.ngbehavior:
         shared.exec_command(f"set ngbehavior={request.ngbehavior}")
+    # ngspice ignores OMP_NUM_THREADS: unless num_threads is set it asks OpenMP for 2 threads
+    # at every analysis. One per process is faster even alone (a 64-row tile column: 0.63 s
+    # against 0.78 s) and does not oversubscribe the cores next to the other workers.
+    shared.exec_command(f"set num_threads={_threads()}")
     try:
         shared.load_circuit(request.netlist)
     except NgSpiceCircuitError:
@@ -135,13 +139,21 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
     return RunResult(True, vectors, None, "ok", messages[-50:], elapsed)
 
 
+def _threads() -> int:
+    """OpenMP threads per ngspice run: GCSIM_NGSPICE_THREADS, default 1."""
+    text = os.environ.get("GCSIM_NGSPICE_THREADS", "1")
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise GcsimError(f"GCSIM_NGSPICE_THREADS must be a whole number 1..256, got {text!r}")
+    return int(text)
+
+
 def new_ngspice():
     """A fresh PySpice NgSpiceShared instance, quiet about the unsupported version note."""
     path = library_path()
     # Debian's libngspice evaluates devices with OpenMP. gcsim runs one ngspice per core in
     # separate processes, and OpenMP's spinning threads then fight over the cores (measured:
     # 10-50x slower). libgomp reads these when ngspice loads it, i.e. just below.
-    os.environ["OMP_NUM_THREADS"] = os.environ.get("GCSIM_NGSPICE_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = str(_threads())
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.getLogger("PySpice").setLevel(logging.CRITICAL)
     from PySpice.Spice.NgSpice.Shared import NgSpiceShared
