@@ -79,9 +79,7 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
     spec, adjusted = _pulse_spec(points, model_set, batch, workers)
     sweep = Sweep(spec, models=models, workers=workers, cache=ResultCache(enabled=False),
                   progress=progress)
-    started = time.perf_counter()
-    batched = sweep.run()
-    batched_s = time.perf_counter() - started
+    batched, batched_s = _timed_run(sweep)
 
     # The plain way: one netlist per point, loaded and run by one PySpice instance.
     n = len(sweep.grid)
@@ -121,6 +119,13 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
     }
 
 
+def _timed_run(sweep):
+    """A sweep's result and its wall time in seconds."""
+    started = time.perf_counter()
+    result = sweep.run()
+    return result, time.perf_counter() - started
+
+
 def _sig(seconds: float, digits: int = 4) -> float:
     """Rounded to significant figures: a fixed number of decimals loses a short time."""
     return float(f"{seconds:.{digits}g}")
@@ -157,17 +162,14 @@ def bench_sweep_dask(points: int = 1000, models: str = "builtin", batch: int | N
                 runner.restrict_to = addresses[:count]
                 sweep = Sweep(spec, models=models, cache=ResultCache(enabled=False),
                               progress=progress, executor=runner)
-                started = time.perf_counter()
-                result = sweep.run()
-                timings[count].append(time.perf_counter() - started)
+                result, seconds = _timed_run(sweep)
+                timings[count].append(seconds)
                 tables.append(result.table)
                 runs = result.metadata["stats"]["runs"]
         runner.restrict_to = None
     local = Sweep(spec, models=models, workers=jobs, cache=ResultCache(enabled=False),
                   progress=progress)
-    started = time.perf_counter()
-    local_result = local.run()
-    local_s = time.perf_counter() - started
+    local_result, local_s = _timed_run(local)
     n = len(local.grid)
     identical = all(table.equals(local_result.table) for table in tables)
     median = {count: float(np.median(values)) for count, values in timings.items()}

@@ -70,16 +70,6 @@ def _common(func):
     return executors.click_options(func)
 
 
-def _decay_age_range(fits_dir) -> float | None:
-    """The oldest age the bundle's decay fit covers (its age_max), if it records one."""
-    from gcsim.fit.bundle import load_bundle
-
-    bundle = load_bundle(fits_dir)
-    if "decay" not in bundle or "age_max" not in bundle["decay"].parameters:
-        return None
-    return float(bundle["decay"].value("age_max"))
-
-
 def _load(path: Path | None, name: str) -> np.ndarray | None:
     if path is None:
         return None
@@ -137,7 +127,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             if not age > 0:
                 raise InputError("--max-age must be > 0")
             token_period = age / (k.shape[0] - 1)
-            fitted_ages = _decay_age_range(fits_dir)
+            fitted_ages = model.decay.fitted_age_max_s
             if fitted_ages is not None and age > fitted_ages * (1 + 1e-9):
                 warning = (f"--max-age {age:.4g} s is beyond the {fitted_ages:.4g} s of ages the "
                            "fitted decay was fitted over: the model extrapolates")

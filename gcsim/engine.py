@@ -252,6 +252,7 @@ def run_many(requests: Iterable[RunRequest], workers: int = 1,
         yield from executor.run_many(requests, workers)
         return
     library_path()  # fail fast, once, with the install hint
+    _threads()      # and on a bad GCSIM_NGSPICE_THREADS, before any worker starts
     _preimport()
     yield from _run_local(requests, workers, _context())
 

@@ -180,7 +180,6 @@ def test_retention_ages_the_cells_in_spice():
     assert report["stages"]["S"]["correlation"] > 0.95
 
 
-
 @needs_fits
 def test_cli_retention_warns_when_the_ages_outrun_the_decay_fit():
     result = CliRunner().invoke(main, ["validate", "retention", "--rows", "3", "--cols", "3",
@@ -192,6 +191,8 @@ def test_cli_retention_warns_when_the_ages_outrun_the_decay_fit():
                                        "--max-age", "0.5m", "--threshold", "100"])
     assert inside.exit_code == 0 and "warning" not in inside.stderr
 
+
+# ----------------------------------------------------------------------------- bad input
 def test_check_inputs_refuses_bad_shapes_and_values():
     q, k, v = random_inputs(4, 5, 0)
     check_inputs(q, k, v)

@@ -66,7 +66,10 @@ class FitsBundle:
         read_on = float(record.value("read_on_level"))
         decay_record = self.records["decay"]
         decay = ExponentialDecay(time_constant_s=float(decay_record.value("time_constant")),
-                                 asymptote_V=float(decay_record.value("asymptote")))
+                                 asymptote_V=float(decay_record.value("asymptote")),
+                                 fitted_age_max_s=(float(decay_record.value("age_max"))
+                                                   if "age_max" in decay_record.parameters
+                                                   else None))
         readout = Readout()
         if "sense_amp" in self.records:
             amp = self.records["sense_amp"]

@@ -12,8 +12,8 @@ column current I flows), and every cell on the bitline, pulsed or resting, answe
 -g(V_store) * dV. `readout_loading` fits dV from sense_amp_loading; `cell_conductance` fits g
 during a read pulse and at rest from gain_cell_bitline, a transient sweep that steps the bitline
 under a floating storage node (a DC sweep with the storage node held overstates g during a read
-by 25-50 %: the node follows the bitline through the conducting devices' gate capacitance). The array simulator combines the two
-(gcsim.simulate.loading).
+by 25-50 %: the node follows the bitline through the conducting devices' gate capacitance).
+The array simulator combines the two (gcsim.simulate.loading).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from gcsim.simulate.models import PAPER
 
 MID_RAIL_V = PAPER.mid_rail_V
 READ_ON_V = PAPER.read_on_V
+
+
 def _conductances(group: pd.DataFrame) -> tuple[float, float]:
     """(g_off, g_on) of one stored voltage: the charge each bitline step costs against the
     unstepped run with the same pulse width, regressed on the step's deviation integral (the

@@ -117,6 +117,9 @@ class ExponentialDecay:
 
     time_constant_s: float
     asymptote_V: float = PAPER.mid_rail_V
+    # The oldest age a fitted decay was fitted over (None: published, or not recorded);
+    # beyond it the exponential extrapolates.
+    fitted_age_max_s: float | None = None
 
     def decay_factor(self, token_period_s: float) -> float:
         """Exponent per token of age: token period / time constant."""

@@ -401,25 +401,34 @@ class GainCellArray:
         if base is None:
             return self.row_charges_C(np.ones((n_queries, n_keys), self.dtype), query_start,
                                       key_start, array_size)
-        keys = self._key_features(key_start, key_stop, base)
-        ones = np.ones(padded, dtype=self.dtype)
-        ones[n_keys:] = 0.0   # past n_keys the cells are not there, as in the padded product
-        sums = np.einsum("skn,sk->sn", keys.reshape(n_sub, array_size, -1),
-                         ones.reshape(n_sub, array_size))   # (sub, N)
-        if single and self.terms[0].feature is not None:
-            return np.broadcast_to(sums[:, None, :], (n_sub, n_queries, self.head_dim)).copy()
-        scales = self._query_scales(query_start, n_queries, base)
+        keys = self._key_features(key_start, key_stop, base)[:n_keys]
+        sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
+        sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
+        sums = sums.reshape(n_sub, array_size, -1).sum(axis=1)   # (sub, N)
+        # Every query sees the same sums; only the decay scales differ between queries.
+        products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
+        return np.array(self._weigh_row_terms(products, query_start, base))
+
+    def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
+        """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the
+        key features based at `base` (see _key_features), giving (sub, query, head_dim)."""
+        if self._single_feature() and self.terms[0].feature is not None:
+            return products
+        n_sub, n_q = products.shape[:2]
+        scales = self._query_scales(query_start, n_q, base)
+        # A constant term can only be the m = 0 term, which comes first (one column).
         first = 1 if self.terms[0].constant is not None else 0
         n_arrays = len(self.terms) - first
-        out = np.zeros((n_sub, n_queries, self.head_dim), dtype=self.dtype)
-        if n_arrays:
-            weights = np.stack(
-                [np.ones(n_queries, self.dtype) if s is None else s for s in scales[first:]],
-                axis=1)
-            parts = sums[:, first:].reshape(n_sub, n_arrays, self.head_dim)
-            out += np.einsum("smd,qm->sqd", parts, weights)
+        if n_arrays == 0:
+            return np.repeat(products, self.head_dim, axis=2)
+        weights = np.stack(
+            [np.ones(n_q, self.dtype) if s is None else s for s in scales[first:]], axis=1
+        )
+        parts = products[:, :, first:].reshape(n_sub, n_q, n_arrays, self.head_dim)
+        # One pass over the products: sum_m scale_m[t] * P_m[s, t, :].
+        out = np.einsum("sqmd,qm->sqd", parts, weights)
         if first:
-            out += sums[:, None, :1]
+            out += products[:, :, :1]
         return out
 
     def row_charges_C(
@@ -449,23 +458,7 @@ class GainCellArray:
         if base is not None:
             keys = self._key_features(key_start, key_stop, base)
             products = tiles @ keys.reshape(n_sub, array_size, -1)  # (sub, query, N)
-            if single and self.terms[0].feature is not None:
-                return products
-            scales = self._query_scales(query_start, n_q, base)
-            # A constant term can only be the m = 0 term, which comes first (one column).
-            first = 1 if self.terms[0].constant is not None else 0
-            n_arrays = len(self.terms) - first
-            if n_arrays == 0:
-                return np.repeat(products, self.head_dim, axis=2)
-            weights = np.stack(
-                [np.ones(n_q, self.dtype) if s is None else s for s in scales[first:]], axis=1
-            )
-            parts = products[:, :, first:].reshape(n_sub, n_q, n_arrays, self.head_dim)
-            # One pass over the products: sum_m scale_m[t] * P_m[s, t, :].
-            out = np.einsum("sqmd,qm->sqd", parts, weights)
-            if first:
-                out += products[:, :, :1]
-            return out
+            return self._weigh_row_terms(products, query_start, base)
         decay = self._decay_matrix(query_start, n_q, key_start, padded)
         keys = self._key_features(key_start, key_stop, None)
         out = np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
