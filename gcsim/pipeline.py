@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gcsim import spec as spec_module
-from gcsim.cache import ResultCache
+from gcsim.characterize import spec as spec_module
+from gcsim.characterize.cache import ResultCache
 from gcsim.fit import kinds, schema
-from gcsim.fit.run import fit_table, write_fit
+from gcsim.fit.table import fit_table, write_fit
+from gcsim.hw.published import PAPER
+from gcsim.validate.tile import TileParams
 
 # The options `gcsim regen` fits with; each is stated in the fit file's provenance.
 #  - nonlinearity: at the array's read on-level only, like the published coefficients (whose
@@ -30,6 +32,19 @@ REGEN_OPTIONS = {
     "nonlinearity": {"order": 3, "v_in_V": 0.9, "objective": "minimax"},
     "charge_per_pulse": {"order": 5, "edge_order": 3, "objective": "lsq"},
 }
+
+
+def context_options(kind_name: str) -> dict:
+    """What a fit needs from the architecture rather than from its table: the ages the decay's
+    exponential must match (the published window of 1024 tokens x 0.8 µs), and the tile's V
+    readout timing (readout_loading). Recorded in each fit's provenance with its options."""
+    if kind_name == "decay":
+        return {"age_max_s": PAPER.window * PAPER.token_period_s}
+    if kind_name == "readout_loading":
+        return {"tile_timing_s": TileParams.defaults(signed=False).readout_timing_s()}
+    return {}
+
+
 # Extra fits that are reported but are not part of the bundle.
 EXTRA_FITS = {
     "nonlinearity_surface": ("nonlinearity", {"order": 3, "objective": "lsq"}),
@@ -49,9 +64,9 @@ class SweepOutcome:
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
                jobs: int | None = None, on_done: Callable[[SweepOutcome], None] | None = None,
                only: set[str] | None = None, executor=None) -> list[SweepOutcome]:
-    """Sweep every spec of `spec_dir` into `sweep_dir`; `executor` (gcsim.executors) runs
+    """Sweep every spec of `spec_dir` into `sweep_dir`; `executor` (gcsim.spice.executors) runs
     the ngspice runs elsewhere, e.g. on Dask (default: local worker processes)."""
-    from gcsim.sweep import Sweep, write_outputs
+    from gcsim.characterize.sweep import Sweep, write_outputs
 
     outcomes = []
     for path in sorted(Path(spec_dir).glob("*.toml")):
@@ -95,7 +110,7 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
             if on_skip:
                 on_skip(name, f"no {kind.sweep} sweep")
             continue
-        record, data = fit_table(kind_name, table, **options)
+        record, data = fit_table(kind_name, table, **{**context_options(kind_name), **options})
         json_path, plot_path = write_fit(record, data, Path(target) / f"{name}.json",
                                          Path(plots_dir) / f"{name}.png")
         outcome = FitOutcome(name, kind_name, record, json_path, plot_path)

@@ -13,16 +13,20 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gcsim import engine, executors, paths, pipeline, spec
-from gcsim.bench import bench_sweep_dask
-from gcsim.cache import ResultCache
+from gcsim import pipeline
+from gcsim.spice import engine
+from gcsim.spice import executors
+from gcsim.core import resources
+from gcsim.characterize import spec
+from gcsim.bench.sweep import bench_sweep_dask
+from gcsim.characterize.cache import ResultCache
 from gcsim.cli import main
-from gcsim.sweep import Sweep
+from gcsim.characterize.sweep import Sweep
 
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
-PULSE = paths.CHARACTERIZATION / "gain_cell_pulse.toml"
+PULSE = resources.CHARACTERIZATION / "gain_cell_pulse.toml"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def pulse_spec(num_store=2, num_pulse=4, batch=1):
     raw = spec.load(PULSE).raw
     raw = {**raw, "analysis": {**raw["analysis"], "batch": batch},
            "axes": [dict(raw["axes"][0], num=num_store), dict(raw["axes"][1], num=num_pulse)]}
-    return spec.from_dict(raw, name="dask_pulse", base=paths.CHARACTERIZATION)
+    return spec.from_dict(raw, name="dask_pulse", base=resources.CHARACTERIZATION)
 
 
 def cache_keys(folder):
@@ -113,10 +117,10 @@ def test_run_many_yields_each_result_once_and_as_local(dask):
 
 
 def test_regen_sweeps_on_dask_match_local(dask, tmp_path):
-    remote = pipeline.run_sweeps(paths.CHARACTERIZATION, tmp_path / "dask",
+    remote = pipeline.run_sweeps(resources.CHARACTERIZATION, tmp_path / "dask",
                                  only={"gain_cell_iv"}, executor=dask)
     assert remote[0].stats["runs"] == 1
-    local = pipeline.run_sweeps(paths.CHARACTERIZATION, tmp_path / "local", only={"gain_cell_iv"})
+    local = pipeline.run_sweeps(resources.CHARACTERIZATION, tmp_path / "local", only={"gain_cell_iv"})
     assert local[0].stats["cache_hits"] == 1       # the same key as the Dask run's
     pd.testing.assert_frame_equal(local[0].table_data, remote[0].table_data)
 

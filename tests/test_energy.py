@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gcsim import energy as model
+from gcsim.energy import model
 from gcsim.cli import main
 from gcsim.fit import schema
 from gcsim.fit.bundle import load_bundle, write_parameter_bundle
 from gcsim.fit.schema import FitRecord, param
-from gcsim.simulate.models import PAPER
+from gcsim.hw import PAPER
 
 READ_FIXED = 0.5e-15     # J
 READ_POWER = 3e-6        # W

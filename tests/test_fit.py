@@ -19,7 +19,11 @@ from gcsim.fit.mismatch import fit_mismatch
 from gcsim.fit.periphery import (fit_charge_to_pulse, fit_sense_amp, fit_signed_converter,
                                  hard_sigmoid)
 from gcsim.fit.schema import FitFileError, RangeError
-from gcsim.simulate.models import PAPER, polynomial_basis
+from gcsim.hw import PAPER, hardware_model, polynomial_basis
+
+# The published operating point and window the synthetic tables are made at.
+OPERATING_POINT = {"v_mid_V": PAPER.mid_rail_V, "read_on_V": PAPER.read_on_V}
+WINDOW_AGE_S = PAPER.window * PAPER.token_period_s
 
 RNG = np.random.default_rng(11)
 PAPER_A = [c * 1e-6 for c in PAPER.cell_coefficients_uA]
@@ -37,7 +41,7 @@ def test_nonlinearity_recovers_a_known_surface_from_noisy_data():
     noisy = current + RNG.normal(0, 1e-9, current.shape)
     table = pd.DataFrame({"stored_voltage_V": stored.ravel(), "v_in_V": v_in.ravel(),
                           "i_out_A": noisy.ravel()})
-    record = fit_nonlinearity(table)
+    record = fit_nonlinearity(table, **OPERATING_POINT)
     np.testing.assert_allclose(record.value("coefficients"), true, rtol=0.02, atol=2e-8)
     assert record.metrics["r2"] > 0.9999
     assert record.metrics["rmse_A"] == pytest.approx(1e-9, rel=0.2)
@@ -49,7 +53,7 @@ def test_nonlinearity_at_the_on_level_reproduces_the_published_coefficient_shape
     stored = np.linspace(0, 0.9, 41)
     table = pd.DataFrame({"stored_voltage_V": stored, "v_in_V": 0.9,
                           "i_out_A": surface(PAPER_A, stored, 0.9)})
-    record = fit_nonlinearity(table, v_in_V=0.9)
+    record = fit_nonlinearity(table, v_in_V=0.9, **OPERATING_POINT)
     np.testing.assert_allclose(record.value("coefficients"), PAPER_A, rtol=1e-6)
     assert record.valid_range["v_in_V"] == [0.9, 0.9]
 
@@ -58,8 +62,8 @@ def test_minimax_objective_lowers_the_maximum_error():
     stored = np.linspace(0, 0.9, 61)
     current = 1e-5 * np.tanh(6 * (stored - 0.45))  # not a cubic
     table = pd.DataFrame({"stored_voltage_V": stored, "v_in_V": 0.9, "i_out_A": current})
-    lsq = fit_nonlinearity(table, v_in_V=0.9)
-    minimax = fit_nonlinearity(table, v_in_V=0.9, objective="minimax")
+    lsq = fit_nonlinearity(table, v_in_V=0.9, **OPERATING_POINT)
+    minimax = fit_nonlinearity(table, v_in_V=0.9, objective="minimax", **OPERATING_POINT)
     assert minimax.metrics["max_error_pct_fs"] < lsq.metrics["max_error_pct_fs"]
     assert minimax.metrics["rmse_pct_fs"] > lsq.metrics["rmse_pct_fs"]
 
@@ -72,7 +76,7 @@ def test_charge_per_pulse_recovers_current_and_edge_charge():
     charge = current * width + edge + RNG.normal(0, 1e-17, x.shape)
     table = pd.DataFrame({"stored_voltage_V": stored.ravel(), "t_pulse_s": width.ravel(),
                           "charge_C": charge.ravel()})
-    record = fit_charge_per_pulse(table)
+    record = fit_charge_per_pulse(table, **OPERATING_POINT)
     np.testing.assert_allclose(record.value("current_coefficients"),
                                [0.1e-6, 20e-6, 5e-6, 40e-6], rtol=0.01, atol=2e-9)
     assert record.value("edge_time") == pytest.approx(130e-12, rel=0.02)
@@ -88,7 +92,7 @@ def test_decay_recovers_the_sinh_law_and_temperature_dependence():
             volts = sinh_law(v0, times, 0.46, 0.12, tau) + RNG.normal(0, 2e-4, times.size)
             rows.append(pd.DataFrame({"temperature_C": temperature, "initial_voltage_V": v0,
                                       "time_s": times, "stored_voltage_V": volts}))
-    record = fit_decay(pd.concat(rows))
+    record = fit_decay(pd.concat(rows), age_max_s=WINDOW_AGE_S)
     assert record.value("law_time_constant") == pytest.approx(12e-3, rel=0.02)
     assert record.value("law_asymptote") == pytest.approx(0.46, abs=2e-3)
     assert record.value("law_voltage_scale") == pytest.approx(0.12, rel=0.03)
@@ -125,7 +129,7 @@ def test_charge_to_pulse_recovers_the_hard_sigmoid():
 
 
 def test_charge_to_pulse_models_a_comparator_dead_zone_and_the_stage_applies_it():
-    from gcsim.simulate.stages import ChargeToPulse
+    from gcsim.hw.stages import ChargeToPulse
 
     charge = np.linspace(-0.2e-12, 2e-12, 111)
     width = hard_sigmoid(charge, 15e-9 / 1.1e-12, -0.05e-12, 15e-9, threshold_C=0.03e-12)
@@ -139,7 +143,7 @@ def test_charge_to_pulse_models_a_comparator_dead_zone_and_the_stage_applies_it(
 
 
 def test_signed_converter_finds_full_scale_and_counts():
-    from gcsim.simulate.stages import quantize
+    from gcsim.hw.stages import quantize
 
     charge = np.linspace(-900e-15, 900e-15, 121)
     value = np.clip(charge / 600e-15, -1, 1)
@@ -168,7 +172,7 @@ def iv_record():
     stored = np.linspace(0, 0.9, 21)
     table = pd.DataFrame({"stored_voltage_V": stored, "v_in_V": 0.9,
                           "i_out_A": surface(PAPER_A, stored, 0.9)})
-    record = fit_nonlinearity(table, v_in_V=0.9)
+    record = fit_nonlinearity(table, v_in_V=0.9, **OPERATING_POINT)
     record.provenance = {"origin": "test"}
     return record
 
@@ -213,7 +217,7 @@ def test_bundle_loads_as_one_object_and_builds_the_fitted_model(tmp_path):
                            slope_s_per_C=15e-9 / 1.2e-12, t_max_s=15e-9)
     bundle = load_bundle(tmp_path / "b")
     assert {"nonlinearity", "decay", "charge_to_pulse"} <= set(bundle.records)
-    model = bundle.hardware_model()
+    model = hardware_model(bundle)
     np.testing.assert_allclose(model.cell.coefficients_A, PAPER_A)
     assert model.charge_to_pulse.saturation_charge_C == pytest.approx(1.2e-12)
 

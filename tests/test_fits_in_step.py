@@ -7,7 +7,7 @@ specs and fitters.
 
 from click.testing import CliRunner
 
-from gcsim import paths
+from gcsim.core import resources
 from gcsim.cli import main
 from gcsim.pipeline import compare_fits
 
@@ -23,11 +23,11 @@ def test_compare_fits_reports_a_changed_number(tmp_path):
     import shutil
 
     copy = tmp_path / "fits"
-    shutil.copytree(paths.FITS, copy)
-    assert compare_fits(paths.FITS, copy) == []
+    shutil.copytree(resources.FITS, copy)
+    assert compare_fits(resources.FITS, copy) == []
     record = json.loads((copy / "decay.json").read_text())
     record["parameters"]["time_constant"]["value"] *= 1.001
     record["provenance"]["date"] = "1999-01-01"
     (copy / "decay.json").write_text(json.dumps(record))
-    differences = compare_fits(paths.FITS, copy)
+    differences = compare_fits(resources.FITS, copy)
     assert len(differences) == 1 and "time_constant" in differences[0]

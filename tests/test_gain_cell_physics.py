@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from gcsim import paths, spec
-from gcsim.sweep import Sweep
+from gcsim.core import resources
+from gcsim.characterize import spec
+from gcsim.characterize.sweep import Sweep
 
 MID_RAIL = 0.45
 
 
 def run(name, **changes):
-    raw = spec.load(paths.CHARACTERIZATION / f"{name}.toml").raw
+    raw = spec.load(resources.CHARACTERIZATION / f"{name}.toml").raw
     raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]]}
     for index, axis_changes in changes.items():
         axis = raw["axes"][int(index[1:])]
@@ -18,7 +19,7 @@ def run(name, **changes):
             for key in ("start", "stop", "num", "scale"):
                 axis.pop(key, None)
         axis.update(axis_changes)
-    loaded = spec.from_dict(raw, name=name, base=paths.CHARACTERIZATION)
+    loaded = spec.from_dict(raw, name=name, base=resources.CHARACTERIZATION)
     result = Sweep(loaded, progress=False).run()
     assert result.failures == []
     return result.table

@@ -10,13 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gcsim import paths
+from gcsim.core import resources
 from gcsim.fit.bundle import load_bundle
 from gcsim.fit.loading import fit_cell_conductance, fit_readout_loading
 from gcsim.fit.numerics import FitError
 from gcsim.simulate.attention import SimulationConfig, simulate_attention
-from gcsim.simulate.loading import ReadoutLoading
-from gcsim.simulate.stages import GainCellArray
+from gcsim.hw.loading import ReadoutLoading
+from gcsim.hw import PAPER, hardware_model
+from gcsim.hw.stages import GainCellArray
+from gcsim.pipeline import context_options
+
+OPERATING_POINT = {"v_mid_V": PAPER.mid_rail_V, "read_on_V": PAPER.read_on_V}
 
 OFFSET, CHARGE_COEF, CURRENT_COEF = 0.8e-3, 1.5e9, 40.0
 
@@ -35,7 +39,7 @@ def _loading_table(start=0.5e-9, tail=1.1e-9):
 
 
 def test_readout_loading_recovers_offset_gain_and_bandwidth_terms():
-    record = fit_readout_loading(_loading_table())
+    record = fit_readout_loading(_loading_table(), **context_options("readout_loading"))
     assert record.value("offset") == pytest.approx(OFFSET, rel=1e-9)
     assert record.value("charge_coefficient") == pytest.approx(CHARGE_COEF, rel=1e-6)
     assert record.value("current_coefficient") == pytest.approx(CURRENT_COEF, rel=1e-9)
@@ -46,7 +50,7 @@ def test_readout_loading_recovers_offset_gain_and_bandwidth_terms():
 def test_readout_loading_needs_two_integration_times():
     table = _loading_table()
     with pytest.raises(FitError, match="integration times"):
-        fit_readout_loading(table[table["t_int_s"] == 15e-9])
+        fit_readout_loading(table[table["t_int_s"] == 15e-9], **context_options("readout_loading"))
 
 
 def test_cell_conductance_recovers_read_and_rest_polynomials():
@@ -63,13 +67,13 @@ def test_cell_conductance_recovers_read_and_rest_polynomials():
                 rows.append(dict(bitline_step_V=step, stored_voltage_V=stored, t_pulse_s=width,
                                  charge_C=charge, bitline_deviation_integral_Vs=deviation))
     table = pd.DataFrame(rows)
-    record = fit_cell_conductance(table, order=2)
+    record = fit_cell_conductance(table, order=2, **OPERATING_POINT)
     assert np.allclose(record.value("on_coefficients"), on, rtol=1e-6, atol=1e-12)
     assert np.allclose(record.value("off_coefficients"), off, rtol=1e-6, atol=1e-12)
     with pytest.raises(FitError, match="two or more pulse widths"):
-        fit_cell_conductance(table[table["t_pulse_s"] == 5e-9])
+        fit_cell_conductance(table[table["t_pulse_s"] == 5e-9], **OPERATING_POINT)
     with pytest.raises(FitError, match="non-zero step"):
-        fit_cell_conductance(table[table["bitline_step_V"] != 0])
+        fit_cell_conductance(table[table["bitline_step_V"] != 0], **OPERATING_POINT)
 
 
 def _loading(g_on, g_off, offset=OFFSET, charge=CHARGE_COEF, current=CURRENT_COEF):
@@ -113,10 +117,10 @@ def test_zero_conductance_is_the_ideal_readout():
                        plain.row_charges_C(pulses, 61, 0, 64), rtol=1e-12, atol=0)
 
 
-@pytest.mark.skipif(not (paths.FITS / "readout_loading.json").is_file(),
+@pytest.mark.skipif(not (resources.FITS / "readout_loading.json").is_file(),
                     reason="no committed readout_loading fit")
 def test_fitted_mode_applies_the_committed_loading_and_can_switch_it_off():
-    model = load_bundle(paths.FITS).hardware_model()
+    model = hardware_model(load_bundle(resources.FITS))
     assert model.loading is not None
     rng = np.random.default_rng(5)
     q = rng.uniform(0, 1, (96, 8))

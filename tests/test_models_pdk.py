@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gcsim import models, spec
-from gcsim.cache import ResultCache
+from gcsim.spice import process as models
+from gcsim.characterize import spec
+from gcsim.characterize.cache import ResultCache
 from gcsim.cli import main
-from gcsim.errors import ParameterError, SpecError
-from gcsim.sweep import Sweep
+from gcsim.core.errors import ParameterError, SpecError
+from gcsim.characterize.sweep import Sweep
 
 from conftest import DATA
 
@@ -154,7 +155,7 @@ def test_sky130_nominal_and_pdk_mismatch(monkeypatch):
 
 
 def test_bench_sweep_samples_the_per_point_baseline():
-    from gcsim.bench import bench_sweep
+    from gcsim.bench.sweep import bench_sweep
 
     report = bench_sweep(points=9, workers=1, progress=False, sample=3)
     assert report["points"] == 9 and report["per_point_sampled"] == 3

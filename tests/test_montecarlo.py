@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gcsim import models, spec
-from gcsim.cache import ResultCache
-from gcsim.errors import SpecError
-from gcsim.sweep import Sweep
+from gcsim.spice import process as models
+from gcsim.characterize import spec
+from gcsim.characterize.cache import ResultCache
+from gcsim.core.errors import SpecError
+from gcsim.characterize.sweep import Sweep
 
 from conftest import DATA
 
@@ -103,9 +104,9 @@ def test_montecarlo_spec_errors():
 
 
 def test_readme_documents_the_spec_keys():
-    from gcsim import paths
+    from gcsim.core import resources
 
-    readme = (paths.ROOT / "README.md").read_text()
+    readme = (resources.ROOT / "README.md").read_text()
     keys = list(spec.TOP_KEYS) + list(spec.MONTECARLO_KEYS) + list(spec.DEVICE_KEYS)
     forms = ("`{}`", "`{},", " {}`", "[{}]", "[[{}]]", "[{}.", ".{}.")
     missing = [key for key in keys if key != "description"

@@ -2,17 +2,17 @@
 
 import pytest
 
-from gcsim import paths
-from gcsim.errors import ParameterError, SpecError
-from gcsim.models import resolve
-from gcsim.netlist import Template, save_card, vector_name
+from gcsim.core import resources
+from gcsim.core.errors import ParameterError, SpecError
+from gcsim.spice.process import resolve
+from gcsim.spice.template import Template, save_card, vector_name
 
 MODELS = resolve("builtin").lines()
 
 
 @pytest.fixture(scope="module")
 def pulse():
-    return Template.load(paths.NETLISTS / "gain_cell_pulse.cir")
+    return Template.load(resources.NETLISTS / "gain_cell_pulse.cir")
 
 
 def test_defaults_and_globals(pulse):
@@ -26,7 +26,7 @@ def test_defaults_and_globals(pulse):
 def test_render_replaces_values_models_and_analysis(pulse):
     text = pulse.render({"v_store": "0.3", "t_pulse": "5n"}, MODELS, [".tran 1e-10 1.8e-08"])
     assert ".param v_store=0.3\n" in text and ".param t_pulse=5e-09\n" in text
-    assert "models/builtin.lib tt" in text and str(paths.MODELS) in text
+    assert "models/builtin.lib tt" in text and str(resources.MODELS) in text
     assert text.count(".tran") == 1 and ".control" not in text and "plot" not in text
     assert text.rstrip().endswith(".end")
     # Included files are inlined, so the text (and its hash) covers the cell itself.

@@ -4,8 +4,9 @@ HardSigmoid charge-to-pulse converter, signed converter, and energy per operatio
 import numpy as np
 import pytest
 
-from gcsim import paths, spec
-from gcsim.sweep import Sweep
+from gcsim.core import resources
+from gcsim.characterize import spec
+from gcsim.characterize.sweep import Sweep
 
 MID_RAIL = 0.45
 T_MAX = 15e-9
@@ -13,7 +14,7 @@ T_MAX = 15e-9
 
 def run(name, values=None, parameters=None, axes=None):
     """Run a committed spec through the public path, with fewer points."""
-    raw = spec.load(paths.CHARACTERIZATION / f"{name}.toml").raw
+    raw = spec.load(resources.CHARACTERIZATION / f"{name}.toml").raw
     raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]]}
     for index, axis_values in (axes or {0: values}).items():
         axis = raw["axes"][index]
@@ -22,7 +23,7 @@ def run(name, values=None, parameters=None, axes=None):
         axis["values"] = axis_values
     if parameters:
         raw["parameters"] = {**raw.get("parameters", {}), **parameters}
-    loaded = spec.from_dict(raw, name=name, base=paths.CHARACTERIZATION)
+    loaded = spec.from_dict(raw, name=name, base=resources.CHARACTERIZATION)
     result = Sweep(loaded, progress=False).run()
     assert result.failures == []
     return result.table.sort_values(list(result.table.columns[:len(loaded.axes)]))

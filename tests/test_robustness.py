@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gcsim import engine, paths
+from gcsim.spice import engine
+from gcsim.core import resources
 from gcsim.cli import main
 from gcsim.fit import schema
 
@@ -150,7 +151,7 @@ def test_measurement_times_must_lie_in_the_transient(work):
 
 
 def test_a_huge_grid_needs_yes(work, monkeypatch):
-    from gcsim import spec
+    from gcsim.characterize import spec
 
     grid = SPEC + "[[axes]]\nparam = 'v_in'\ncolumn = 'v_in_V'\nstart = 0\nstop = 1\nnum = 400001\n"
     line = one_line_error(invoke("sweep", spec_with(work, grid), "-o", "out.csv"))
@@ -298,8 +299,8 @@ def test_damaged_tables_are_one_line(tmp_path, sweep_table):
 
 
 def fit_file_cases(folder: Path) -> dict[str, tuple[Path, str]]:
-    good = json.loads((paths.FITS / "nonlinearity.json").read_text())
-    text = (paths.FITS / "nonlinearity.json").read_text()
+    good = json.loads((resources.FITS / "nonlinearity.json").read_text())
+    text = (resources.FITS / "nonlinearity.json").read_text()
     newer = dict(good, schema_version=schema.SCHEMA_VERSION + 1)
     nan = json.loads(text)
     nan["parameters"]["coefficients"]["value"][0] = "NaN"
@@ -331,7 +332,7 @@ def test_damaged_fits_bundle_is_one_line(tmp_path):
     (tmp_path / "cases").mkdir()
     for name, (path, expected) in fit_file_cases(tmp_path / "cases").items():
         bundle = tmp_path / f"bundle_{path.stem}"
-        shutil.copytree(paths.FITS, bundle)
+        shutil.copytree(resources.FITS, bundle)
         shutil.copy(path, bundle / "nonlinearity.json")
         line = one_line_error(invoke("simulate", "attention", "--mode", "fitted", "--fits", bundle,
                                      "--tokens", "8", "--dim", "4", "--window", "8",
@@ -422,7 +423,7 @@ def test_debug_shows_the_traceback(work):
 
 
 def test_unexpected_errors_are_one_line_too(work, monkeypatch):
-    from gcsim import spec
+    from gcsim.characterize import spec
 
     def broken(path):
         raise RuntimeError("something gcsim did not foresee\nsecond line")

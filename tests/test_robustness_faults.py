@@ -266,10 +266,10 @@ def test_full_disk_keeps_the_previous_fit(tmp_path, monkeypatch):
 
 
 def test_full_disk_keeps_the_previous_energy_report(tmp_path, monkeypatch):
-    from gcsim import paths
+    from gcsim.core import resources
 
     out = tmp_path / "energy"
-    args = ["energy", "--fits", paths.FITS, "--out", out]
+    args = ["energy", "--fits", resources.FITS, "--out", out]
     assert invoke(*args).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)

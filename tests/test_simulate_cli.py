@@ -92,9 +92,9 @@ def test_out_of_range_values_without_clipping(tmp_path):
 
 
 def test_missing_fits_bundle(tmp_path, monkeypatch):
-    from gcsim import paths
+    from gcsim.core import resources
 
-    monkeypatch.setattr(paths, "FITS", tmp_path / "no-fits")
+    monkeypatch.setattr(resources, "FITS", tmp_path / "no-fits")
     assert_one_line_error(run("simulate", "attention", "--mode", "fitted"), "fits bundle")
     missing = str(tmp_path / "nope")
     assert_one_line_error(
@@ -139,7 +139,7 @@ def test_bench_json_small():
         assert entry["ratio_to_floor"] == pytest.approx(entry["time_s"] / report["floor_s"])
         assert entry["ratio_to_softmax"] == pytest.approx(entry["time_s"] / report["softmax_s"])
     # The committed fits/ bundle when there is one, else the published coefficients.
-    from gcsim.simulate.models import default_fits_dir
+    from gcsim.hw import default_fits_dir
 
     expected = "fitted (" + str(default_fits_dir()) if default_fits_dir() else "no fits bundle"
     assert expected in report["fitted"]["label"]
@@ -148,7 +148,7 @@ def test_bench_json_small():
 def write_bundle(directory, mismatch=None):
     """A fits bundle holding the published parameters."""
     from gcsim.fit.bundle import write_parameter_bundle
-    from gcsim.simulate.models import PAPER
+    from gcsim.hw import PAPER
 
     unit = PAPER.charge_unit_C
     if mismatch:

@@ -16,7 +16,7 @@ from gcsim.simulate import (
     load_fitted_models,
     simulate_attention,
 )
-from gcsim.simulate.models import PolynomialCell
+from gcsim.hw import PAPER, PolynomialCell
 
 UNIT = 1e-6 * 15e-9  # the published charge unit, 1 µA x T_max
 C = [0.17393044, 0.15653739, 0.14088365, 0.12679529, 5.51975209,
@@ -90,7 +90,7 @@ def test_cell_without_stored_value_dependence_ignores_decay_and_values():
     c_uA = 2.0
     model = replace(
         fitted_model_from_paper_coefficients(),
-        cell=PolynomialCell(coefficients_A=(c_uA * 1e-6,) + (0.0,) * 9),
+        cell=PolynomialCell(coefficients_A=(c_uA * 1e-6,) + (0.0,) * 9, v_mid_V=PAPER.mid_rail_V),
     )
     rng = np.random.default_rng(12)
     q, k, v = rng.random((20, 4)), rng.random((20, 4)) * 0.9, rng.random((20, 4)) * 0.9
@@ -181,9 +181,9 @@ def test_fitted_models_with_offsets_and_non_mid_rail_asymptote_match_dense_refer
 
 
 def test_missing_or_malformed_fits_bundle_gives_clear_errors(tmp_path, monkeypatch):
-    from gcsim import paths
+    from gcsim.core import resources
 
-    monkeypatch.setattr(paths, "FITS", tmp_path / "no-committed-fits")
+    monkeypatch.setattr(resources, "FITS", tmp_path / "no-committed-fits")
     with pytest.raises(FitsBundleError, match="not found"):
         load_fitted_models(tmp_path / "nowhere")
     with pytest.raises(FitsBundleError, match="needs a fits bundle"):
@@ -284,7 +284,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_pulse_edges_and_converter_dead_zone_match_a_dense_reference():
     """Every pulse that is on carries `pulse_edge_time_s` of extra drive (query and φ alike);
     φ itself is the converter's width, zero below its threshold charge."""
-    from gcsim.simulate.stages import ChargeToPulse
+    from gcsim.hw.stages import ChargeToPulse
 
     edge, threshold = 0.4e-9, 10 * UNIT
     model = replace(fitted_model_from_paper_coefficients(), pulse_edge_time_s=edge,

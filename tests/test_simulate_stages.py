@@ -17,7 +17,7 @@ from gcsim.simulate import (
     subtile_sum,
     window_mask,
 )
-from gcsim.simulate.models import linear_model, polynomial_basis
+from gcsim.hw import linear_model, polynomial_basis
 
 MODEL = paper_model()
 A_COEFF = MODEL.cell.power_coefficients_A(PAPER.read_on_V)
@@ -116,7 +116,8 @@ def test_decay_pulls_the_stored_voltage_towards_mid_rail():
 
 
 def test_decay_factor_from_token_period():
-    decay = ExponentialDecay(time_constant_s=PAPER.retention_time_constant_s)
+    decay = ExponentialDecay(time_constant_s=PAPER.retention_time_constant_s,
+                             asymptote_V=PAPER.mid_rail_V)
     assert decay.decay_factor(PAPER.token_period_s) == pytest.approx(PAPER.decay_factor)
 
 
@@ -181,7 +182,7 @@ def test_linear_cell_is_proportional_to_signed_weight():
 
 def test_polynomial_cell_rejects_a_non_triangular_basis():
     with pytest.raises(ValueError, match="triangular"):
-        _ = PolynomialCell(coefficients_A=(1.0, 2.0)).degree
+        _ = PolynomialCell(coefficients_A=(1.0, 2.0), v_mid_V=0.45).degree
 
 
 @pytest.mark.parametrize("decay_factor", [0.0, 1.6e-4, 3.0, 10.0])

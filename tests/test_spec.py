@@ -2,8 +2,9 @@
 
 import pytest
 
-from gcsim import paths, spec
-from gcsim.errors import SpecError
+from gcsim.core import resources
+from gcsim.characterize import spec
+from gcsim.core.errors import SpecError
 
 
 def base():
@@ -17,13 +18,13 @@ def base():
 
 
 def test_committed_specs_load():
-    for path in sorted(paths.CHARACTERIZATION.glob("*.toml")):
+    for path in sorted(resources.CHARACTERIZATION.glob("*.toml")):
         loaded = spec.load(path)
         assert loaded.n_points >= 1 and loaded.measures
 
 
 def test_iv_spec_covers_the_published_surface():
-    iv = spec.load(paths.CHARACTERIZATION / "gain_cell_iv.toml")
+    iv = spec.load(resources.CHARACTERIZATION / "gain_cell_iv.toml")
     stored, v_in = iv.axes
     assert len(stored.values) >= 50 and min(stored.values) == 0 and max(stored.values) == 0.9
     assert len(v_in.values) >= 51 and min(v_in.values) == 0.45 and max(v_in.values) == 0.9
@@ -58,7 +59,7 @@ def test_malformed_specs_name_the_key(mutate, key):
     raw = base()
     mutate(raw)
     with pytest.raises(SpecError) as info:
-        spec.from_dict(raw, name="t.toml", base=paths.CHARACTERIZATION)
+        spec.from_dict(raw, name="t.toml", base=resources.CHARACTERIZATION)
     assert key in str(info.value) and "\n" not in str(info.value)
 
 

@@ -5,30 +5,32 @@ import json
 import pandas as pd
 import pytest
 
-from gcsim import engine, paths, spec
-from gcsim.errors import NgspiceUnavailable, SpecError
-from gcsim.sweep import Sweep, write_outputs
+from gcsim.spice import engine
+from gcsim.core import resources
+from gcsim.characterize import spec
+from gcsim.core.errors import NgspiceUnavailable, SpecError
+from gcsim.characterize.sweep import Sweep, write_outputs
 
 from conftest import DATA
 
 
 def small_pulse(batch=2):
-    raw = spec.load(paths.CHARACTERIZATION / "gain_cell_pulse.toml").raw
+    raw = spec.load(resources.CHARACTERIZATION / "gain_cell_pulse.toml").raw
     raw = {**raw, "analysis": {**raw["analysis"], "batch": batch},
            "axes": [dict(raw["axes"][0], num=2, stop=0.9), dict(raw["axes"][1], num=3)]}
-    return spec.from_dict(raw, name="small_pulse", base=paths.CHARACTERIZATION)
+    return spec.from_dict(raw, name="small_pulse", base=resources.CHARACTERIZATION)
 
 
 def test_dc_grid_is_one_run_and_matches_instances():
-    raw = spec.load(paths.CHARACTERIZATION / "gain_cell_iv.toml").raw
+    raw = spec.load(resources.CHARACTERIZATION / "gain_cell_iv.toml").raw
     raw = {**raw, "axes": [dict(raw["axes"][0], num=7), dict(raw["axes"][1], num=4)]}
-    grid = Sweep(spec.from_dict(raw, base=paths.CHARACTERIZATION), progress=False).run()
+    grid = Sweep(spec.from_dict(raw, base=resources.CHARACTERIZATION), progress=False).run()
     assert grid.metadata["stats"]["runs"] == 1
     # The same points as separate .op instances (no dc_source) must agree.
     for axis in raw["axes"]:
         axis.pop("dc_source")
     raw["analysis"] = {"type": "op"}
-    op = Sweep(spec.from_dict(raw, base=paths.CHARACTERIZATION), progress=False).run()
+    op = Sweep(spec.from_dict(raw, base=resources.CHARACTERIZATION), progress=False).run()
     merged = grid.table.merge(op.table, on=["stored_voltage_V", "v_in_V"])
     assert len(merged) == 28
     assert (merged.i_out_A_x - merged.i_out_A_y).abs().max() < 1e-12
@@ -109,7 +111,7 @@ def test_missing_ngspice_is_one_clear_error(monkeypatch):
 
 
 def test_dc_source_must_take_the_parameter():
-    raw = spec.load(paths.CHARACTERIZATION / "gain_cell_iv.toml").raw
+    raw = spec.load(resources.CHARACTERIZATION / "gain_cell_iv.toml").raw
     raw = {**raw, "axes": [dict(raw["axes"][0], dc_source="VIN"), raw["axes"][1]]}
     with pytest.raises(SpecError, match="does not take its value"):
-        Sweep(spec.from_dict(raw, base=paths.CHARACTERIZATION), progress=False)
+        Sweep(spec.from_dict(raw, base=resources.CHARACTERIZATION), progress=False)

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gcsim import models, paths
+from gcsim.spice import process as models
+from gcsim.core import resources
 from gcsim.cli import main
-from gcsim.errors import ParameterError
-from gcsim.simulate.models import load_fitted_models
+from gcsim.core.errors import ParameterError
+from gcsim.hw import load_fitted_models
 from gcsim.validate import compare
-from gcsim.validate.run import InputError, check_inputs, random_inputs, validate_tile
+from gcsim.validate.scenarios import InputError, check_inputs, random_inputs, validate_tile
 from gcsim.validate.spice import run_tile
 from gcsim.validate.tile import Tile, TileParams, build, clean_pulse
 
 BUILTIN = models.resolve("builtin")
-needs_fits = pytest.mark.skipif(not (paths.FITS / "charge_to_pulse.json").is_file(),
+needs_fits = pytest.mark.skipif(not (resources.FITS / "charge_to_pulse.json").is_file(),
                                 reason="no committed fits bundle")
 
 
@@ -118,7 +119,7 @@ def test_split_run_equals_single_netlist():
 
 @needs_fits
 def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
-    model = load_fitted_models(paths.FITS)
+    model = load_fitted_models(resources.FITS)
     q, k, v = random_inputs(8, 8, seed=0)
     result = validate_tile(q, k, v, model, BUILTIN, jobs=2)
     report = result.report
@@ -132,7 +133,7 @@ def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
 
     # The same SPICE run against a cell model scaled by 1.2 must fail.
     wrong = tmp_path / "wrong_fits"
-    shutil.copytree(paths.FITS, wrong)
+    shutil.copytree(resources.FITS, wrong)
     for name in ("charge_per_pulse.json", "nonlinearity.json"):
         path = wrong / name
         if path.is_file():
@@ -170,7 +171,7 @@ def test_cli_tile_report_and_wrong_fit_exit_code(tmp_path):
 
 @needs_fits
 def test_retention_ages_the_cells_in_spice():
-    model = load_fitted_models(paths.FITS)
+    model = load_fitted_models(resources.FITS)
     q, k, v = random_inputs(4, 4, seed=1)
     result = validate_tile(q, k, v, model, BUILTIN, scenario="retention", jobs=2,
                            token_period_s=2e-3)
@@ -273,7 +274,7 @@ def test_monte_carlo_draws_are_per_cell_and_the_same_in_every_part():
 def test_split_tile_on_dask_equals_local():
     """The tile's column runs on a Dask cluster give the local executor's numbers exactly."""
     distributed = pytest.importorskip("distributed")
-    from gcsim import executors
+    from gcsim.spice import executors
 
     tile = small_tile(3, 4, seed=5)
     params = TileParams.defaults()

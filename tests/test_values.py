@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from gcsim.errors import ParameterError
-from gcsim.values import check_name, format_number, parse_assignment, parse_number
+from gcsim.core.errors import ParameterError
+from gcsim.core.values import check_name, format_number, parse_assignment, parse_number
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,5 +1,5 @@
-"""A fits bundle: a folder of fit files that loads as one object, and becomes the array
-simulator's `fitted` hardware model."""
+"""A fits bundle: a folder of fit files that loads and validates as one object (I/O only; the
+hardware model is built from it in gcsim.hw.bundle)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gcsim import __version__
 from gcsim.fit import schema
+from gcsim.fit.basis import degree_for_terms, polynomial_basis
 from gcsim.fit.schema import FitFileError, FitRecord, param
 
 # file name -> kind; a bundle holds at most one of each.
@@ -39,107 +40,6 @@ class FitsBundle:
     def __getitem__(self, kind: str) -> FitRecord:
         return self.records[kind]
 
-    def hardware_model(self):
-        """The `fitted` mode's model: cell, decay, readout and converters from these fits."""
-        from gcsim.simulate.models import (
-            PAPER,
-            CellMismatch,
-            ExponentialDecay,
-            HardwareModel,
-            PolynomialCell,
-            _published_readout_chain,
-        )
-        from gcsim.simulate.stages import ChargeToPulse, Readout, SignedConverter
-
-        if "charge_per_pulse" in self.records:
-            record = self.records["charge_per_pulse"]
-            edge_time = float(record.value("edge_time"))
-        else:
-            record = self.records["nonlinearity"]
-            edge_time = 0.0
-        cell = PolynomialCell(coefficients_A=tuple(float(c) for c in record.value("coefficients")),
-                              v_mid_V=float(record.value("v_mid")))
-        try:
-            _ = cell.degree
-        except ValueError as exc:
-            raise FitFileError(f"fits bundle {self.directory}: {exc}") from None
-        read_on = float(record.value("read_on_level"))
-        decay_record = self.records["decay"]
-        decay = ExponentialDecay(time_constant_s=float(decay_record.value("time_constant")),
-                                 asymptote_V=float(decay_record.value("asymptote")),
-                                 fitted_age_max_s=(float(decay_record.value("age_max"))
-                                                   if "age_max" in decay_record.parameters
-                                                   else None))
-        readout = Readout()
-        if "sense_amp" in self.records:
-            amp = self.records["sense_amp"]
-            high = float(amp.value("saturation_charge_high"))
-            extra = amp.parameters
-            readout = Readout(
-                gain=float(extra.get("charge_gain", {}).get("value", 1.0)),
-                offset_C=float(extra.get("charge_offset", {}).get("value", 0.0)),
-                saturation_C=high if high > 0 else None,
-            )
-        c2p_record = self.records["charge_to_pulse"]
-        c2p = ChargeToPulse(slope_s_per_C=float(c2p_record.value("slope")),
-                            t_max_s=float(c2p_record.value("t_max")),
-                            offset_C=float(c2p_record.value("offset")),
-                            threshold_C=(float(c2p_record.value("threshold"))
-                                         if "threshold" in c2p_record.parameters else None))
-        if "signed_converter" in self.records:
-            out_record = self.records["signed_converter"]
-            output = SignedConverter(float(out_record.value("full_scale")),
-                                     int(out_record.value("levels")))
-        else:
-            output = _published_readout_chain()[2]
-        mismatch = None
-        if "mismatch" in self.records:
-            mm = self.records["mismatch"]
-            mismatch = CellMismatch(float(mm.value("current_sigma_rel")),
-                                    float(mm.value("stored_voltage_shift_sigma")))
-        if decay.time_constant_s <= 0 or c2p.slope_s_per_C <= 0 or c2p.t_max_s <= 0:
-            raise FitFileError(f"fits bundle {self.directory}: non-positive time constant, "
-                               "slope or t_max")
-        loading = None
-        if "readout_loading" in self.records and "cell_conductance" in self.records:
-            from gcsim.simulate.loading import ReadoutLoading
-
-            lo = self.records["readout_loading"]
-            cc = self.records["cell_conductance"]
-            loading = ReadoutLoading(
-                offset_V=float(lo.value("offset")),
-                charge_coefficient_V_per_C=float(lo.value("charge_coefficient")),
-                current_coefficient_V_per_A=float(lo.value("current_coefficient")),
-                on_conductance_S=tuple(float(c) for c in cc.value("on_coefficients")),
-                off_conductance_S=tuple(float(c) for c in cc.value("off_coefficients")),
-                k_window_s=float(lo.value("k_window")),
-                k_pulse_start_s=float(lo.value("k_pulse_start")),
-                v_window_s=float(lo.value("v_window")),
-                v_pulse_start_s=float(lo.value("v_pulse_start")),
-                k_conversion_current_A=1.0 / c2p.slope_s_per_C,
-                v_conversion_current_A=(1.0 / float(self.records["signed_converter"]
-                                                    .value("slope"))
-                                        if "signed_converter" in self.records else None),
-            )
-            if min(loading.k_window_s, loading.v_window_s) <= 0:
-                raise FitFileError(f"fits bundle {self.directory}: readout_loading has a "
-                                   "non-positive integration window")
-        return HardwareModel(
-            name="fitted",
-            label=f"fitted ({self.directory})",
-            cell=cell,
-            decay=decay,
-            readout=readout,
-            charge_to_pulse=c2p,
-            output_converter=output,
-            read_on_V=read_on,
-            default_decay_factor=None,
-            default_token_period_s=PAPER.token_period_s,
-            mismatch=mismatch,
-            pulse_edge_time_s=edge_time,
-            loading=loading,
-        )
-
 
 def load_bundle(directory: str | Path) -> FitsBundle:
     """Load and validate every fit file of a bundle; one-line errors for anything wrong."""
@@ -168,7 +68,6 @@ def write_parameter_bundle(directory: str | Path, coefficients_A, *, time_consta
                            ) -> Path:
     """Write a bundle from given parameters rather than from sweeps: for hand-made models, the
     published model as a bundle, and tests. Provenance says where the numbers came from."""
-    from gcsim.simulate.models import degree_for_terms, polynomial_basis
 
     root = Path(directory)
     order = degree_for_terms(len(coefficients_A))

@@ -11,10 +11,7 @@ import pandas as pd
 
 from gcsim.fit.numerics import FitError, error_metrics, solve_linear
 from gcsim.fit.schema import FitRecord, check_range, param
-from gcsim.simulate.models import PAPER, polynomial_basis
-
-MID_RAIL_V = PAPER.mid_rail_V
-READ_ON_V = PAPER.read_on_V
+from gcsim.fit.basis import polynomial_basis
 
 
 def spread_over_read_voltage(power_coefficients, read_on_V: float, order: int) -> np.ndarray:
@@ -40,8 +37,7 @@ def power_coefficients(coefficients, order: int, read_on_V: float) -> np.ndarray
 
 
 def fit_nonlinearity(table: pd.DataFrame, order: int = 3, v_in_V: float | None = None,
-                     objective: str = "lsq", v_mid_V: float = MID_RAIL_V,
-                     read_on_V: float = READ_ON_V) -> FitRecord:
+                     objective: str = "lsq", *, v_mid_V: float, read_on_V: float) -> FitRecord:
     """Fit i_out_A over (stored_voltage_V - v_mid_V, v_in_V) in the published triangular basis.
 
     `v_in_V` None fits the whole surface; a value fits only the rows at that read voltage (the
@@ -132,8 +128,8 @@ class CellNonlinearity:
 
 
 def fit_charge_per_pulse(table: pd.DataFrame, order: int = 3, edge_order: int = 3,
-                         objective: str = "lsq", v_mid_V: float = MID_RAIL_V,
-                         read_on_V: float = READ_ON_V) -> FitRecord:
+                         objective: str = "lsq", *, v_mid_V: float, read_on_V: float
+                         ) -> FitRecord:
     """Fit charge_C = I(x) t_pulse_s + e(x), x = stored_voltage_V - v_mid_V, I and e polynomials.
 
     I(x) is the current while the pulse is on (it includes the storage node's coupling to the

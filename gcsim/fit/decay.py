@@ -21,10 +21,8 @@ from scipy.optimize import least_squares
 
 from gcsim.fit.numerics import FitError, error_metrics
 from gcsim.fit.schema import FitRecord, check_range, param
-from gcsim.simulate.models import PAPER
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
-DEFAULT_AGE_MAX_S = PAPER.window * PAPER.token_period_s  # 1024 tokens x 0.8 µs
 
 
 def sinh_law(initial_V, time_s, asymptote_V, voltage_scale_V, time_constant_s):
@@ -61,7 +59,7 @@ def _fit_exponential(initial, time, voltage, asymptote_guess, tau_guess):
     return result.x
 
 
-def fit_decay(table: pd.DataFrame, age_max_s: float = DEFAULT_AGE_MAX_S,
+def fit_decay(table: pd.DataFrame, *, age_max_s: float,
               nominal_temperature_C: float = 27.0) -> FitRecord:
     """Fit stored_voltage_V(time_s) curves per temperature_C (optional column)."""
     if "temperature_C" not in table.columns:

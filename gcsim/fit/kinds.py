@@ -6,23 +6,9 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "nonlinearity": ("coefficients", "exponents", "order", "v_mid", "read_on_level"),
-    "charge_per_pulse": ("current_coefficients", "edge_charge_coefficients", "edge_time",
-                         "coefficients", "order", "v_mid", "read_on_level"),
-    "decay": ("time_constant", "asymptote", "law_time_constant", "law_asymptote",
-              "law_voltage_scale", "nominal_temperature"),
-    "sense_amp": ("gain", "offset", "linear_range_low", "linear_range_high", "saturation_low",
-                  "saturation_high", "saturation_charge_low", "saturation_charge_high"),
-    "charge_to_pulse": ("slope", "offset", "t_max", "saturation_charge"),
-    "signed_converter": ("full_scale", "slope", "t_max", "levels"),
-    "mismatch": ("current_sigma_rel", "stored_voltage_shift_sigma"),
-    "write": ("write_time", "tolerance"),
-    "cell_conductance": ("on_coefficients", "off_coefficients", "v_mid"),
-    "readout_loading": ("offset", "charge_coefficient", "current_coefficient", "k_window",
-                        "k_pulse_start", "v_window", "v_pulse_start"),
-}
-
+from gcsim.fit import cell, decay, loading, mismatch, periphery
+from gcsim.fit.numerics import FitError
+from gcsim.fit.schema import REQUIRED_PARAMETERS
 
 @dataclass(frozen=True)
 class Kind:
@@ -36,8 +22,6 @@ class Kind:
 
 @functools.cache
 def _kinds() -> dict[str, Kind]:
-    from gcsim.fit import cell, decay, loading, mismatch, periphery
-
     return {k.name: k for k in (
         Kind("nonlinearity", ("stored_voltage_V", "v_in_V", "i_out_A"), (), "gain_cell_iv",
              "cell current over stored and read voltage (published polynomial basis)",
@@ -76,8 +60,6 @@ def _kinds() -> dict[str, Kind]:
 
 
 def get(name: str) -> Kind:
-    from gcsim.fit.numerics import FitError
-
     registry = _kinds()
     if name not in registry:
         raise FitError(f"unknown fit kind {name!r} (choose {', '.join(REQUIRED_PARAMETERS)})")

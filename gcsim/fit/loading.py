@@ -13,7 +13,7 @@ column current I flows), and every cell on the bitline, pulsed or resting, answe
 during a read pulse and at rest from gain_cell_bitline, a transient sweep that steps the bitline
 under a floating storage node (a DC sweep with the storage node held overstates g during a read
 by 25-50 %: the node follows the bitline through the conducting devices' gate capacitance).
-The array simulator combines the two (gcsim.simulate.loading).
+The array simulator combines the two (gcsim.hw.loading).
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ import pandas as pd
 
 from gcsim.fit.numerics import FitError, error_metrics, solve_linear
 from gcsim.fit.schema import FitRecord, param
-from gcsim.simulate.models import PAPER
-
-MID_RAIL_V = PAPER.mid_rail_V
-READ_ON_V = PAPER.read_on_V
 
 
 def _conductances(group: pd.DataFrame) -> tuple[float, float]:
@@ -56,8 +52,8 @@ def _conductances(group: pd.DataFrame) -> tuple[float, float]:
     return float(g_off), float(g_off + g_extra)
 
 
-def fit_cell_conductance(table: pd.DataFrame, order: int = 4, v_mid_V: float = MID_RAIL_V,
-                         read_on_V: float = READ_ON_V) -> FitRecord:
+def fit_cell_conductance(table: pd.DataFrame, order: int = 4, *, v_mid_V: float,
+                         read_on_V: float) -> FitRecord:
     """Cell conductance seen from the bitline against stored voltage, during a read and at
     rest, each a polynomial in x = V_store - v_mid, from the transient bitline-step sweep
     (gain_cell_bitline): charge_C and bitline_deviation_integral_Vs over bitline_step_V x
@@ -106,7 +102,8 @@ def fit_cell_conductance(table: pd.DataFrame, order: int = 4, v_mid_V: float = M
     )
 
 
-def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> FitRecord:
+def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6, *,
+                        tile_timing_s: dict[str, float]) -> FitRecord:
     """Least squares of the bitline deviation's time integral over the integration window:
     integral dV dt = offset * T + charge_coefficient * integral Q dt + current_coefficient * Q
     (a constant current Q / t_int integrates to Q).
@@ -140,15 +137,16 @@ def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> F
     starts = window[ramp] - charge_time[ramp] / charge[ramp] - data["t_int_s"].max() / 2
     k_window = float(np.median(window[longest]))
     k_start = float(np.median(starts))
-    # The V readout in the tile (gcsim.validate.tile): released at t_vrel, its pulses leaving
-    # t_align into the conversion window t_conv, read at t_vend; its reset edge costs it what
-    # the K readout's costs (t_gap - k_start).
-    from gcsim.validate.tile import TileParams
-
-    tile = TileParams.defaults(signed=False)
+    # The V readout in the tile: released at t_vrel, its pulses leaving t_align into the
+    # conversion window t_conv, read at t_vend; its reset edge costs it what the K readout's
+    # costs (t_gap - k_start). The timing comes in as data (the tile's, from the caller).
+    missing = {"t_gap", "t_vrel", "t_conv", "t_vend", "t_align"} - set(tile_timing_s)
+    if missing:
+        raise FitError(f"readout_loading: tile timing lacks {', '.join(sorted(missing))}")
+    tile = {name: float(value) for name, value in tile_timing_s.items()}
     reset_lag = tile["t_gap"] - k_start
-    v_start = tile.t_conv + tile["t_align"] - tile.t_vrel - reset_lag
-    v_window = tile.t_vend - tile.t_vrel - reset_lag
+    v_start = tile["t_conv"] + tile["t_align"] - tile["t_vrel"] - reset_lag
+    v_window = tile["t_vend"] - tile["t_vrel"] - reset_lag
     parameters = {
         "offset": param(offset, "V", "virtual-ground offset from mid-rail"),
         "charge_coefficient": param(charge_coefficient, "V/C",
@@ -170,6 +168,6 @@ def fit_readout_loading(table: pd.DataFrame, max_current_A: float = 250e-6) -> F
                      "t_int_s": [float(data["t_int_s"].min()), float(data["t_int_s"].max())]},
         metrics=metrics,
         provenance={},
-        extra={"tile_timing_s": {"t_vrel": tile.t_vrel, "t_conv": tile.t_conv,
-                                 "t_vend": tile.t_vend, "t_align": tile["t_align"]}},
+        extra={"tile_timing_s": {"t_vrel": tile["t_vrel"], "t_conv": tile["t_conv"],
+                                 "t_vend": tile["t_vend"], "t_align": tile["t_align"]}},
     )

@@ -7,7 +7,7 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize import linprog
 
-from gcsim.errors import GcsimError
+from gcsim.core.errors import GcsimError
 
 OBJECTIVES = ("lsq", "minimax")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gcsim.core.quantize import quantize
 from gcsim.fit.numerics import FitError, error_metrics, solve_linear
 from gcsim.fit.schema import FitRecord, check_range, param
 
@@ -181,8 +182,6 @@ def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
 def fit_signed_converter(table: pd.DataFrame, levels: int = 32) -> FitRecord:
     """Signed output converter: sign x |charge| -> pulse -> count. Fits the charge that maps to
     full scale (+-1) from the pulse widths, then checks the counts against the quantiser."""
-    from gcsim.simulate.stages import quantize
-
     data = table.sort_values("charge_in_C")
     q = data["charge_in_C"].to_numpy(float)
     width = data["pulse_width_s"].to_numpy(float)

@@ -15,11 +15,30 @@ from pathlib import Path
 
 import numpy as np
 
-from gcsim import __version__, paths
-from gcsim.errors import GcsimError
+from gcsim import __version__
+from gcsim.core import resources
+from gcsim.core.errors import GcsimError
 
 SCHEMA_VERSION = 1
 FORMAT_TAG = "gcsim-fit"
+
+# What each kind's file must hold.
+REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "nonlinearity": ("coefficients", "exponents", "order", "v_mid", "read_on_level"),
+    "charge_per_pulse": ("current_coefficients", "edge_charge_coefficients", "edge_time",
+                         "coefficients", "order", "v_mid", "read_on_level"),
+    "decay": ("time_constant", "asymptote", "law_time_constant", "law_asymptote",
+              "law_voltage_scale", "nominal_temperature"),
+    "sense_amp": ("gain", "offset", "linear_range_low", "linear_range_high", "saturation_low",
+                  "saturation_high", "saturation_charge_low", "saturation_charge_high"),
+    "charge_to_pulse": ("slope", "offset", "t_max", "saturation_charge"),
+    "signed_converter": ("full_scale", "slope", "t_max", "levels"),
+    "mismatch": ("current_sigma_rel", "stored_voltage_shift_sigma"),
+    "write": ("write_time", "tolerance"),
+    "cell_conductance": ("on_coefficients", "off_coefficients", "v_mid"),
+    "readout_loading": ("offset", "charge_coefficient", "current_coefficient", "k_window",
+                        "k_pulse_start", "v_window", "v_pulse_start"),
+}
 
 
 class FitFileError(GcsimError):
@@ -103,8 +122,6 @@ def save(record: FitRecord, path: str | Path) -> Path:
 
 def load(path: str | Path, kind: str | None = None) -> FitRecord:
     """Read and validate a fit file; raises FitFileError with a one-line reason."""
-    from gcsim.fit.kinds import REQUIRED_PARAMETERS
-
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -183,7 +200,7 @@ def relative(path: str | Path) -> str:
     """Repo-relative path when inside the repo, so committed fits do not name a checkout."""
     path = Path(path).resolve()
     try:
-        return str(path.relative_to(paths.ROOT))
+        return str(path.relative_to(resources.ROOT))
     except ValueError:
         return str(path)
 

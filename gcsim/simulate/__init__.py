@@ -11,7 +11,7 @@ from gcsim.simulate.attention import (
     ideal_attention,
     simulate_attention,
 )
-from gcsim.simulate.models import (
+from gcsim.hw import (
     PAPER,
     CellMismatch,
     ExponentialDecay,
@@ -25,7 +25,7 @@ from gcsim.simulate.models import (
     model_for_mode,
     paper_model,
 )
-from gcsim.simulate.stages import (
+from gcsim.hw.stages import (
     ChargeToPulse,
     GainCellArray,
     InputDAC,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from gcsim.simulate.models import PAPER, HardwareModel, MismatchSample, model_for_mode
-from gcsim.simulate.stages import (
+from gcsim.hw import PAPER, HardwareModel, MismatchSample, model_for_mode
+from gcsim.hw.stages import (
     GainCellArray,
     InputDAC,
     query_pulse_width_s,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gcsim.simulate.attention import SimulationConfig, simulate_attention
-from gcsim.simulate.models import HardwareModel
-from gcsim.simulate.stages import GainCellArray
+from gcsim.hw import HardwareModel
+from gcsim.hw.stages import GainCellArray
 
 
 def _array(written_V: np.ndarray, model: HardwareModel, decay_factor: float):

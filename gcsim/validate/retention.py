@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from gcsim import engine, paths
-from gcsim import models as models_module
-from gcsim.errors import GcsimError
-from gcsim.netlist import Template, save_card, vector_name
-from gcsim.values import format_number as f
+from gcsim.spice import engine
+from gcsim.core import resources
+from gcsim.spice import process as processes
+from gcsim.core.errors import GcsimError
+from gcsim.spice.template import Template, save_card, vector_name
+from gcsim.core.values import format_number as f
 
 
-def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: models_module.ModelSet,
+def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: processes.ModelSet,
                   jobs: int = 1, points: int = 400) -> np.ndarray:
     """Stored voltage of each cell (written_V, age_s broadcast together) after its age."""
     written_V, age_s = np.broadcast_arrays(np.asarray(written_V, float), np.asarray(age_s, float))
@@ -29,7 +30,7 @@ def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: models_modul
     oldest = float(age_s.max())
     if oldest <= 0:
         return written_V.copy()
-    template = Template.load(paths.NETLISTS / "gain_cell_retention.cir")
+    template = Template.load(resources.NETLISTS / "gain_cell_retention.cir")
     instances = [{"v_init": float(level)} for level in levels]
     step = oldest / points
     analysis = [f".tran {f(step)} {f(oldest)} 0 {f(step)}"]

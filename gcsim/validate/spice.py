@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gcsim import engine
-from gcsim import models as models_module
-from gcsim.errors import GcsimError
+from gcsim.spice import engine
+from gcsim.spice import process as processes
+from gcsim.core.errors import GcsimError
 from gcsim.validate import tile as tile_module
 from gcsim.validate.tile import PROBE_C, PROBE_GM, Tile, TileParams
 
@@ -83,7 +83,7 @@ def _windows(params: TileParams, shift: float) -> tuple[tuple[float, float], tup
     return k, v
 
 
-def run_tile(tile: Tile, params: TileParams, models: models_module.ModelSet, jobs: int = 2,
+def run_tile(tile: Tile, params: TileParams, models: processes.ModelSet, jobs: int = 2,
              split: bool = True, groups: int | None = None, timeout_s: float = 900.0
              ) -> SpiceStages:
     """Simulate a tile; `groups` column groups per stage (default: one column per ngspice run).

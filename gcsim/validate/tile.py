@@ -37,7 +37,7 @@ becomes an R-C ladder (drivers at column 0 / integrators below the last row); wi
 each bitline carries its lumped capacitance. Word-line resistance couples the columns, so the
 split run is refused then.
 
-Every number written goes through gcsim.values.format_number.
+Every number written goes through gcsim.core.values.format_number.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gcsim import models as models_module
-from gcsim import paths
-from gcsim.errors import ParameterError
-from gcsim.netlist import Template
-from gcsim.values import format_number as f
+from gcsim.spice import process as processes
+from gcsim.core import resources
+from gcsim.core.errors import ParameterError
+from gcsim.spice.template import Template
+from gcsim.core.values import format_number as f
 
 # Periphery parameters taken from the characterisation testbench charge_to_pulse.cir, and cell
 # parameters from gain_cell_pulse.cir, so the tile uses the circuits that were characterised.
@@ -75,18 +75,18 @@ class TileParams:
 
     @property
     def signed_available(self) -> bool:
-        return (paths.NETLISTS / "signed_converter.cir").is_file()
+        return (resources.NETLISTS / "signed_converter.cir").is_file()
 
     @classmethod
     def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
                  signed: bool | None = None) -> TileParams:
-        c2p = Template.load(paths.NETLISTS / "charge_to_pulse.cir").defaults
-        cell = Template.load(paths.NETLISTS / "gain_cell_pulse.cir").defaults
+        c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
+        cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
         values = {name: c2p[name] for name in _C2P_PARAMS}
         values.update({name: cell[name] for name in _CELL_PARAMS})
         if r_wire < 0 or c_wire < 0:
             raise ParameterError("wire R and C per pitch must be >= 0")
-        signed_cir = paths.NETLISTS / "signed_converter.cir"
+        signed_cir = resources.NETLISTS / "signed_converter.cir"
         if signed is None:
             signed = signed_cir.is_file()
         if signed:
@@ -99,6 +99,11 @@ class TileParams:
 
     def __getitem__(self, name: str) -> float:
         return self.values[name]
+
+    def readout_timing_s(self) -> dict[str, float]:
+        """The V readout's timing the readout_loading fit needs (gcsim.fit.loading)."""
+        return {"t_gap": self["t_gap"], "t_vrel": self.t_vrel, "t_conv": self.t_conv,
+                "t_vend": self.t_vend, "t_align": self["t_align"]}
 
     @property
     def t_q(self) -> float:
@@ -170,11 +175,11 @@ def _subcircuits() -> list[str]:
     lines: list[str] = []
     seen: set[str] = set()
     names = ["gain_cell_pulse.cir", "charge_to_pulse.cir"]
-    if (paths.NETLISTS / "signed_converter.cir").is_file():
+    if (resources.NETLISTS / "signed_converter.cir").is_file():
         names.append("signed_converter.cir")
     for name in names:
         inside = False
-        for line in Template.load(paths.NETLISTS / name).outside:
+        for line in Template.load(resources.NETLISTS / name).outside:
             words = line.split()
             card = words[0].lower()
             if card == ".subckt":
@@ -260,7 +265,7 @@ def clean_pulse(time_s: np.ndarray, values: np.ndarray, high: float, width_s: fl
     return out
 
 
-def _mismatch(p: TileParams, models: models_module.ModelSet):
+def _mismatch(p: TileParams, models: processes.ModelSet):
     """Per-cell threshold shifts for Monte Carlo: Pelgrom sigma of each cell transistor times a
     standard-normal draw that is a fixed function of (seed, cell name, device), so a cell gets
     the same draw whichever netlist (split or single) it is in."""
@@ -270,17 +275,17 @@ def _mismatch(p: TileParams, models: models_module.ModelSet):
         raise ParameterError(f"models {models.name}: Monte Carlo in the tile needs Pelgrom "
                              "coefficients for the cell roles (e.g. builtin)")
     sigma = {
-        "dn": models_module.pelgrom_sigma_V(models.roles["read_nmos"].a_vt_mV_um,
+        "dn": processes.pelgrom_sigma_V(models.roles["read_nmos"].a_vt_mV_um,
                                             p["w_read_n"], p["l_read_n"]),
-        "dp": models_module.pelgrom_sigma_V(models.roles["read_pmos"].a_vt_mV_um,
+        "dp": processes.pelgrom_sigma_V(models.roles["read_pmos"].a_vt_mV_um,
                                             p["w_read_p"], p["l_read_p"]),
-        "dw": models_module.pelgrom_sigma_V(models.roles["write_nmos"].a_vt_mV_um,
+        "dw": processes.pelgrom_sigma_V(models.roles["write_nmos"].a_vt_mV_um,
                                             p["w_write"], p["l_write"]),
     }
 
     def params(name: str) -> str:
         return "".join(
-            f" {key}={f(s * models_module.standard_normal(p.mc_seed, 0, f'{name}.{key}'))}"
+            f" {key}={f(s * processes.standard_normal(p.mc_seed, 0, f'{name}.{key}'))}"
             for key, s in sigma.items())
     return params
 
@@ -296,7 +301,7 @@ def shift_pwl(points: list[tuple[float, float]], shift: float) -> list[tuple[flo
     return [(0.0, start)] + list(zip((t[later] - shift).tolist(), v[later].tolist()))
 
 
-def build(tile: Tile, params: TileParams, models: models_module.ModelSet, part: str = "full",
+def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str = "full",
           columns: list[int] | None = None,
           pulses: dict[int, list[tuple[float, float]]] | None = None) -> Netlist:
     """The netlist of a tile, or of one part of it.

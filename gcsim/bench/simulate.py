@@ -1,0 +1,149 @@
+"""Benchmark of the array simulator against the matrix-product floor and NumPy softmax attention,
+all measured in the same run (interleaved repeats, best time of each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gcsim.simulate.attention import SimulationConfig, prepare_inputs, simulate_attention
+from gcsim.hw import (
+    PAPER,
+    fitted_model_from_paper_coefficients,
+    default_fits_dir,
+    load_fitted_models,
+    paper_model,
+)
+
+
+def random_inputs(batch: int, heads: int, tokens: int, dim: int, seed: int):
+    """Q in [0, 1], K and V in [0, 0.9] V: uniform over the physical ranges."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, heads, tokens, dim)
+    q = rng.random(shape)
+    k = rng.random(shape) * PAPER.supply_V
+    v = rng.random(shape) * PAPER.supply_V
+    return q, k, v
+
+
+def _floor_operands(q, k, v, window: int, seed: int):
+    """float32 operands of the products every polynomial-cell simulator must do at these shapes."""
+    rng = np.random.default_rng(seed + 1)
+    tokens = q.shape[-2]
+    pulses = rng.random(q.shape[:-1] + (tokens,), dtype=np.float32)
+    age = np.arange(tokens)[:, None] - np.arange(tokens)[None, :]
+    pulses *= ((age >= 0) & (age < window)).astype(np.float32)
+    keys_t = np.ascontiguousarray(np.swapaxes(k - PAPER.mid_rail_V, -1, -2), dtype=np.float32)
+    return q.astype(np.float32), keys_t, pulses, (v - PAPER.mid_rail_V).astype(np.float32)
+
+
+def floor_products(queries, keys_t, pulses, values, powers: int) -> None:
+    """One Q.K^T and one phi.V product per polynomial power, full (tokens x tokens) size."""
+    for _ in range(powers):
+        np.matmul(queries, keys_t)
+        np.matmul(pulses, values)
+
+
+def softmax_attention(queries, keys_t, values, window: int) -> np.ndarray:
+    """Plain dense float32 causal sliding-window softmax attention in NumPy."""
+    tokens = queries.shape[-2]
+    scores = np.matmul(queries, keys_t) * np.float32(1.0 / math.sqrt(queries.shape[-1]))
+    age = np.arange(tokens)[:, None] - np.arange(tokens)[None, :]
+    scores[..., ~((age >= 0) & (age < window))] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return np.matmul(scores, values)
+
+
+def run_bench(
+    batch: int = 1,
+    heads: int = 12,
+    tokens: int = 1024,
+    dim: int = 64,
+    window: int = 1024,
+    repeats: int = 5,
+    seed: int = 0,
+    fits_dir: str | Path | None = None,
+    include_float32: bool = True,
+) -> dict:
+    """Times the paper and fitted modes, the floor and softmax; returns seconds and ratios."""
+    q, k, v = random_inputs(batch, heads, tokens, dim, seed)
+    qd, kd, vd = prepare_inputs(q, k, v, SimulationConfig())
+    fits_dir = fits_dir or default_fits_dir()
+    fitted = load_fitted_models(fits_dir) if fits_dir else fitted_model_from_paper_coefficients()
+    powers = fitted.cell.degree + 1
+    cases = {
+        "paper": (paper_model(), "float64"),
+        "fitted": (fitted, "float64"),
+    }
+    if include_float32:
+        cases["fitted_float32"] = (fitted, "float32")
+    if fitted.loading is not None:
+        # The readout-loading correction's own cost: the same fits with an ideal readout.
+        cases["fitted_ideal_readout"] = (
+            dataclasses.replace(fitted, loading=None, label=f"{fitted.label}, ideal readout"),
+            "float64")
+    queries, keys_t, pulses, values = _floor_operands(qd, kd, vd, window, seed)
+
+    runners = {
+        "floor": lambda: floor_products(queries, keys_t, pulses, values, powers),
+        "softmax": lambda: softmax_attention(queries, keys_t, values, window),
+    }
+    for name, (model, dtype) in cases.items():
+        config = SimulationConfig(window=window, keep_intermediates=False, dtype=dtype)
+        runners[name] = (
+            lambda model=model, config=config: simulate_attention(
+                q, k, v, model.name, model=model, config=config
+            )
+        )
+    best = {name: math.inf for name in runners}
+    for run in runners.values():  # warm-up: allocations, BLAS thread start
+        run()
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+
+    result = {
+        "shape": {"batch": batch, "heads": heads, "tokens": tokens, "dim": dim, "window": window},
+        "repeats": repeats,
+        "floor_s": best["floor"],
+        "floor_products": f"{2 * powers} float32 matmuls per head ({powers} powers x 2 products)",
+        "softmax_s": best["softmax"],
+        "softmax": "dense float32 NumPy softmax attention, causal sliding window",
+    }
+    for name, (model, dtype) in cases.items():
+        result[name] = {
+            "label": model.label,
+            "dtype": dtype,
+            "time_s": best[name],
+            "ratio_to_floor": best[name] / best["floor"],
+            "ratio_to_softmax": best[name] / best["softmax"],
+        }
+    return result
+
+
+def format_bench(result: dict) -> str:
+    shape = result["shape"]
+    lines = [
+        "gcsim bench simulate: B={batch} H={heads} T={tokens} D={dim} W={window}".format(**shape),
+        f"  floor   {result['floor_s'] * 1e3:9.1f} ms  ({result['floor_products']})",
+        f"  softmax {result['softmax_s'] * 1e3:9.1f} ms  ({result['softmax']})",
+    ]
+    for name in ("paper", "fitted", "fitted_float32", "fitted_ideal_readout"):
+        if name in result:
+            entry = result[name]
+            lines.append(
+                f"  {name:<20} {entry['time_s'] * 1e3:9.1f} ms"
+                f"  {entry['ratio_to_floor']:5.2f}x floor"
+                f"  {entry['ratio_to_softmax']:5.2f}x softmax  [{entry['dtype']}; {entry['label']}]"
+            )
+    lines.append(f"  best of {result['repeats']} interleaved repeats; target <= 2.5x floor")
+    return "\n".join(lines)

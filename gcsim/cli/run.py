@@ -1,0 +1,84 @@
+"""`gcsim run`: the main job. Runs every characterisation spec, then prints a summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from gcsim.core import resources
+from gcsim.core.atomic import replacing
+from gcsim.cli.common import one_line
+from gcsim.core.errors import GcsimError
+
+
+@click.command("run")
+@click.option("--specs", "spec_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=resources.CHARACTERIZATION, show_default=True,
+              help="Folder of characterisation specs (*.toml).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports"), show_default=True, help="Where tables and reports go.")
+@click.option("--models", default=None, help="Device models for every spec (default: each "
+                                              "spec's own, 'builtin').")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+              help="ngspice worker processes at once (default: cores).")
+def run_command(spec_dir, out_dir, models, jobs):
+    """Run the main job: every characterisation sweep, every fit, then a one-screen summary.
+
+    Tables land in OUT/sweeps/ (Parquet, with a JSON sidecar each), fits and their plots in
+    OUT/fits/ (the committed fits/ is only rewritten by `gcsim regen`). Unchanged sweeps come
+    from the cache.
+
+    \b
+    Example:
+      gcsim run --out reports
+    """
+    from gcsim.pipeline import fit_all, headline, run_sweeps
+    from gcsim.characterize.summary import FIGURES, format_value
+
+    started = time.perf_counter()
+    summary_rows = []
+
+    def swept(outcome):
+        stats = outcome.stats
+        click.echo(f"swept {outcome.spec.name:32s} {outcome.rows:6d} rows  {outcome.failed:3d} "
+                   f"failed  {stats['runs']:3d} runs {stats['cache_hits']:3d} cached  "
+                   f"{stats['elapsed_s']:6.1f} s  -> {outcome.table}")
+        figures = FIGURES.get(outcome.spec.stem)
+        if figures and outcome.rows:
+            for name, value in figures(outcome.table_data).items():
+                summary_rows.append({"stage": outcome.spec.stem, "figure": name,
+                                     "value": format_value(name, value)})
+
+    def fitted(outcome):
+        for label, value in headline(outcome.record):
+            summary_rows.append({"stage": f"fit {outcome.name}", "figure": label.strip(),
+                                 "value": value})
+
+    try:
+        if not sorted(spec_dir.glob("*.toml")):
+            raise GcsimError(f"no *.toml specs in {spec_dir}")
+        run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
+        fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
+                on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"))
+    except GcsimError as exc:
+        raise click.ClickException(one_line(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: finished runs are cached; run again to "
+                                   "resume") from None
+    if summary_rows:
+        table = pd.DataFrame(summary_rows)
+        try:
+            with replacing(out_dir / "summary.csv") as temporary:
+                table.to_csv(temporary, index=False)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {out_dir / 'summary.csv'}: "
+                                       f"{exc.strerror or exc}") from None
+        click.echo(f"\nCharacterisation and fits (models: {models or 'builtin'}), "
+                   f"{time.perf_counter() - started:.1f} s; fits and plots in {out_dir / 'fits'}")
+        click.echo(table.to_string(index=False))
+    from gcsim.cli.validate import final_validation
+
+    final_validation(out_dir, models, jobs)

@@ -1,0 +1,312 @@
+"""Click commands: `gcsim simulate attention` and `gcsim bench simulate`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+import numpy as np
+
+from gcsim.cli.common import OneLineErrors, one_line
+from gcsim.simulate.attention import (
+    MODES,
+    SimulationConfig,
+    as_4d,
+    check_shapes,
+    compare_outputs,
+    simulate_attention,
+)
+from gcsim.bench.simulate import format_bench, random_inputs, run_bench
+from gcsim.hw import PAPER, FitsBundleError, model_for_mode
+
+
+def _load_npy(path: str, name: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {name} from {path}: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path} holds several arrays; give {name} as a single-array .npy")
+    as_4d(array, name)
+    return array
+
+
+def _positive(name: str, value, allow_zero: bool = False):
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _summary_line(name: str, metrics: dict) -> str:
+    return (
+        f"  vs {name:<7} RMSE {metrics['rmse']:.4g} (after best scale x{metrics['best_scale']:.3g}:"
+        f" {metrics['rmse_after_scale']:.4g});"
+        f"  cosine per token: mean {metrics['cosine_mean']:.4f},"
+        f" median {metrics['cosine_median']:.4f}, min {metrics['cosine_min']:.4f}"
+        f" over {metrics['tokens_compared']} tokens"
+    )
+
+
+def _plot(path: str, result, q, k, v, ideal, seed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    q4, k4 = as_4d(np.clip(q, 0, 1), "Q"), as_4d(np.clip(k, 0, PAPER.supply_V), "K")
+    # Sample band entries at random rather than listing all of them: T x W can be 10^8.
+    flat = rng.integers(0, result.S.size, size=min(40000, result.S.size))
+    b, h, t, w = np.unravel_index(flat, result.S.shape)
+    j = t - result.band + 1 + w
+    inside = j >= 0
+    b, h, t, w, j = b[inside], h[inside], t[inside], w[inside], j[inside]
+    ideal_dot = np.einsum("nd,nd->n", q4[b, h, t], k4[b, h, j] - PAPER.mid_rail_V)
+    s_units = result.S[b, h, t, w] / result.charge_unit_C
+
+    out = np.asarray(result.output).ravel()
+    ref = np.asarray(ideal.output).ravel()
+    sel = rng.choice(out.size, size=min(20000, out.size), replace=False)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    axes[0].scatter(ideal_dot, s_units, s=2, alpha=0.4)
+    axes[0].set_xlabel("ideal dot product q . (k - 0.45 V)  [V]")
+    axes[0].set_ylabel("S  [µA x T_max]")
+    axes[0].set_title(f"{result.mode}: column charge S")
+    axes[1].scatter(ref[sel], out[sel], s=2, alpha=0.4)
+    axes[1].set_xlabel("ideal softmax attention output  [V]")
+    axes[1].set_ylabel(f"{result.mode} output  [counter, -1...1 per sub-tile]")
+    axes[1].set_title(f"{result.mode}: output vs ideal")
+    fig.suptitle(result.label, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.group("simulate")
+def simulate_group() -> None:
+    """Run attention heads through the behavioural gain-cell array models.
+
+    \b
+    Example:
+      gcsim simulate attention --mode paper --tokens 1024 --heads 2 --window 1024
+    """
+
+
+@simulate_group.command("attention", cls=OneLineErrors)
+@click.option("--mode", type=click.Choice(MODES), default="paper", show_default=True,
+              help="ideal softmax, linear cells, the published model, or a fits bundle.")
+@click.option("--fits", "fits_dir", type=str, default=None,
+              help="Fits bundle directory for --mode fitted [default: the repository's fits/].")
+@click.option("--q", "q_path", type=str, default=None, help="Queries .npy, values in [0, 1].")
+@click.option("--k", "k_path", type=str, default=None, help="Keys .npy, stored volts in [0, 0.9].")
+@click.option("--v", "v_path", type=str, default=None,
+              help="Values .npy, stored volts in [0, 0.9].")
+@click.option("--tokens", type=int, default=None, help="Random inputs: tokens [256].")
+@click.option("--heads", type=int, default=None, help="Random inputs: heads [1].")
+@click.option("--dim", type=int, default=None, help="Random inputs: head dimension [64].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random inputs' seed.")
+@click.option("--window", type=int, default=PAPER.window, show_default=True,
+              help="Sliding window W in tokens.")
+@click.option("--array", "array_size", type=int, default=PAPER.array_size, show_default=True,
+              help="Array size: key positions per sub-tile.")
+@click.option("--no-quantize", is_flag=True,
+              help="Turn off the DAC and output quantisation (inputs are still clipped).")
+@click.option("--no-clip", is_flag=True,
+              help="Do not clip inputs to the physical ranges; out-of-range values are an error.")
+@click.option("--no-decay", is_flag=True, help="Turn off the stored-voltage decay.")
+@click.option("--decay-factor", type=float, default=None,
+              help="Decay exponent per token of age [mode default; paper 1.6e-4].")
+@click.option("--token-period", type=float, default=None,
+              help="Token period in seconds; decay factor = period / retention time constant.")
+@click.option("--mismatch-seed", type=int, default=None,
+              help="Draw the fits bundle's per-cell mismatch once with this seed (fitted mode).")
+@click.option("--no-readout-loading", is_flag=True,
+              help="Fitted mode: ideal column readouts (ignore the bundle's readout_loading and "
+                   "cell_conductance fits; about 3.7x faster).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+              show_default=True, help="Arithmetic precision of the arrays.")
+@click.option("--save", "save_path", type=str, default=None,
+              help="Write S, phi, output and more to this .npz.")
+@click.option("--plot", "plot_path", type=str, default=None,
+              help="Write a PNG of S and the output against the ideal values.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
+                      array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
+                      mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
+                      as_json):  # fmt: skip
+    """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
+
+    Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
+    batch x heads x tokens x dim), or random values over the physical ranges. Charges are in
+    coulombs and pulse widths in seconds; S is also reported in the published units, µA x T_max.
+
+    \b
+    Examples:
+      gcsim simulate attention --mode paper --tokens 1024 --heads 2 --save run.npz --plot run.png
+      gcsim simulate attention --mode linear --q Q.npy --k K.npy --v V.npy --window 256 --json
+      gcsim simulate attention --mode fitted --fits fits/ --tokens 512 --token-period 1e-6
+    """
+    try:
+        report = _run_attention(**locals())
+    except (ValueError, OSError, FitsBundleError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(_format_report(report))
+
+
+def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
+                   array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
+                   mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
+                   as_json) -> dict:  # fmt: skip
+    files = [q_path, k_path, v_path]
+    if any(files):
+        if not all(files):
+            raise ValueError("give all three of --q, --k and --v, or none")
+        if any(x is not None for x in (tokens, heads, dim)):
+            raise ValueError("--tokens/--heads/--dim make random inputs; not with --q/--k/--v")
+        q, k, v = (_load_npy(p, n) for p, n in zip(files, "QKV"))
+        check_shapes(q, k, v)
+        source = "files"
+    else:
+        tokens = 256 if tokens is None else tokens
+        heads = 1 if heads is None else heads
+        dim = 64 if dim is None else dim
+        for name, value in (("--tokens", tokens), ("--heads", heads), ("--dim", dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        q, k, v = random_inputs(1, heads, tokens, dim, seed)
+        q, k, v = q[0], k[0], v[0]
+        source = f"random (seed {seed})"
+    if no_decay and (decay_factor is not None or token_period is not None):
+        raise ValueError("--no-decay cannot be combined with --decay-factor or --token-period")
+    if decay_factor is not None and token_period is not None:
+        raise ValueError("give either --decay-factor or --token-period, not both")
+    _positive("--decay-factor", decay_factor, allow_zero=True)
+    _positive("--token-period", token_period)
+    if mode == "fitted":
+        model = model_for_mode("fitted", fits_dir)  # fail fast on a missing bundle
+        if mismatch_seed is not None and model.mismatch is None:
+            raise ValueError(f"the fits bundle {fits_dir} has no mismatch distributions")
+    elif fits_dir is not None:
+        raise ValueError(f"--fits is only used with --mode fitted, not {mode}")
+    elif mismatch_seed is not None:
+        raise ValueError("--mismatch-seed needs --mode fitted: mismatch comes from the fits bundle")
+
+    config = SimulationConfig(
+        window=window,
+        array_size=array_size,
+        quantize_inputs=not no_quantize,
+        quantize_output=not no_quantize,
+        clip_inputs=not no_clip,
+        decay=not no_decay,
+        decay_factor=decay_factor,
+        token_period_s=token_period,
+        mismatch_seed=mismatch_seed,
+        readout_loading=not no_readout_loading,
+        keep_intermediates=bool(save_path or plot_path),
+        dtype=dtype,
+    )
+    result = simulate_attention(q, k, v, mode, fits_dir=fits_dir, config=config)
+    reference_config = SimulationConfig(**{**config.__dict__, "keep_intermediates": False})
+    references = {}
+    for name in ("ideal", "linear"):
+        if name != mode:
+            references[name] = simulate_attention(q, k, v, name, config=reference_config)
+
+    B, H, T, D = as_4d(np.asarray(q), "Q").shape
+    report = {
+        "mode": result.mode,
+        "label": result.label,
+        "inputs": source,
+        "shape": {"batch": B, "heads": H, "tokens": T, "dim": D},
+        "window": result.window,
+        "array_size": result.array_size,
+        "decay_factor": result.decay_factor,
+        "quantized": not no_quantize and mode != "ideal",  # ideal never sees DAC levels
+        "clipped": not no_clip,
+        "dtype": dtype,
+        "mismatch_seed": mismatch_seed,
+        "output_range": [float(np.min(result.output)), float(np.max(result.output))],
+        "accuracy": {n: compare_outputs(result.output, r.output) for n, r in references.items()},
+    }
+    if result.S is not None and mode != "ideal":
+        s_units = result.S_in_paper_units()
+        report["S_range_uA_Tmax"] = [float(s_units.min()), float(s_units.max())]
+    if save_path:
+        arrays = {
+            "output": result.output,
+            **{f"{n}_output": r.output for n, r in references.items()},
+            "S": result.S,
+            "phi": result.phi,
+            # Band column w of token t holds key first_key[t] + w (negative: before the start).
+            "first_key": np.arange(result.n_tokens) - result.band + 1,
+            "window": np.array(result.window),
+            "array_size": np.array(result.array_size),
+            "decay_factor": np.array(result.decay_factor),
+        }
+        if result.subtile_outputs is not None:
+            arrays["subtile_outputs"] = result.subtile_outputs
+            arrays["subtile_indices"] = result.subtile_indices()
+        np.savez(save_path, **arrays)
+        report["saved"] = save_path
+    if plot_path:
+        if mode == "ideal":
+            raise ValueError("--plot compares a hardware mode with ideal; use another --mode")
+        _plot(plot_path, result, q, k, v, references["ideal"], seed)
+        report["plot"] = plot_path
+    return report
+
+
+def _format_report(report: dict) -> str:
+    shape = report["shape"]
+    lines = [
+        f"{report['label']}",
+        "  inputs {inputs}: B={batch} H={heads} T={tokens} D={dim}".format(
+            inputs=report["inputs"], **shape
+        ),
+        f"  window {report['window']}, array {report['array_size']}, decay factor "
+        f"{report['decay_factor']:.3g}/token, quantised {report['quantized']}, {report['dtype']}",
+    ]
+    if "S_range_uA_Tmax" in report:
+        lo, hi = report["S_range_uA_Tmax"]
+        lines.append(f"  S range {lo:.1f} ... {hi:.1f} µA x T_max")
+    lo, hi = report["output_range"]
+    lines.append(f"  output range {lo:.3f} ... {hi:.3f}")
+    for name, metrics in report["accuracy"].items():
+        lines.append(_summary_line(name, metrics))
+    for key in ("saved", "plot"):
+        if key in report:
+            lines.append(f"  wrote {report[key]}")
+    return "\n".join(lines)
+
+
+@click.command("simulate", cls=OneLineErrors)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--heads", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--tokens", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--fits", "fits_dir", type=str, default=None,
+              help="Fits bundle for the fitted entry [fits/; paper coefficients if it has none].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json):
+    """Time the paper and fitted modes against the float32 matmul floor and NumPy softmax.
+
+    The floor is one float32 product per polynomial power for each of the two dot products, at
+    full size; softmax is dense float32 NumPy attention. All are measured in the same run.
+
+    \b
+    Example:
+      gcsim bench simulate --json
+    """
+    try:
+        result = run_bench(batch, heads, tokens, dim, window, repeats, fits_dir=fits_dir)
+    except (ValueError, OSError, FitsBundleError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))

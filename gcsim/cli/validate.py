@@ -1,0 +1,251 @@
+"""`gcsim validate tile` and `gcsim validate retention`: the behavioural models against SPICE."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from gcsim.spice import executors
+from gcsim.core import resources
+from gcsim.cli.common import OneLineErrors, one_line
+
+EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
+
+
+@click.group("validate")
+def validate_group() -> None:
+    """Validate the behavioural (fitted) models against SPICE, tile by tile.
+
+    Each command builds the SPICE netlist of a whole tile (K array, readouts, charge-to-pulse
+    converters, V array, V readouts), runs it in ngspice, runs the array simulator in `fitted`
+    mode on the same inputs, and compares them stage by stage (S, phi, A, out). It exits with
+    status 3 when a stage's RMSE exceeds its threshold (% of full scale).
+
+    \b
+    Example:
+      gcsim validate tile --rows 8 --cols 8 --seed 1 --report out/validate
+    """
+
+
+def _common(func):
+    options = [
+        click.option("--rows", type=click.IntRange(1, 256), default=None,
+                     help="K-array rows = head dimension (default 8, or from --q)."),
+        click.option("--cols", type=click.IntRange(2, 256), default=None,
+                     help="K-array columns = tokens (default 8, or from --k)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Random inputs on the DAC levels (q: 16 levels, k and v: 8)."),
+        click.option("--models", default="builtin", show_default=True,
+                     help="Device models: builtin, builtin:CORNER, sky130:CORNER, LIB:SECTION."),
+        click.option("--fits", "fits_dir", type=click.Path(path_type=Path), default=resources.FITS,
+                     show_default=True, help="Fits bundle for the behavioural model."),
+        click.option("--threshold", "thresholds", multiple=True, metavar="[STAGE=]PCT",
+                     help="RMSE limit in % of full scale, per stage (S, phi, A, out) or for "
+                          "all; repeatable. Default 2."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON report."),
+        click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=None, help="Write report.json, stages.png and inputs.npz here."),
+        click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+                     help="ngspice processes at once (default: cores)."),
+        click.option("--single", is_flag=True,
+                     help="Run the tile as one netlist instead of parallel column groups."),
+        click.option("--readout", type=click.Choice(["signed", "charge"]), default="signed",
+                     show_default=True,
+                     help="V columns end in the signed converter netlist, or in their "
+                          "integrators only (out is then the fitted converter on SPICE's A)."),
+        click.option("--mc-seed", type=click.IntRange(0), default=None,
+                     help="Monte Carlo: Pelgrom threshold mismatch on every cell transistor "
+                          "(builtin), drawn from this seed; the model stays nominal."),
+        click.option("--r-wire", default="0", show_default=True,
+                     help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
+        click.option("--c-wire", default="0", show_default=True,
+                     help="Wire capacitance per cell pitch, farad (e.g. 0.1f)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return executors.click_options(func)
+
+
+def _load(path: Path | None, name: str) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = one_line(exc)
+        raise ValueError(f"cannot read {name} from {path}: {reason}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} in {path} is not a single numeric array")
+    return array
+
+
+def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+         single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
+         max_age=None, executor="local", scheduler=None) -> None:
+    from gcsim.spice import process as processes
+    from gcsim.core.errors import GcsimError
+    from gcsim.hw import FitsBundleError, load_fitted_models
+    from gcsim.validate import compare
+    from gcsim.validate.scenarios import (
+        InputError,
+        check_inputs,
+        random_inputs,
+        save_inputs,
+        validate_tile,
+    )
+    from gcsim.validate.tile import TileParams
+    from gcsim.core.values import parse_number
+
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    try:
+        limits = compare.parse_thresholds(thresholds)
+        params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
+                                     parse_number(c_wire, "--c-wire"), readout == "signed")
+        params.mc_seed = mc_seed
+        if single is False and params.r_wire > 0:
+            single = True   # word-line resistance couples the columns
+        model_set = processes.resolve(models)
+        model = load_fitted_models(fits_dir)
+        given = [p is not None for p in (q_path, k_path, v_path)]
+        if any(given) and not all(given):
+            raise InputError("give all of --q, --k and --v, or none (random inputs)")
+        if all(given):
+            q, k, v = (_load(p, n) for p, n in ((q_path, "Q"), (k_path, "K"), (v_path, "V")))
+            q, k, v = check_inputs(q, k, v, params["vdd"], rows, cols)
+            source = {"inputs": {"q": str(q_path), "k": str(k_path), "v": str(v_path)}}
+        else:
+            q, k, v = random_inputs(rows or 8, cols or 8, seed, params["vdd"])
+            source = {"inputs": "random", "seed": seed}
+        source["mc_seed"] = mc_seed
+        token_period = None
+        if max_age is not None:
+            age = parse_number(max_age, "--max-age")
+            if not age > 0:
+                raise InputError("--max-age must be > 0")
+            token_period = age / (k.shape[0] - 1)
+            fitted_ages = model.decay.fitted_age_max_s
+            if fitted_ages is not None and age > fitted_ages * (1 + 1e-9):
+                warning = (f"--max-age {age:.4g} s is beyond the {fitted_ages:.4g} s of ages the "
+                           "fitted decay was fitted over: the model extrapolates")
+                source["warnings"] = [warning]
+                click.echo(f"warning: {warning}", err=True)
+        # Every ngspice run of the tile (its columns, the retention holds) goes to the
+        # executor: local worker processes, or a Dask cluster.
+        with executors.from_options(executor, scheduler) as runner, executors.use(runner):
+            result = validate_tile(q, k, v, model, model_set, scenario=scenario, jobs=jobs,
+                                   split=not single, thresholds=limits, params=params,
+                                   token_period_s=token_period, extra=source)
+        if report_dir is not None:
+            compare.write_report(result.report, result.stages, report_dir)
+            save_inputs(report_dir, q, k, v)
+    except (GcsimError, FitsBundleError, ValueError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted") from None
+    report = result.report
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_summary(report))
+        if report_dir is not None:
+            click.echo(f"wrote {report_dir / 'report.json'} and {report_dir / 'stages.png'}")
+    if not report["passed"]:
+        failed = [name for name, m in report["stages"].items() if not m["passed"]]
+        click.echo(f"validation FAILED: {', '.join(failed)} above threshold", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def format_summary(report: dict) -> str:
+    from gcsim.validate.compare import format_table
+
+    spice = report["spice"]
+    head = (f"validate {report['scenario']}: {report['rows']}x{report['cols']} tile, models "
+            f"{report['models']}, {report['fits']}\n"
+            f"  SPICE: {spice['runs']} ngspice runs ({spice['mode']}, {spice['jobs']} jobs), "
+            f"{spice['elapsed_s']:.1f} s (ngspice CPU {spice['cpu_s']:.1f} s); "
+            f"total {report['elapsed_s']:.1f} s")
+    if report.get("token_period_s"):
+        head += (f"\n  ages: key j read {report['token_period_s']:.4g} s x (C-1-j) after its "
+                 f"write (oldest {report['token_period_s'] * (report['cols'] - 1):.4g} s)")
+    return head + "\n" + format_table(report) + \
+        f"\n{'PASSED' if report['passed'] else 'FAILED'}"
+
+
+@validate_group.command("tile", cls=OneLineErrors)
+@_common
+@click.option("--q", "q_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Query, .npy of shape (rows,), values in [0, 1].")
+@click.option("--k", "k_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keys, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
+@click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
+def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+                 single, readout, mc_seed, r_wire, c_wire, executor, scheduler, q_path, k_path,
+                 v_path):
+    """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
+
+    \b
+    Example:
+      gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
+      gcsim validate tile --rows 64 --cols 64 --executor dask --scheduler tcp://head:8786
+    """
+    _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+         single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
+         executor=executor, scheduler=scheduler)
+
+
+@validate_group.command("retention", cls=OneLineErrors)
+@_common
+@click.option("--max-age", default="4m", show_default=True,
+              help="Age of the oldest key (column 0), seconds; key j is read "
+                   "max_age * (C-1-j)/(C-1) after its write.")
+def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+                      single, readout, mc_seed, r_wire, c_wire, executor, scheduler, max_age):
+    """Validate the decay model in the array: keys and values written at different times.
+
+    SPICE holds each cell for its age on the retention testbench, then reads the tile from the
+    aged voltages; the model applies its fitted decay to the same ages.
+
+    \b
+    Example:
+      gcsim validate retention --rows 8 --cols 8 --max-age 4m
+    """
+    _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+         single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
+         scheduler=scheduler)
+
+
+def final_validation(out_dir: Path, models: str | None, jobs: int | None,
+                     size: int = 64) -> None:
+    """`gcsim run`'s last step: a size x size tile against this run's fits (OUT/fits, or the
+    committed fits/ when this run produced no complete bundle); prints the stage table and
+    writes OUT/validate/. Failing stages are reported, not raised: the run itself succeeded."""
+    from gcsim.spice import process as processes
+    from gcsim.core.errors import GcsimError
+    from gcsim.hw import FitsBundleError, load_fitted_models
+    from gcsim.validate import compare
+    from gcsim.validate.scenarios import random_inputs, save_inputs, validate_tile
+
+    selector = models or "builtin"
+    try:
+        try:
+            model = load_fitted_models(out_dir / "fits")
+        except FitsBundleError:
+            model = load_fitted_models(resources.FITS)
+        q, k, v = random_inputs(size, size, seed=0)
+        result = validate_tile(q, k, v, model, processes.resolve(selector),
+                               jobs=jobs or max(1, os.cpu_count() or 1),
+                               extra={"inputs": "random", "seed": 0})
+        compare.write_report(result.report, result.stages, out_dir / "validate")
+        save_inputs(out_dir / "validate", q, k, v)
+    except (GcsimError, FitsBundleError, ValueError) as exc:
+        click.echo(f"\nvalidation skipped: {one_line(exc)}")
+        return
+    click.echo(f"\nValidation against SPICE (gcsim validate tile --rows {size} --cols {size} "
+               f"--seed 0 --models {selector}; report in {out_dir / 'validate'})")
+    click.echo(format_summary(result.report))

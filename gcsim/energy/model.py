@@ -1,0 +1,543 @@
+"""Energy and latency per generated token, built bottom-up from SPICE-measured per-operation
+energies (the fits bundle) and explicitly stated activity, geometry and timing assumptions.
+
+The model counts, for one head and one token step with a sliding window of W tokens, a head
+dimension D and A x A arrays (n_sub = ceil(W / A) sub-tiles):
+
+=====================================  ===========  ===========================================
+component                              count/head   energy per operation
+=====================================  ===========  ===========================================
+query pulses on the K arrays           D * W cells  read_fixed + read_power * q_mean * T_max
+K column integrations                  W            sense_amp energy_per_integration
+HardSigmoid charge-to-pulse            W            charge_to_pulse energy_per_conversion
+phi pulses on the V arrays             W * D cells  read_fixed + read_power * phi_mean * T_max
+V column integrations                  n_sub * D    sense_amp energy_per_integration
+signed conversion and count            n_sub * D    signed_converter energy_per_conversion
+write the new token's K and V          2 * D cells  write energy_per_write
+digital control and routing            1            a parameter (paper: 4 nJ per head)
+=====================================  ===========  ===========================================
+
+Latency follows one token step's critical path: the write of the new K/V (the sense-amp
+resets run beside it), the query pulses (T_max), the K integrators' settling, the HardSigmoid
+conversion whose phi pulse is at once the V-array read, the V integrators' settling, the
+signed conversion, and a digital tail. Heads run in parallel on their own arrays; sub-tiles
+run in parallel unless ``subtile_parallel`` limits them, in which case the array phases repeat.
+
+Every per-operation quantity is resolved as: an explicit override, else the fit parameter,
+else (for settling, reset and a missing write fit) a sweep table, else a stated fallback that
+is flagged in the output. Nothing is silent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gcsim.core.errors import GcsimError
+
+# ---------------------------------------------------------------------------------------------
+# Published reference figures (Leroux et al., Nat. Comput. Sci. 5, 813 (2025); MISSION.md).
+
+PAPER_ENERGY_PER_HEAD_J = {          # per token per head
+    "QK array + HardSigmoid": 1120e-12,
+    "phi-V array": 700e-12,
+    "DACs (K/V writes)": 330e-12,
+    "digital control and routing": 4e-9,
+}
+PAPER_LATENCY_S = 65e-9              # per token
+PAPER_HEADS = 12
+PAPER_WINDOW = 1024
+# GPU references from the paper: (latency per token, energy per token) for 12 heads, W = 1024.
+GPU_REFERENCES = {"RTX 4090": (22.4e-6, 7.18e-3), "Jetson Nano": (489e-6, 3.25e-3)}
+
+
+class EnergyError(GcsimError):
+    """Bad configuration or inputs for the energy model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-operation quantities and where they come from.
+
+@dataclass(frozen=True)
+class Operation:
+    key: str                 # name for overrides (--op KEY=VALUE)
+    unit: str
+    description: str
+    kind: str | None = None  # fit kind that carries it
+    parameter: str | None = None
+    fallback: float | None = None   # used (and flagged) when neither override, fit nor sweep
+    fallback_note: str = ""
+
+
+OPERATIONS: dict[str, Operation] = {op.key: op for op in (
+    Operation("read_fixed", "J", "read pulse edges, one cell (word-line drive included)",
+              "charge_per_pulse", "energy_per_read_fixed", 0.0, "assumed 0"),
+    Operation("read_power", "W", "read energy per second of pulse width, one cell",
+              "charge_per_pulse", "energy_per_read_power", 0.0, "assumed 0"),
+    Operation("integration", "J", "one column integration (sense amp, both resets)",
+              "sense_amp", "energy_per_integration", 0.0, "assumed 0"),
+    Operation("c2p_conversion", "J", "one HardSigmoid charge-to-pulse conversion",
+              "charge_to_pulse", "energy_per_conversion", 0.0, "assumed 0"),
+    Operation("signed_conversion", "J", "one signed conversion and count",
+              "signed_converter", "energy_per_conversion", 0.0, "assumed 0"),
+    Operation("write_energy", "J", "one cell write (DAC source and write word line)",
+              "write", "energy_per_write", 0.0, "assumed 0"),
+    Operation("write_time", "s", "write pulse width (settling through the write device)",
+              "write", "write_time", 10e-9,
+              "assumed 10 ns, the widest write pulse gain_cell_write.toml sweeps"),
+    Operation("t_max", "s", "maximum pulse width T_max (query and phi pulses)",
+              "charge_to_pulse", "t_max", 15e-9, "assumed the paper's 15 ns"),
+    Operation("signed_t_max", "s", "signed converter's output window",
+              "signed_converter", "t_max", 15e-9, "assumed the paper's 15 ns"),
+    Operation("comparator_delay", "s", "HardSigmoid comparator delay",
+              "charge_to_pulse", "comparator_delay", 0.0, "assumed 0"),
+    Operation("align_time", "s",
+              "lag from the start of a converter's discharge to its output window (netlists' "
+              "t_align: comparator delay plus logic)", None, None, 0.7e-9,
+              "parameter: the converter testbenches' t_align (0.7 ns)"),
+    Operation("settling", "s", "column integrator settling after the pulses end",
+              None, None, 1e-9, "parameter: the testbenches' t_hold (1 ns), the wait "
+              "between integration and conversion; pass --sweeps to measure it"),
+    Operation("reset_time", "s", "sense-amp reset back to mid-rail",
+              None, None, 2e-9, "parameter: the sense-amp testbench's t_rst (2 ns); pass "
+              "--sweeps to measure it"),
+)}
+
+
+@dataclass(frozen=True)
+class Quantity:
+    key: str
+    value: float
+    unit: str
+    source: str              # "fit", "sweep", "override", "parameter", "missing"
+    detail: str              # where exactly, or what was assumed
+
+    @property
+    def simulated(self) -> bool:
+        return self.source in ("fit", "sweep")
+
+
+def _fit_value(bundle, op: Operation):
+    if bundle is None or op.kind is None or op.kind not in bundle.records:
+        return None
+    record = bundle.records[op.kind]
+    if op.parameter not in record.parameters:
+        return None
+    value = record.value(op.parameter)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise EnergyError(f"fit {op.kind}: parameter {op.parameter!r} is not a finite number")
+    return float(value)
+
+
+def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, t_rst: float = 2e-9,
+                        t_gap: float = 0.5e-9, t_int: float = 15e-9, t_edge: float = 100e-12,
+                        t_hold: float = 1e-9) -> float:
+    """Integrator settling from sense_amp_settling: the time after the input current ends until
+    V(out) stays within `tolerance_V` of its value at the read instant (t_rst + t_gap + t_int +
+    t_edge + t_hold, the testbench's timing), worst case over the swept charges."""
+    needed = {"charge_in_C", "time_s", "v_out_V"}
+    if not needed <= set(table.columns):
+        raise EnergyError(f"settling table lacks columns {sorted(needed - set(table.columns))}")
+    t_end = t_rst + t_gap + t_int + t_edge
+    t_read = t_end + t_hold
+    worst = 0.0
+    for _, curve in table.groupby("charge_in_C"):
+        curve = curve.sort_values("time_s")
+        t = curve["time_s"].to_numpy(float)
+        v = curve["v_out_V"].to_numpy(float)
+        final = float(np.interp(t_read, t, v))
+        window = (t >= t_end) & (t <= t_read + 1e-15)
+        tw, vw = t[window], v[window]
+        outside = np.abs(vw - final) > tolerance_V
+        settle = 0.0
+        if outside.any():  # settled at the grid point after the last one outside
+            index = np.nonzero(outside)[0][-1]
+            settle = float(tw[min(index + 1, tw.size - 1)] - t_end)
+        worst = max(worst, settle)
+    return worst
+
+
+def resolve(bundle=None, sweeps_dir: str | Path | None = None,
+            overrides: dict[str, float] | None = None,
+            settle_tolerance_V: float = 2e-3) -> dict[str, Quantity]:
+    """Every per-operation quantity with its source."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(OPERATIONS))
+    if unknown:
+        raise EnergyError(f"unknown operation {unknown[0]!r} (known: {', '.join(OPERATIONS)})")
+    sweeps = Path(sweeps_dir) if sweeps_dir is not None else None
+    if sweeps is not None and not sweeps.is_dir():
+        raise EnergyError(f"--sweeps {sweeps}: not a directory")
+    out: dict[str, Quantity] = {}
+    for key, op in OPERATIONS.items():
+        if key in overrides:
+            value = float(overrides[key])
+            if value < 0:
+                raise EnergyError(f"--op {key}: must be >= 0, got {value:g}")
+            out[key] = Quantity(key, value, op.unit, "override", "given on the command line")
+            continue
+        value = _fit_value(bundle, op)
+        if value is not None:
+            out[key] = Quantity(key, value, op.unit, "fit", f"{op.kind}.{op.parameter}")
+            continue
+        found = _from_sweeps(key, sweeps, settle_tolerance_V) if sweeps is not None else None
+        if found is not None:
+            out[key] = Quantity(key, found[0], op.unit, "sweep", found[1])
+            continue
+        source = "parameter" if op.kind is None else "missing"
+        where = f"no {op.kind}.{op.parameter} in the fits; " if op.kind else ""
+        out[key] = Quantity(key, float(op.fallback), op.unit, source, where + op.fallback_note)
+    return out
+
+
+def _from_sweeps(key: str, sweeps: Path, tolerance_V: float):
+    def table(name):
+        path = sweeps / f"{name}.parquet"
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable table is a one-line error
+            raise EnergyError(f"cannot read {path}: {exc}") from None
+
+    if key == "settling":
+        data = table("sense_amp_settling")
+        if data is None:
+            return None
+        value = settling_from_sweep(data, tolerance_V)
+        return value, (f"sense_amp_settling.parquet: worst time for V(out) to stay within "
+                       f"{tolerance_V * 1e3:g} mV after the column current ends")
+    if key == "reset_time":
+        data = table("sense_amp_reset")
+        if data is None or "reset_settling_s" not in data:
+            return None
+        return float(data["reset_settling_s"].max()), "sense_amp_reset.parquet: worst case"
+    if key in ("write_energy", "write_time"):
+        data = table("gain_cell_write")
+        needed = {"target_voltage_V", "t_write_s", "stored_voltage_V"}
+        if data is None or not needed <= set(data.columns):
+            return None
+        widest = float(data["t_write_s"].max())
+        at = data[np.isclose(data["t_write_s"], widest, rtol=1e-9, atol=0.0)]
+        error = float((at["stored_voltage_V"] - at["target_voltage_V"]).abs().max())
+        note = (f"gain_cell_write.parquet at the widest pulse {widest * 1e9:g} ns (no write fit; "
+                f"worst write error there {error * 1e3:.3g} mV)")
+        if key == "write_time":
+            return widest, note
+        if "energy_J" not in data:
+            return None
+        return float(at["energy_J"].mean()), "mean over DAC targets, " + note
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and the model.
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    window: int = 1024
+    heads: int = 12
+    dim: int = 64
+    array: int = 64
+    digital_energy_J: float = 4e-9       # per head per token, the paper's figure
+    query_mean: float = 0.5              # mean query pulse width, fraction of T_max
+    phi_mean: float = 0.5                # mean phi pulse width, fraction of T_max
+    subtile_parallel: int = 0            # sub-tiles converted at once; 0 = all
+    digital_latency_s: float = 0.0       # digital tail (sum of sub-tiles), per token
+
+    def check(self) -> EnergyConfig:
+        for name in ("window", "heads", "dim", "array"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EnergyError(f"--{name}: expected an integer >= 1, got {value!r}")
+        if self.dim > self.array:
+            raise EnergyError(f"--dim {self.dim} > --array {self.array}: a head's dimension must "
+                              "fit the array's rows (split heads are not modelled)")
+        for name in ("query_mean", "phi_mean"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise EnergyError(f"--{name.replace('_', '-')}: expected a fraction of T_max in "
+                                  f"[0, 1], got {value:g}")
+        if self.digital_energy_J < 0 or self.digital_latency_s < 0:
+            raise EnergyError("--digital-energy and --digital-latency must be >= 0")
+        if self.subtile_parallel < 0:
+            raise EnergyError("--subtile-parallel: expected an integer >= 0 (0 = all)")
+        return self
+
+    @property
+    def subtiles(self) -> int:
+        return math.ceil(self.window / self.array)
+
+
+@dataclass
+class Estimate:
+    config: EnergyConfig
+    quantities: dict[str, Quantity]
+    breakdown: pd.DataFrame        # energy per component
+    latency: pd.DataFrame          # latency per phase
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def energy_per_head_J(self) -> float:
+        return float(self.breakdown["per_head_J"].sum())
+
+    @property
+    def energy_per_token_J(self) -> float:
+        return float(self.breakdown["per_token_J"].sum())
+
+    @property
+    def latency_s(self) -> float:
+        return float(self.latency.loc[self.latency["on_critical_path"], "total_s"].sum())
+
+
+def _source_text(*quantities: Quantity) -> str:
+    parts = []
+    for q in quantities:
+        label = {"fit": "simulated", "sweep": "simulated", "override": "override",
+                 "parameter": "parameter", "missing": "MISSING"}[q.source]
+        parts.append(f"{label}: {q.key} = {format_si(q.value, q.unit)} ({q.detail})")
+    return "; ".join(parts)
+
+
+def _status(*quantities: Quantity) -> str:
+    sources = {q.source for q in quantities}
+    if "missing" in sources:
+        return "MISSING"
+    if sources <= {"fit", "sweep"}:
+        return "simulated"
+    if "fit" in sources or "sweep" in sources:
+        return "simulated + parameter"
+    return "parameter"
+
+
+def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
+    """The per-component energy breakdown and the latency of one token step."""
+    config.check()
+    q = quantities
+    W, D, H, n_sub = config.window, config.dim, config.heads, config.subtiles
+    t_max = q["t_max"].value
+    read_k = q["read_fixed"].value + q["read_power"].value * config.query_mean * t_max
+    read_v = q["read_fixed"].value + q["read_power"].value * config.phi_mean * t_max
+    digital = Quantity("digital_energy", config.digital_energy_J, "J", "parameter",
+                       "per head per token, not circuit-level (paper: 4 nJ)")
+    rows = [
+        ("query pulses on K arrays (cell reads, WL drive)", "QK array + HardSigmoid", D * W,
+         read_k, (q["read_fixed"], q["read_power"], q["t_max"]),
+         f"{D} x {W} cells, mean pulse {config.query_mean:g} T_max"),
+        ("K column integrations (sense amps)", "QK array + HardSigmoid", W,
+         q["integration"].value, (q["integration"],), f"{W} columns"),
+        ("HardSigmoid charge-to-pulse", "QK array + HardSigmoid", W,
+         q["c2p_conversion"].value, (q["c2p_conversion"],), f"{W} columns"),
+        ("phi pulses on V arrays (cell reads, WL drive)", "phi-V array", W * D, read_v,
+         (q["read_fixed"], q["read_power"], q["t_max"]),
+         f"{W} x {D} cells, mean pulse {config.phi_mean:g} T_max"),
+        ("V column integrations (sense amps)", "phi-V array", n_sub * D,
+         q["integration"].value, (q["integration"],), f"{n_sub} sub-tiles x {D} columns"),
+        ("signed conversion and count", "phi-V array", n_sub * D,
+         q["signed_conversion"].value, (q["signed_conversion"],),
+         f"{n_sub} sub-tiles x {D} columns"),
+        ("write new token's K and V", "DACs (K/V writes)", 2 * D, q["write_energy"].value,
+         (q["write_energy"],), f"2 x {D} cells"),
+        ("digital control and routing", "digital control and routing", 1,
+         config.digital_energy_J, (digital,), "per head"),
+    ]
+    table = pd.DataFrame([{
+        "component": name, "paper_part": part, "count_per_head": count,
+        "energy_per_op_J": per_op, "per_head_J": count * per_op,
+        "per_token_J": count * per_op * H, "status": _status(*sources), "counted": counted,
+        "source": _source_text(*sources)} for name, part, count, per_op, sources, counted in rows])
+    total = table["per_head_J"].sum()
+    table.insert(6, "share_pct", 100 * table["per_head_J"] / total if total > 0 else 0.0)
+
+    rounds = (1 if config.subtile_parallel == 0
+              else math.ceil(n_sub / min(config.subtile_parallel, n_sub)))
+    write_phase = max(q["write_time"].value, q["reset_time"].value)
+    phases = [
+        ("write new K, V (sense-amp resets beside it)", write_phase, 1,
+         (q["write_time"], q["reset_time"]), "max(write_time, reset_time)"),
+        ("query pulses, K integration", t_max, rounds, (q["t_max"],), "T_max"),
+        ("K integrator settling", q["settling"].value, rounds, (q["settling"],), "settling"),
+        ("HardSigmoid conversion = phi pulses on V",
+         max(q["align_time"].value, q["comparator_delay"].value) + t_max, rounds,
+         (q["align_time"], q["comparator_delay"], q["t_max"]),
+         "max(align_time, comparator_delay) + T_max"),
+        ("V integrator settling", q["settling"].value, rounds, (q["settling"],), "settling"),
+        ("signed conversion and count", q["align_time"].value + q["signed_t_max"].value,
+         rounds, (q["align_time"], q["signed_t_max"]), "align_time + signed T_max"),
+        ("digital sum of sub-tiles", config.digital_latency_s, 1,
+         (Quantity("digital_latency", config.digital_latency_s, "s", "parameter",
+                   "not circuit-level"),), "parameter"),
+    ]
+    latency = pd.DataFrame([{
+        "phase": name, "each_s": each, "times": times, "total_s": each * times,
+        "on_critical_path": True, "status": _status(*sources), "formula": formula,
+        "source": _source_text(*sources)} for name, each, times, sources, formula in phases])
+
+    assumptions = _assumptions(quantities, config, rounds)
+    return Estimate(config, quantities, table, latency, assumptions)
+
+
+def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int) -> list[str]:
+    notes = [
+        (f"Activity: mean query pulse {config.query_mean:g} T_max, mean phi pulse "
+        f"{config.phi_mean:g} T_max (--query-mean, --phi-mean); read energy grows with pulse "
+        "width, so these set the two array rows."),
+        ("Every cell read is charged its edge energy (read_fixed), including zero-width pulses "
+        "(q = 0 or phi = 0): an upper bound for sparse activity."),
+        ("Per-cell read and write energies are SPICE energies of one cell with its word-line "
+        "drivers (rail-referenced); word-line and bitline wire capacitance across a 64-cell row "
+        "or column is not in the netlists."),
+        ("Each K column and each V-sub-tile column has its own integrator; the sense amp's "
+        "energy covers one 21 ns cycle with both resets, and the converters' energies start "
+        "at the end of the integration, so ~2.4 ns of OTA bias is counted twice (small)."),
+        ("Shared references (bias and reference currents on VDDB) and the reset/window "
+        "drivers are excluded by the netlists; the output counter's energy is not modelled "
+        "(signed_converter.cir)."),
+        f"Heads run in parallel on their own arrays (per token = {config.heads} x per head); "
+        + ("all sub-tiles run in parallel." if rounds == 1 else
+           f"sub-tiles run {config.subtile_parallel} at a time: the array phases repeat "
+           f"{rounds} times."),
+        ("Latency critical path: write, then query pulses, settling (the wait before a "
+         "conversion starts), HardSigmoid conversion (its phi pulse is the V read), settling, "
+         "signed conversion; sense-amp resets run beside the write; t_align covers the "
+         "comparator delay unless the fitted delay is longer."),
+        (f"Digital control and routing: {format_si(config.digital_energy_J, 'J')} per head "
+        "(--digital-energy, the paper's figure by default), digital latency "
+        f"{format_si(config.digital_latency_s, 's')} (--digital-latency)."),
+    ]
+    for quantity in q.values():
+        if quantity.source == "missing":
+            notes.append(f"MISSING {quantity.key}: {quantity.detail}.")
+        elif quantity.source == "parameter":
+            notes.append(f"Parameter {quantity.key} = {format_si(quantity.value, quantity.unit)}:"
+                         f" {quantity.detail}.")
+        elif quantity.source == "sweep":
+            notes.append(f"From a sweep table, {quantity.key} = "
+                         f"{format_si(quantity.value, quantity.unit)}: {quantity.detail}.")
+        elif quantity.source == "override":
+            notes.append(f"Override {quantity.key} = {format_si(quantity.value, quantity.unit)}.")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons.
+
+def paper_comparison(result: Estimate) -> pd.DataFrame:
+    """gcsim's energy per head grouped as the paper's table, with ratios and the reason when
+    the ratio is far from 1."""
+    grouped = result.breakdown.groupby("paper_part", sort=False)["per_head_J"].sum()
+    rows = []
+    for part, paper in PAPER_ENERGY_PER_HEAD_J.items():
+        ours = float(grouped.get(part, 0.0))
+        rows.append({"part": part, "gcsim_per_head_J": ours, "paper_per_head_J": paper,
+                     "ratio_gcsim_to_paper": ours / paper, "why": _why(result, part, ours, paper)})
+    total_paper = sum(PAPER_ENERGY_PER_HEAD_J.values())
+    rows.append({"part": "total", "gcsim_per_head_J": result.energy_per_head_J,
+                 "paper_per_head_J": total_paper,
+                 "ratio_gcsim_to_paper": result.energy_per_head_J / total_paper, "why": ""})
+    rows.append({"part": "latency per token [s]", "gcsim_per_head_J": result.latency_s,
+                 "paper_per_head_J": PAPER_LATENCY_S,
+                 "ratio_gcsim_to_paper": result.latency_s / PAPER_LATENCY_S, "why": ""})
+    return pd.DataFrame(rows)
+
+
+def _why(result: Estimate, part: str, ours: float, paper: float) -> str:
+    if part == "digital control and routing":
+        return "a parameter, not simulated"
+    if paper > 0 and 0.5 <= ours / paper <= 2:
+        return "within 2x"
+    rows = result.breakdown[result.breakdown["paper_part"] == part]
+    if rows.empty or ours <= 0:
+        return "nothing counted (missing energy)"
+    top = rows.sort_values("per_head_J", ascending=False).iloc[0]
+    direction = "above" if ours > paper else "below"
+    reason = (f"{ours / paper:.2g}x {direction} the paper; largest: {top['component']} "
+              f"{format_si(top['energy_per_op_J'], 'J')} x {int(top['count_per_head'])} = "
+              f"{format_si(top['per_head_J'], 'J')}")
+    if part == "DACs (K/V writes)" and ours < paper:
+        reason += ("; the SPICE write is one cell's charge from an ideal DAC source: the DAC's "
+                   "own static power and the write bitline's wire are not simulated")
+    elif "cell reads" not in str(top["component"]) and ours > paper:
+        periphery = rows[~rows["component"].str.contains("cell reads")]["per_head_J"].sum()
+        reason += (f"; the column periphery is {100 * periphery / ours:.0f} % of it: gcsim's "
+                   "integrator (two-stage OTA on 8 pF) and converters draw bias current for a "
+                   "whole ~20 ns cycle per column, a few pJ each, where the paper's budget "
+                   f"leaves {format_si(paper / max(int(top['count_per_head']), 1), 'J')} per "
+                   "column for everything")
+    return reason
+
+
+def gpu_comparison(result: Estimate, references: dict[str, tuple[float, float]] | None = None
+                   ) -> pd.DataFrame:
+    """Speed-up and energy ratio of gcsim's per-token figures (all heads) against GPU figures
+    per token (as given, for the paper's 12 heads and window 1024)."""
+    references = GPU_REFERENCES if references is None else references
+    rows = []
+    for name, (latency, energy) in references.items():
+        rows.append({"gpu": name, "gpu_latency_s": latency, "gpu_energy_J": energy,
+                     "gcsim_latency_s": result.latency_s,
+                     "gcsim_energy_J": result.energy_per_token_J,
+                     "speedup": latency / result.latency_s if result.latency_s > 0 else math.inf,
+                     "energy_ratio": (energy / result.energy_per_token_J
+                                      if result.energy_per_token_J > 0 else math.inf),
+                     "paper_speedup": latency / PAPER_LATENCY_S,
+                     "paper_energy_ratio": energy / (PAPER_HEADS *
+                                                     sum(PAPER_ENERGY_PER_HEAD_J.values()))})
+    return pd.DataFrame(rows)
+
+
+def sweep(quantities: dict[str, Quantity], config: EnergyConfig, name: str, values
+          ) -> pd.DataFrame:
+    """Energy and latency against one configuration field (window, heads, dim, array, ...)."""
+    fields = {f for f in asdict(config)}
+    if name not in fields:
+        raise EnergyError(f"--sweep {name}: unknown (choose {', '.join(sorted(fields))})")
+    rows = []
+    for value in values:
+        result = estimate(quantities, replace(config, **{name: value}))
+        row = {name: value, "energy_per_head_J": result.energy_per_head_J,
+               "energy_per_token_J": result.energy_per_token_J, "latency_s": result.latency_s}
+        for part, energy in result.breakdown.groupby("paper_part", sort=False)["per_head_J"]:
+            row[f"{part} [J/head]"] = float(energy.sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def check_models(bundle, models: str) -> None:
+    """Refuse a bundle whose fits were swept on other device models than `models`."""
+    found = set()
+    for record in bundle.records.values():
+        used = record.provenance.get("models")
+        if used:
+            found.add(str(used))
+    wanted = models.strip()
+    bad = sorted(m for m in found if not (m == wanted or m.split(":")[0] == wanted))
+    if bad:
+        raise EnergyError(f"fits in {bundle.directory} were swept on {', '.join(sorted(found))}, "
+                          f"not {wanted}; run gcsim regen --models {wanted} --fits DIR first")
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting.
+
+_PREFIXES = [(1e-15, "f"), (1e-12, "p"), (1e-9, "n"), (1e-6, "µ"), (1e-3, "m"), (1.0, "")]
+
+
+def format_si(value: float, unit: str = "", digits: int = 3) -> str:
+    """1.12e-9, 'J' -> '1.12 nJ'."""
+    if value is None or not math.isfinite(value):
+        return f"{value} {unit}".strip()
+    if value == 0:
+        return f"0 {unit}".strip()
+    magnitude = abs(value)
+    scale, prefix = _PREFIXES[0]
+    for s, p in _PREFIXES:
+        if magnitude >= s * 0.9995:
+            scale, prefix = s, p
+    if magnitude >= 1e3 and unit == "":
+        return f"{value:,.0f}"
+    return f"{value / scale:.{digits}g} {prefix}{unit}".strip()

@@ -1,0 +1,461 @@
+"""The signal chain's stages, each a small function or object: DACs, pulses, gain-cell arrays,
+readout, HardSigmoid charge-to-pulse, signed conversion, digital sub-tile sum. SI units throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gcsim.core.quantize import quantize
+
+
+_quantize = quantize  # for methods whose `quantize` flag shadows the function
+
+
+@dataclass
+class InputDAC:
+    """A DAC writing values into [lo, hi] with `levels` levels (CrossSim-style set_limits/convert).
+
+    With `clip` off, values outside the range are an error: the hardware cannot represent them.
+    """
+
+    lo: float
+    hi: float
+    levels: int
+    clip: bool = True
+    quantize: bool = True
+    name: str = "input"
+
+    def set_limits(self, lo: float, hi: float) -> None:
+        if not hi > lo:
+            raise ValueError(f"{self.name} DAC limits must satisfy lo < hi, got [{lo}, {hi}]")
+        self.lo, self.hi = float(lo), float(hi)
+
+    def convert(self, x) -> np.ndarray:
+        x = np.array(x, dtype=np.float64, copy=True)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{self.name} contains NaN or infinite values")
+        if self.clip:
+            np.clip(x, self.lo, self.hi, out=x)
+        elif x.size and (x.min() < self.lo or x.max() > self.hi):
+            raise ValueError(
+                f"{self.name} values span [{x.min():.4g}, {x.max():.4g}], outside the physical "
+                f"range [{self.lo:g}, {self.hi:g}] (clipping is off)"
+            )
+        if self.quantize:
+            _quantize(x, self.lo, self.hi, self.levels, out=x)
+        return x
+
+
+def query_pulse_width_s(query, t_max_s: float) -> np.ndarray:
+    """Query element q in [0, 1] -> read word-line pulse width q * T_max, in seconds."""
+    return np.multiply(query, t_max_s)
+
+
+def window_mask(query_positions, key_positions, window: int) -> np.ndarray:
+    """Causal sliding-window mask M[t, j] = (t - window < j <= t)."""
+    age = np.subtract.outer(np.asarray(query_positions), np.asarray(key_positions))
+    return (age >= 0) & (age < window)
+
+
+def subtile_sum(subtile_outputs: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The digital sum of the per-sub-tile counter outputs."""
+    return np.sum(subtile_outputs, axis=axis)
+
+
+def _output_buffer(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is not None:
+        return out
+    x = np.asarray(x)
+    return np.empty(x.shape, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Column readout: S = gain * Q + offset, clipped to +-saturation_C when that is set."""
+
+    gain: float = 1.0
+    offset_C: float = 0.0
+    saturation_C: float | None = None
+
+    def convert(self, charge_C: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Read-out charge; `out` may be `charge_C` itself to work in place."""
+        out = _output_buffer(charge_C, out)
+        if self.gain != 1.0:
+            np.multiply(charge_C, self.gain, out=out)
+        elif out is not charge_C:
+            np.copyto(out, charge_C)
+        if self.offset_C != 0.0:
+            np.add(out, self.offset_C, out=out)
+        if self.saturation_C is not None:
+            np.clip(out, -self.saturation_C, self.saturation_C, out=out)
+        return out
+
+
+@dataclass(frozen=True)
+class ChargeToPulse:
+    """HardSigmoid charge-to-pulse converter: width = clip(slope * (S - offset), 0, t_max),
+    and zero below `threshold_C` when set (a comparator's minimum overdrive)."""
+
+    slope_s_per_C: float
+    t_max_s: float
+    offset_C: float = 0.0
+    threshold_C: float | None = None
+
+    @property
+    def saturation_charge_C(self) -> float:
+        """Charge above the offset at which the pulse reaches t_max."""
+        return self.t_max_s / self.slope_s_per_C
+
+    def convert(self, charge_C: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Pulse width in seconds; `out` may be `charge_C` itself to work in place."""
+        out = _output_buffer(charge_C, out)
+        if self.offset_C != 0.0:
+            np.subtract(charge_C, self.offset_C, out=out)
+            np.multiply(out, self.slope_s_per_C, out=out)
+        else:
+            np.multiply(charge_C, self.slope_s_per_C, out=out)
+        if self.threshold_C is not None:
+            # `out` may alias `charge_C`: recover the charge from the width before masking.
+            below = out < self.slope_s_per_C * (self.threshold_C - self.offset_C)
+            np.clip(out, 0.0, self.t_max_s, out=out)
+            np.copyto(out, 0.0, where=below)
+            return out
+        return np.clip(out, 0.0, self.t_max_s, out=out)
+
+
+@dataclass(frozen=True)
+class SignedConverter:
+    """Signed charge-to-pulse converter and counter: A -> clip(A / full_scale, -1, 1), quantised.
+
+    Quantisation follows the published `step * round(x / step)` with step = 2 / (levels - 1).
+    """
+
+    full_scale_C: float
+    levels: int = 32
+
+    def convert(self, charge_C: np.ndarray, quantize: bool = True, out=None) -> np.ndarray:
+        """Counter output in [-1, 1] (dimensionless); `out` may be `charge_C` itself."""
+        out = _output_buffer(charge_C, out)
+        np.divide(charge_C, self.full_scale_C, out=out)
+        np.clip(out, -1.0, 1.0, out=out)
+        if quantize:
+            _quantize(out, -1.0, 1.0, self.levels, out=out)
+        return out
+
+
+
+
+# Largest |exponent| allowed in the per-block decay factors before falling back to an explicit
+# decay matrix: the query and key factors are exp(-x) and exp(+x), so both must stay normal.
+_DECAY_EXPONENT_LIMIT = {np.dtype(np.float64): 600.0, np.dtype(np.float32): 40.0}
+
+
+@dataclass
+class _Term:
+    power: int  # m: the term decays as exp(-decay_factor * age) ** m
+    constant: float | None  # the feature when it is the same for every cell
+    feature: np.ndarray | None  # (tokens, head_dim) otherwise
+
+
+class GainCellArray:
+    """The gain cells holding one head's keys or values, written at `written_V` (tokens, head_dim).
+
+    The polynomial cell current I(x) = sum_i a_i x^i, x = V_store - V_mid, with the stored voltage
+    decaying as V = V_inf + (V_written - V_inf) * e, e = exp(-decay_factor * age), is regrouped in
+    powers of e:  I = gain * sum_m F_m e^m,  F_m = b^m sum_{i>=m} a_i binom(i, m) u^(i-m),
+    b = V_written - V_inf, u = V_inf - V_mid + vt_shift. Because e^m at age t - j equals
+    exp(-m f (t - base)) * exp(m f (j - base)), the decay splits into a query factor and a key
+    factor, and each block of queries needs one matrix product for all powers together.
+    """
+
+    def __init__(
+        self,
+        written_V: np.ndarray,
+        power_coefficients_A: np.ndarray,
+        v_mid_V: float,
+        decay_factor: float,
+        asymptote_V: float,
+        cell_gain: np.ndarray | None = None,
+        vt_shift_V: np.ndarray | None = None,
+        dtype=np.float64,
+    ):
+        written_V = np.asarray(written_V, dtype=np.float64)
+        if written_V.ndim != 2:
+            raise ValueError("a gain-cell array holds a (tokens, head_dim) block of voltages")
+        if decay_factor < 0 or not math.isfinite(decay_factor):
+            raise ValueError(f"decay factor must be finite and >= 0, got {decay_factor}")
+        self.dtype = np.dtype(dtype)
+        self.n_tokens, self.head_dim = written_V.shape
+        self.decay_factor = float(decay_factor)
+        a = np.asarray(power_coefficients_A, dtype=np.float64)
+        gain = None if cell_gain is None else np.asarray(cell_gain, dtype=np.float64)
+        shift = None if vt_shift_V is None else np.asarray(vt_shift_V, dtype=np.float64)
+        self.terms: list[_Term] = []
+        self._global_keys: np.ndarray | None = None
+        if self.decay_factor == 0.0:
+            # No decay: e = 1, the stored value is the written one and I(x) is a single feature.
+            x = written_V - v_mid_V if shift is None else written_V - v_mid_V + shift
+            current = np.polynomial.polynomial.polyval(x, a)
+            if gain is not None:
+                current *= gain
+            self.terms.append(_Term(0, None, current.astype(self.dtype)))
+            return
+        b = written_V - asymptote_V
+        u = asymptote_V - v_mid_V if shift is None else asymptote_V - v_mid_V + shift
+        b_power = None  # b**m, built by multiplication: ndarray ** int is much slower
+        for m in range(len(a)):
+            b_power = None if m == 0 else (b.copy() if m == 1 else b_power * b)
+            g_m = sum(a[i] * math.comb(i, m) * u ** (i - m) for i in range(m, len(a)))
+            if np.isscalar(g_m) and g_m == 0.0:
+                continue  # e.g. the linear cell has only the m = 1 term
+            if m == 0 and gain is None and np.isscalar(g_m):
+                self.terms.append(_Term(0, float(g_m), None))
+                continue
+            feature = np.broadcast_to(g_m, b.shape) if b_power is None else g_m * b_power
+            if gain is not None:
+                feature = feature * gain
+            self.terms.append(_Term(m, None, np.ascontiguousarray(feature, dtype=self.dtype)))
+
+    @property
+    def _global_base(self) -> bool:
+        """Whether one set of decay factors, based at token 0, stays finite for the sequence."""
+        return self._factorisable(self.n_tokens)
+
+    @property
+    def max_power(self) -> int:
+        return max((t.power for t in self.terms), default=0)
+
+    @property
+    def _width(self) -> int:
+        return sum(1 if t.constant is not None else self.head_dim for t in self.terms)
+
+    def _factorisable(self, span: int) -> bool:
+        exponent = self.decay_factor * self.max_power * span
+        return exponent <= _DECAY_EXPONENT_LIMIT.get(self.dtype, 40.0)
+
+    def _choose_base(self, last_query: int, key_start: int, key_stop: int) -> int | None:
+        """Reference position of the decay factors for a block; None if they would overflow.
+
+        Position 0 for every block when the whole sequence fits (the key matrix is then built
+        once), else the block's first key.
+        """
+        if self._global_base:
+            return 0
+        if self._factorisable(max(last_query, key_stop) - key_start):
+            return key_start
+        return None
+
+    def _build_keys(self, start: int, stop: int, base: int | None) -> np.ndarray:
+        width = self._width
+        out = np.zeros((stop - start, width), dtype=self.dtype)
+        real = min(stop, self.n_tokens) - start
+        positions = np.arange(start, start + real, dtype=np.float64) - (base or 0)
+        col = 0
+        for term in self.terms:
+            scale = None
+            if term.power and base is not None:
+                scale = np.exp(self.decay_factor * term.power * positions)
+            if term.constant is not None:
+                out[:real, col] = term.constant if scale is None else term.constant * scale
+                col += 1
+            else:
+                block = out[:real, col : col + self.head_dim]
+                np.copyto(block, term.feature[start : start + real])
+                if scale is not None:
+                    block *= scale[:, None].astype(self.dtype)
+                col += self.head_dim
+        return out
+
+    def _key_features(self, start: int, stop: int, base: int | None) -> np.ndarray:
+        """(stop - start, N) key-side matrix, all terms side by side; zero rows past the sequence.
+
+        With a `base`, term m carries the key factor exp(m f (j - base)); without, no decay.
+        """
+        if base != 0 or not self._global_base:
+            return self._build_keys(start, stop, base)
+        if self._global_keys is None:
+            self._global_keys = self._build_keys(0, self.n_tokens, 0)
+        if stop <= self.n_tokens:
+            return self._global_keys[start:stop]
+        out = np.zeros((stop - start, self._global_keys.shape[1]), dtype=self.dtype)
+        out[: self.n_tokens - start] = self._global_keys[start:]
+        return out
+
+    def _query_scales(self, query_start: int, n_queries: int, base: int) -> list[np.ndarray | None]:
+        positions = np.arange(query_start, query_start + n_queries, dtype=np.float64) - base
+        return [
+            np.exp(-self.decay_factor * t.power * positions).astype(self.dtype) if t.power else None
+            for t in self.terms
+        ]
+
+    def _decay_matrix(self, query_start: int, n_queries: int, key_start: int, n_keys: int):
+        age = np.subtract.outer(
+            np.arange(query_start, query_start + n_queries),
+            np.arange(key_start, key_start + n_keys),
+        )
+        # Future keys (negative age) are masked by the caller; clamp so they cannot overflow.
+        return np.exp(-self.decay_factor * np.maximum(age, 0)).astype(self.dtype)
+
+    def _single_feature(self) -> bool:
+        return len(self.terms) == 1 and self.terms[0].power == 0
+
+    def column_charges_C(
+        self, pulse_widths_s: np.ndarray, query_start: int, key_start: int, key_stop: int
+    ) -> np.ndarray:
+        """K array: charge on each key's column, Q[t, j] = sum_d width[t, d] I(k[j, d], age t - j).
+
+        `pulse_widths_s` is (n_queries, head_dim) for queries query_start...; keys past the end of
+        the sequence give zero charge.
+        """
+        widths = np.asarray(pulse_widths_s, dtype=self.dtype)
+        n_q = widths.shape[0]
+        n_k = key_stop - key_start
+        if not self.terms:
+            return np.zeros((n_q, n_k), dtype=self.dtype)
+        if self._single_feature() and self.terms[0].feature is not None:
+            return widths @ self._key_features(key_start, key_stop, 0).T
+        base = self._choose_base(query_start + n_q - 1, key_start, key_stop)
+        if base is not None:
+            scales = self._query_scales(query_start, n_q, base)
+            columns = []
+            for term, scale in zip(self.terms, scales):
+                if term.constant is not None:  # the key side carries the constant
+                    total = widths.sum(axis=1)
+                    columns.append((total if scale is None else total * scale)[:, None])
+                else:
+                    columns.append(widths if scale is None else widths * scale[:, None])
+            queries = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
+            return queries @ self._key_features(key_start, key_stop, base).T
+        # Decay too strong to factorise over this span: explicit decay matrix per power.
+        decay = self._decay_matrix(query_start, n_q, key_start, n_k)
+        keys = self._key_features(key_start, key_stop, None)
+        total = np.zeros((n_q, n_k), dtype=self.dtype)
+        col = 0
+        for term in self.terms:
+            if term.constant is not None:
+                product = np.multiply.outer(widths.sum(axis=1), keys[:, col])
+                col += 1
+            else:
+                product = widths @ keys[:, col : col + self.head_dim].T
+                col += self.head_dim
+            total += product * decay**term.power if term.power else product
+        return total
+
+    def column_totals_C(self, n_queries: int, query_start: int, key_start: int,
+                        key_stop: int) -> np.ndarray:
+        """`column_charges_C` with every width 1: each column's sum over all its cells (a
+        conductance array's resting conductance). The unit widths factor out of the product,
+        so this sums the key features once instead of multiplying them by every query."""
+        n_k = key_stop - key_start
+        if not self.terms:
+            return np.zeros((n_queries, n_k), dtype=self.dtype)
+        single = self._single_feature() and self.terms[0].feature is not None
+        base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
+                                                  key_stop)
+        if base is None:
+            return self.column_charges_C(np.ones((n_queries, self.head_dim), self.dtype),
+                                         query_start, key_start, key_stop)
+        keys = self._key_features(key_start, key_stop, base)
+        scales = [None] if single else self._query_scales(query_start, n_queries, base)
+        out = np.zeros((n_queries, n_k), dtype=self.dtype)
+        col = 0
+        for term, scale in zip(self.terms, scales):
+            if term.constant is not None:   # one key column standing for head_dim equal cells
+                total = self.head_dim * keys[:, col]
+                col += 1
+            else:
+                total = keys[:, col : col + self.head_dim].sum(axis=1)
+                col += self.head_dim
+            out += total[None, :] if scale is None else np.multiply.outer(scale, total)
+        return out
+
+    def row_totals_C(self, n_queries: int, query_start: int, key_start: int,
+                     array_size: int, n_keys: int) -> np.ndarray:
+        """`row_charges_C` with every width 1 over `n_keys` keys: each sub-tile column's sum
+        over all its cells, (n_subtiles, n_queries, head_dim), without the product."""
+        if key_start % array_size:
+            raise ValueError("V-array blocks must start on a sub-tile boundary")
+        n_sub = -(-n_keys // array_size)
+        padded = n_sub * array_size
+        key_stop = key_start + padded
+        if not self.terms:
+            return np.zeros((n_sub, n_queries, self.head_dim), dtype=self.dtype)
+        single = self._single_feature()
+        base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
+                                                  key_stop)
+        if base is None:
+            return self.row_charges_C(np.ones((n_queries, n_keys), self.dtype), query_start,
+                                      key_start, array_size)
+        keys = self._key_features(key_start, key_stop, base)[:n_keys]
+        sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
+        sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
+        sums = sums.reshape(n_sub, array_size, -1).sum(axis=1)   # (sub, N)
+        # Every query sees the same sums; only the decay scales differ between queries.
+        products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
+        return np.array(self._weigh_row_terms(products, query_start, base))
+
+    def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
+        """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the
+        key features based at `base` (see _key_features), giving (sub, query, head_dim)."""
+        if self._single_feature() and self.terms[0].feature is not None:
+            return products
+        n_sub, n_q = products.shape[:2]
+        scales = self._query_scales(query_start, n_q, base)
+        # A constant term can only be the m = 0 term, which comes first (one column).
+        first = 1 if self.terms[0].constant is not None else 0
+        n_arrays = len(self.terms) - first
+        if n_arrays == 0:
+            return np.repeat(products, self.head_dim, axis=2)
+        weights = np.stack(
+            [np.ones(n_q, self.dtype) if s is None else s for s in scales[first:]], axis=1
+        )
+        parts = products[:, :, first:].reshape(n_sub, n_q, n_arrays, self.head_dim)
+        # One pass over the products: sum_m scale_m[t] * P_m[s, t, :].
+        out = np.einsum("sqmd,qm->sqd", parts, weights)
+        if first:
+            out += products[:, :, :1]
+        return out
+
+    def row_charges_C(
+        self, pulse_widths_s: np.ndarray, query_start: int, key_start: int, array_size: int
+    ) -> np.ndarray:
+        """V array: sub-tile charges A[s, t, d] = sum_{j in tile s} width[t, j] I(v[j, d], t - j).
+
+        `pulse_widths_s` is (n_queries, n_keys) for keys key_start...; `key_start` must sit on a
+        sub-tile boundary. Returns (n_subtiles, n_queries, head_dim).
+        """
+        if key_start % array_size:
+            raise ValueError("V-array blocks must start on a sub-tile boundary")
+        widths = np.asarray(pulse_widths_s, dtype=self.dtype)
+        n_q, n_k = widths.shape
+        n_sub = -(-n_k // array_size)
+        padded = n_sub * array_size
+        if padded != n_k:
+            widths = np.concatenate(
+                [widths, np.zeros((n_q, padded - n_k), dtype=self.dtype)], axis=1
+            )
+        key_stop = key_start + padded
+        if not self.terms:
+            return np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
+        tiles = widths.reshape(n_q, n_sub, array_size).transpose(1, 0, 2)  # (sub, query, key)
+        single = self._single_feature()
+        base = 0 if single else self._choose_base(query_start + n_q - 1, key_start, key_stop)
+        if base is not None:
+            keys = self._key_features(key_start, key_stop, base)
+            products = tiles @ keys.reshape(n_sub, array_size, -1)  # (sub, query, N)
+            return self._weigh_row_terms(products, query_start, base)
+        decay = self._decay_matrix(query_start, n_q, key_start, padded)
+        keys = self._key_features(key_start, key_stop, None)
+        out = np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
+        col = 0
+        for term in self.terms:
+            weighted = widths * decay**term.power if term.power else widths
+            weighted = weighted.reshape(n_q, n_sub, array_size).transpose(1, 0, 2)
+            width = 1 if term.constant is not None else self.head_dim
+            out += weighted @ keys[:, col : col + width].reshape(n_sub, array_size, width)
+            col += width
+        return out

@@ -1,0 +1,162 @@
+"""One validation: inputs -> SPICE tile and behavioural model -> stage-by-stage report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gcsim.spice import devices
+from gcsim.spice import process as processes
+from gcsim.core.errors import GcsimError
+from gcsim.hw import HardwareModel
+from gcsim.validate import compare
+from gcsim.validate.behaviour import (
+    conversion_stretch,
+    k_rest_conductance_S,
+    run_model,
+    v_array_charges_C,
+)
+from gcsim.validate.retention import aged_voltages
+from gcsim.validate.spice import SpiceStages, run_tile
+from gcsim.validate.tile import Tile, TileParams, build
+
+QUERY_LEVELS, STORED_LEVELS = 16, 8
+NO_PULSE_S = 1e-12   # SPICE widths below this are a converter that stayed off
+
+
+class InputError(GcsimError):
+    """Inputs of the wrong shape or outside the physical range."""
+
+
+def random_inputs(rows: int, cols: int, seed: int, vdd: float = 0.9):
+    """q (rows,) on the query DAC's 16 levels; k, v (cols, rows) on the 8 stored levels."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, QUERY_LEVELS, rows) / (QUERY_LEVELS - 1)
+    k = rng.integers(0, STORED_LEVELS, (cols, rows)) * vdd / (STORED_LEVELS - 1)
+    v = rng.integers(0, STORED_LEVELS, (cols, rows)) * vdd / (STORED_LEVELS - 1)
+    return q, k, v
+
+
+def check_inputs(q, k, v, vdd: float = 0.9, rows: int | None = None, cols: int | None = None):
+    """Shapes q (R,), k and v (C, R); finite; q in [0, 1], k and v in [0, vdd]."""
+    q, k, v = (np.asarray(x, dtype=float) for x in (q, k, v))
+    if q.ndim != 1:
+        raise InputError(f"Q must be 1-D (rows,), got shape {q.shape}")
+    for name, x in (("K", k), ("V", v)):
+        if x.ndim != 2 or x.shape[1] != q.shape[0]:
+            raise InputError(f"{name} must be (cols, rows) = (C, {q.shape[0]}) for Q of "
+                             f"{q.shape[0]} rows, got shape {x.shape}")
+    if k.shape != v.shape:
+        raise InputError(f"K and V must have the same shape, got {k.shape} and {v.shape}")
+    if rows is not None and q.shape[0] != rows:
+        raise InputError(f"--rows {rows} but Q has {q.shape[0]} rows")
+    if cols is not None and k.shape[0] != cols:
+        raise InputError(f"--cols {cols} but K has {k.shape[0]} columns")
+    if q.shape[0] < 1 or k.shape[0] < 2:
+        raise InputError("a tile needs at least 1 row and 2 columns")
+    for name, x, hi in (("Q", q, 1.0), ("K", k, vdd), ("V", v, vdd)):
+        if not np.all(np.isfinite(x)):
+            raise InputError(f"{name} contains NaN or infinite values")
+        if x.min() < 0 or x.max() > hi:
+            raise InputError(f"{name} spans [{x.min():.4g}, {x.max():.4g}], outside the physical "
+                             f"range [0, {hi:g}]" + (" V" if name != "Q" else ""))
+    return q, k, v
+
+
+@dataclass
+class Validation:
+    report: dict
+    stages: list[compare.StageData]
+    spice: SpiceStages
+
+
+def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
+                  scenario: str = "tile", jobs: int = 2, split: bool = True,
+                  thresholds: dict[str, float] | None = None, params: TileParams | None = None,
+                  token_period_s: float | None = None, extra: dict | None = None,
+                  spice: SpiceStages | None = None) -> Validation:
+    """Validate one tile. With `token_period_s`, key/value j was written (C - 1 - j) token
+    periods before the read: SPICE holds the cells that long, the model applies its decay.
+    `spice` reuses the SPICE stages of an earlier run of the same tile (another fit)."""
+    started = time.perf_counter()
+    params = params or TileParams.defaults()
+    thresholds = thresholds or compare.parse_thresholds([])
+    q, k, v = check_inputs(q, k, v, params["vdd"])
+    C, R = k.shape
+    notes = []
+    k_V, v_V = k, v
+    if token_period_s is not None and spice is None:
+        age = (C - 1 - np.arange(C))[:, None] * token_period_s
+        aged = aged_voltages(np.concatenate([k, v]), np.concatenate([age, age]) *
+                             np.ones((2 * C, R)), models, jobs)
+        k_V, v_V = aged[:C], aged[C:]
+        notes.append(f"retention: key/value j written {token_period_s:.4g} s x (C-1-j) before "
+                     "the read; SPICE: hold simulated on the retention testbench, read from .ic; "
+                     "model: fitted decay")
+    if spice is None:
+        tile = Tile(q, k_V, v_V)
+        devices.check_sizes(build(Tile(q[:1], k_V[:2, :1], v_V[:2, :1]), params, models).text,
+                            models)
+        spice = run_tile(tile, params, models, jobs=jobs, split=split)
+    behaviour = run_model(q, k, v, model, token_period_s)
+
+    # Isolated model stages, fed with SPICE's previous stage.
+    score = model.readout.convert(spice.S_C.copy())
+    k_rest = k_rest_conductance_S(k, model, behaviour.decay_factor)
+    phi_iso = model.charge_to_pulse.convert(
+        score * conversion_stretch(model, k_rest, score, "k"))
+    edge = model.pulse_edge_time_s
+    on = spice.phi_s > NO_PULSE_S
+    drive = np.where(on, spice.phi_s + edge, 0.0)
+    A_iso, v_rest = v_array_charges_C(v, drive, model, behaviour.decay_factor)
+    out_iso = model.output_converter.convert(
+        spice.A_C * conversion_stretch(model, v_rest, spice.A_C, "v"),
+        quantize=False)
+    if spice.out is not None:
+        out_spice = spice.out
+        notes.append("out: the signed converter netlist's sign x pulse width / t_max (the count "
+                     "before the counter's rounding)")
+    else:
+        out_spice, out_iso = out_iso, None
+        notes.append("out: SPICE's A through the fitted signed converter (tile run without "
+                     "the signed converter netlist), so it checks A where the counter does "
+                     "not clip")
+
+    c2p = model.charge_to_pulse
+    stages = [
+        compare.StageData("S", spice.S_C, behaviour.S_C, c2p.saturation_charge_C, "column"),
+        compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso),
+        compare.StageData("A", spice.A_C, behaviour.A_C, model.output_converter.full_scale_C,
+                          "dim", A_iso),
+        compare.StageData("out", out_spice, behaviour.out, 2.0, "dim", out_iso),
+    ]
+    results = {s.name: compare.metrics(s, thresholds[s.name]) for s in stages}
+    report = {
+        "spice_stages": {"S_C": spice.S_C.tolist(), "phi_s": spice.phi_s.tolist(),
+                         "A_C": spice.A_C.tolist()},
+        "scenario": scenario,
+        "rows": R,
+        "cols": C,
+        "models": models.name,
+        "fits": model.label,
+        "token_period_s": token_period_s,
+        "decay_factor": behaviour.decay_factor,
+        "wire": {"r_per_pitch_ohm": params.r_wire, "c_per_pitch_F": params.c_wire},
+        "spice": {"mode": spice.mode, "runs": spice.runs, "jobs": jobs,
+                  "elapsed_s": round(spice.elapsed_s, 3), "cpu_s": round(spice.cpu_s, 3),
+                  "netlist_lines": spice.netlist_lines},
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "stages": results,
+        "passed": all(m["passed"] for m in results.values()),
+        "notes": notes,
+        **(extra or {}),
+    }
+    return Validation(report, stages, spice)
+
+
+def save_inputs(directory: Path, q, k, v) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "inputs.npz", q=q, k=k, v=v)
