@@ -12,8 +12,18 @@ from gcsim.spice import executors
 from gcsim.characterize import spec as spec_module
 from gcsim.characterize.cache import ResultCache
 from gcsim.cli.common import fail
+from gcsim.core import resources
 from gcsim.core.errors import GcsimError
 from gcsim.core.values import parse_assignment
+
+
+
+def shipped_spec(spec_file: Path) -> Path:
+    """SPEC as given when it exists; else, for a bare name, the spec gcsim ships by that name."""
+    if spec_file.exists() or spec_file.parent != Path("."):
+        return spec_file
+    shipped = resources.CHARACTERIZATION / spec_file.with_suffix(".toml").name
+    return shipped if shipped.is_file() else spec_file
 
 
 @click.command("sweep")
@@ -41,6 +51,9 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
                   confirmed, executor, scheduler):
     """Run the characterisation sweep SPEC through ngspice and save a tidy table.
 
+    SPEC is a spec file, or the name of a spec gcsim ships (gain_cell_iv, sense_amp_transfer,
+    ...; the files in the repository's characterization/ folder, also in an installed wheel).
+
     Points are batched into few ngspice runs (nested .dc, or many testbench instances
     per transient), run in recycled worker processes, and cached: an unchanged or an
     interrupted sweep resumes from the cache ($GCSIM_CACHE_DIR moves it). Failed points
@@ -53,6 +66,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
     \b
     Examples:
       gcsim sweep characterization/gain_cell_iv.toml -o out/iv.parquet --set c_store=3f
+      gcsim sweep gain_cell_iv -o iv.parquet
       gcsim sweep characterization/gain_cell_pulse.toml --executor dask \\
           --scheduler tcp://10.0.0.5:8786
     """
@@ -61,6 +75,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
     try:
         overrides = dict(parse_assignment(text) for text in assignments)
         runner = executors.from_options(executor, scheduler)
+        spec_file = shipped_spec(spec_file)
         spec = spec_module.load(spec_file)
         spec_module.check_size(spec, models, confirmed)
         if fmt is None:
