@@ -66,5 +66,18 @@ fits: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	$(BIN)/gcsim bench sweep --points 1000
 
+# The documentation (MkDocs, Material theme) into site/. The docs extra goes into .venv first;
+# the build imports gcsim (the CLI reference and the file-format reference are generated from
+# it), and --strict fails on a broken link or anchor.
+DOCS_STAMP := $(VENV)/.gcsim-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
 	rm -rf reports .pytest_cache
