@@ -77,7 +77,7 @@ $(DOCS_STAMP): $(STAMP)
 
 .PHONY: docs
 docs: $(DOCS_STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf reports .pytest_cache
