@@ -1,6 +1,6 @@
 """Imported once by the forkserver that starts ngspice workers on a Dask worker (see
-engine._Launcher), so each run's process inherits PySpice's import (0.25 s)."""
+launcher._Launcher), so each run's process inherits PySpice's import (0.25 s)."""
 
-from gcsim.spice import engine
+from gcsim.spice import run
 
-engine._preimport()
+run.preimport()
