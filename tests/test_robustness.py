@@ -236,18 +236,20 @@ def test_injected_names_never_reach_a_netlist(work, name):
     nothing_written(work)
 
 
-def test_a_template_control_block_is_dropped(tmp_path, monkeypatch):
-    """A template's own .control block (say, one that runs `shell`) never reaches ngspice:
-    gcsim supplies the analysis itself."""
+def test_a_template_control_block_with_a_command_is_refused(tmp_path, monkeypatch):
+    """A template's .control block that does more than run and plot (say, `shell`) is refused
+    with its file and line before any ngspice run (it was silently dropped before; see
+    tests/test_security.py for the rest of the catalogue)."""
     marker = tmp_path / "pwned"
     (tmp_path / "robust.cir").write_text(
         TEMPLATE.replace(".end\n", f".control\nshell touch {marker}\n.endc\n.end\n"))
     (tmp_path / "robust.toml").write_text(SPEC.replace("1.0, 2.0, 3.0", "2.0"))
     monkeypatch.chdir(tmp_path)
     result = invoke("sweep", "robust.toml", "-o", "out.csv", "-j", "1")
-    assert result.exit_code == 0, result.output
-    assert len(pd.read_csv(tmp_path / "out.csv")) == 3
-    assert not marker.exists()
+    assert result.exit_code == 1, result.output
+    assert "robust.cir:" in result.output and "'shell'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
 
 
 # ----------------------------------------------------------------------------- bad files

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from gcsim.core.errors import ParameterError, SpecError
 from gcsim.core.values import check_name, format_number, parse_number, shown
+from gcsim.spice import reader
 
 # Dot-cards that define an analysis or its output: the sweep supplies its own.
-_ANALYSIS_CARDS = {".dc", ".tran", ".op", ".ac", ".noise", ".tf", ".sens", ".pz", ".disto",
-                   ".four", ".meas", ".measure", ".print", ".plot", ".save", ".probe"}
+_ANALYSIS_CARDS = reader.ANALYSIS_CARDS
 # Dot-cards that belong to one testbench instance when the testbench is replicated.
 _INSTANCE_CARDS = {".ic", ".nodeset"}
 # The template's model line names this file; gcsim replaces it with the selected process.
@@ -27,55 +27,6 @@ MODEL_MARKER = "models/builtin.lib"
 WRAPPER = "gcsim_point"
 
 _PARAM_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _logical_lines(text: str) -> list[str]:
-    """Join '+' continuation lines and drop comment and blank lines."""
-    lines: list[str] = []
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        stripped = line.strip()
-        if not stripped or stripped.startswith("*"):
-            continue
-        if stripped.startswith("+"):
-            if not lines:
-                raise SpecError(f"continuation line without a preceding line: {stripped!r}")
-            lines[-1] += " " + stripped[1:].strip()
-        else:
-            lines.append(stripped)
-    return lines
-
-
-def _strip_inline_comment(line: str) -> str:
-    # ngspice inline comments start with ' $ ' or ' ; ' (also '//' in some modes).
-    for marker in (" $", " ;", "\t$", "\t;", " //"):
-        position = line.find(marker)
-        if position >= 0:
-            line = line[:position]
-    return line.rstrip()
-
-
-def _card(line: str) -> str:
-    return line.split(None, 1)[0].lower()
-
-
-def _lib_section(lines: list[str], section: str, path: Path) -> list[str]:
-    """Return the lines of ``.lib section`` ... ``.endl`` inside a library file."""
-    out: list[str] = []
-    inside = False
-    for line in lines:
-        words = line.split()
-        card = words[0].lower()
-        if card == ".lib" and len(words) == 2:
-            inside = words[1].lower() == section.lower()
-            continue
-        if card == ".endl":
-            if inside:
-                return out
-            continue
-        if inside:
-            out.append(line)
-    raise SpecError(f"{path}: no section '.lib {section}'")
 
 
 @dataclass
@@ -92,32 +43,24 @@ class Template:
 
     @classmethod
     def load(cls, path: str | Path) -> "Template":
+        """Read a template and every file it includes, as ngspice would (gcsim.spice.reader):
+        an unknown dot-card, a '*#' line or a control block with more than the hand-run
+        commands is refused with its file and line."""
         path = Path(path).resolve()
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpecError(f"cannot read netlist {path}: {exc.strerror}") from None
-        first = text.splitlines()[0] if text else ""
-        title = first.lstrip("* ").strip() or path.name
-        lines = _logical_lines(text)
+        lines = reader.read_lines(path, "netlist", hand_run_allowed=True)
+        first = lines[0].text if lines and lines[0].number == 1 else ""
+        title = path.name
+        with open(path, "rb") as handle:   # the title is the first physical line, a comment
+            head = handle.readline(400).decode("utf-8", "replace")
+        title = head.lstrip("* ").strip() or first or path.name
         defaults: dict[str, float] = {}
         outside: list[str] = []
         top_level: list[str] = []   # outside lines not in a subckt: their {refs} are global
         body: list[str] = []
         model_index = None
         depth = 0
-        in_control = False
         for line in cls._inline_includes(lines, path.parent, seen={path}):
-            line = _strip_inline_comment(line)
-            if not line:
-                continue
-            card = _card(line)
-            if in_control:
-                in_control = card != ".endc"
-                continue
-            if card == ".control":
-                in_control = True
-                continue
+            card = line.split(None, 1)[0].lower()
             if card == ".end":
                 break
             if card == ".subckt":
@@ -150,33 +93,27 @@ class Template:
         return template
 
     @staticmethod
-    def _inline_includes(lines: list[str], base: Path, seen: set[Path]) -> list[str]:
+    def _inline_includes(lines: list[reader.Line], base: Path, seen: set[Path]) -> list[str]:
         """Inline .include/.lib files so a rendered netlist is self-contained (and its
-        hash covers every line), except the model line, which becomes an ``@model`` mark."""
+        hash covers every line), except the model line, which becomes an ``@model`` mark.
+        Included files are read and checked like the template, without control blocks."""
         out: list[str] = []
         for line in lines:
-            words = line.split()
-            card = words[0].lower()
-            if card in (".include", ".inc", ".lib") and len(words) >= 2:
-                target = words[1].strip("'\"")
-                if target.endswith(MODEL_MARKER):
+            if line.card in reader.INCLUDE_CARDS and not reader.is_section_header(line):
+                if line.words[1:2] and line.words[1].strip("'\"").endswith(MODEL_MARKER):
                     out.append("@model")
                     continue
-                if card == ".lib" and len(words) == 2:   # a section header inside a library
-                    out.append(line)
-                    continue
-                include = (base / target).resolve()
+                include = reader.include_target(line, base)
                 if include in seen:
                     raise SpecError(f"{include}: included recursively")
-                try:
-                    included = _logical_lines(include.read_text())
-                except OSError as exc:
-                    raise SpecError(f"cannot read included file {include}: {exc.strerror}") from None
-                if card == ".lib":
-                    included = _lib_section(included, words[2], include)
+                included = reader.read_lines(include, "included file", hand_run_allowed=False)
+                if line.card == ".lib":
+                    if len(line.words) < 3:
+                        raise SpecError(f"{line.where}: .lib FILE without a section name")
+                    included = reader.lib_section(included, line.words[2], include)
                 out.extend(Template._inline_includes(included, include.parent, seen | {include}))
             else:
-                out.append(line)
+                out.append(line.text)
         return out
 
     @staticmethod

@@ -1,0 +1,114 @@
+"""The security model's guarantees, tried as an attacker would: nothing in a template, an
+included file or a model library reaches ngspice as a command, however it is spelt; every case
+ends in one line naming the file and line, exit 1, before any ngspice run, and no output."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from gcsim.cli import main
+
+TEMPLATE = """\
+* sec.cir: a resistive divider
+.param r_top=1k r_bottom=1k
+VIN in 0 1
+R1 in out {r_top}
+R2 out 0 {r_bottom}
+.op
+.end
+"""
+SPEC = """\
+netlist = "sec.cir"
+[analysis]
+type = "op"
+[[axes]]
+param = "r_top"
+column = "r_top_ohm"
+values = [1000.0, 2000.0]
+[[measure]]
+column = "v_out_V"
+vector = "v(out)"
+"""
+
+
+def sweep(tmp_path, template: str, extra_files: dict[str, str] | None = None):
+    (tmp_path / "sec.cir").write_text(template)
+    (tmp_path / "sec.toml").write_text(SPEC)
+    for name, text in (extra_files or {}).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return CliRunner().invoke(main, ["sweep", str(tmp_path / "sec.toml"), "-o",
+                                     str(tmp_path / "out.csv"), "-j", "1", "--no-cache"])
+
+
+def refused(result, tmp_path, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "pwned").exists()
+    return lines[0]
+
+
+def with_lines(*lines: str) -> str:
+    return TEMPLATE.replace(".op\n", "".join(f"{line}\n" for line in lines) + ".op\n")
+
+
+TEMPLATE_CASES = {
+    # ngspice reads dot-cards by prefix: each of these acts as a card gcsim would not see.
+    "include by prefix (.incx)": (with_lines(".incx evil.inc"), "sec.cir:6", "'.incx'"),
+    "include by prefix (.includes)": (with_lines(".includes evil.inc"), "sec.cir:6",
+                                      "ngspice reads it as .include"),
+    "control block by prefix (.controls)": (
+        with_lines(".controls", "shell touch pwned", ".endc"), "sec.cir:6", "'.controls'"),
+    "subcircuit end by prefix (.endsx)": (
+        with_lines(".subckt inner a b", "R9 a b 1k", ".endsx"), "sec.cir:8", "'.endsx'"),
+    "subcircuit by prefix (.subcktx)": (
+        with_lines(".subcktx inner a b", "R9 a b 1k", ".ends"), "sec.cir:6", "'.subcktx'"),
+    "library by prefix (.library)": (with_lines(".library evil.lib tt"), "sec.cir:6",
+                                     "ngspice reads it as .lib"),
+    "unknown dot-card": (with_lines(".frobnicate"), "sec.cir:6", "unknown dot-card"),
+    "'*#' control comment": (with_lines("*#shell touch pwned"), "sec.cir:6", "'*#'"),
+    "shell in a control block": (with_lines(".control", "shell touch pwned", ".endc"),
+                                 "sec.cir:7", "'shell'"),
+    "source in a control block": (with_lines(".control", "run", "source evil.cir", ".endc"),
+                                  "sec.cir:8", "'source'"),
+    "control block upper case": (with_lines(".CONTROL", "SHELL touch pwned", ".ENDC"),
+                                 "sec.cir:7", "'SHELL'"),
+    "unterminated control block": (with_lines(".control", "run"), "sec.cir:8", "'.op'"),
+    "continued command line": (with_lines(".control", "run", "shel", "+l touch pwned", ".endc"),
+                               "sec.cir:8", "'shel'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEMPLATE_CASES))
+def test_template_commands_are_refused(tmp_path, case):
+    template, *fragments = TEMPLATE_CASES[case]
+    refused(sweep(tmp_path, template), tmp_path, *fragments)
+
+
+def test_an_included_file_is_read_and_checked_at_depth_two(tmp_path):
+    evil = ".subckt inner a b\nR9 a b 1k\n.ends\n.control\nshell touch pwned\n.endc\n"
+    result = sweep(tmp_path, with_lines(".include sub/one.inc"),
+                   {"sub/one.inc": ".include two.inc\n", "sub/two.inc": evil})
+    refused(result, tmp_path, "two.inc:4", ".control")
+
+
+def test_an_unknown_card_in_an_included_file_is_refused(tmp_path):
+    result = sweep(tmp_path, with_lines(".include one.inc"), {"one.inc": ".incx three.inc\n"})
+    refused(result, tmp_path, "one.inc:1", "'.incx'")
+
+
+def test_an_include_of_a_device_is_refused(tmp_path):
+    refused(sweep(tmp_path, with_lines(".include /dev/zero")), tmp_path, "/dev/zero",
+            "not a regular file")
+
+
+def test_a_hand_run_control_block_is_allowed_and_dropped(tmp_path):
+    """The shipped templates carry `.control run / plot ... .endc` for hand runs: allowed."""
+    result = sweep(tmp_path, with_lines(".control", "run", "plot v(out)", "print v(out)", ".endc"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.csv").is_file()
