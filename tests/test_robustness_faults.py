@@ -160,11 +160,12 @@ def interrupt_mid_sweep(folder: Path, cache: Path, how: signal.Signals):
     return process.returncode, out, err, done
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_sweep_resumes_to_the_same_table(work, isolated_cache, uninterrupted, how):
     (work / "slow.toml").write_text(SLOW_SPEC)
     code, _out, err, done = interrupt_mid_sweep(work, isolated_cache, how)
-    if how == signal.SIGINT:
+    if how in (signal.SIGINT, signal.SIGTERM):   # SIGTERM, as `timeout` sends, is Ctrl-C
         assert code == 1
         assert err.strip() == ("Error: interrupted: finished runs are cached; run the same "
                                "command again to resume"), err

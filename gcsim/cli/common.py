@@ -4,6 +4,7 @@ the traceback only under `gcsim --debug` (or GCSIM_DEBUG=1)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
@@ -19,6 +20,30 @@ def set_debug(value: bool) -> None:
 
 def debugging() -> bool:
     return _debug or os.environ.get("GCSIM_DEBUG", "") not in ("", "0")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout` and batch schedulers send), raised in the CLI's process like
+    Ctrl-C, so every command's interrupt path runs: temporaries removed, one line, and the
+    finished runs kept in the cache for a resume."""
+
+
+def handle_sigterm_like_ctrl_c() -> None:
+    """Install the SIGTERM handler in this (the CLI's) process. A worker forked from it
+    later dies of SIGTERM as usual."""
+    cli_pid = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != cli_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:   # not the main thread (an embedding application): leave it be
+        pass
 
 
 # Longest error line: a message that echoes a huge input (a 100,000-character --set value,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gcsim import __version__
-from gcsim.cli.common import ReportingGroup, set_debug
+from gcsim.cli.common import ReportingGroup, handle_sigterm_like_ctrl_c, set_debug
 
 
 @click.group(cls=ReportingGroup,
@@ -25,6 +25,7 @@ def main() -> None:
     Example:
       gcsim sweep characterization/gain_cell_iv.toml -o iv.parquet
     """
+    handle_sigterm_like_ctrl_c()
 
 
 @main.group()

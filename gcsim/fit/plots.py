@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +15,8 @@ from gcsim.fit.schema import FitRecord
 
 
 def plot_fit(record: FitRecord, table: pd.DataFrame, path: Path) -> Path:
+    """Data against fit, with the residuals, as a PNG at `path` (the caller makes the write
+    atomic: gcsim.fit.table.write_fit)."""
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 2]})
     DRAW[record.kind](record, table, top, bottom)
@@ -29,17 +29,10 @@ def plot_fit(record: FitRecord, table: pd.DataFrame, path: Path) -> Path:
                                                           "max_error_pct_fs") if k in metrics)
     figure.suptitle(f"{record.kind}: {headline}", fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        figure.savefig(path, dpi=110, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gcsim.core.atomic import replacing_all
 from gcsim.core.errors import GcsimError, ParameterError
 from gcsim.core.values import parse_number
 from gcsim.fit import kinds, schema
 from gcsim.fit.numerics import FitError
+from gcsim.fit.plots import plot_fit
 
 
 def read_table(path: str | Path, column_map: dict[str, str] | None = None) -> pd.DataFrame:
@@ -119,11 +121,11 @@ def fit_table(kind_name: str, table_path: str | Path, column_map: dict[str, str]
 
 def write_fit(record: schema.FitRecord, table: pd.DataFrame, output: Path,
               plot: Path | None = None) -> tuple[Path, Path]:
-    """The JSON, then its PNG (beside it unless `plot` says where)."""
-    from gcsim.fit.plots import plot_fit
-
+    """The JSON and its PNG (beside it unless `plot` says where), written together or not at
+    all: a plot that fails leaves neither a new JSON nor a temporary behind."""
     output = Path(output)
-    schema.save(record, output)
     plot = Path(plot) if plot else output.with_suffix(".png")
-    plot_fit(record, table, plot)
+    with replacing_all(output, plot, what="fit output") as (json_temporary, plot_temporary):
+        schema.save(record, json_temporary)
+        plot_fit(record, table, Path(plot_temporary))
     return output, plot
