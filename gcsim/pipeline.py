@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from gcsim.characterize import spec as spec_module
+from gcsim.core.errors import GcsimError
 from gcsim.characterize.cache import ResultCache
 from gcsim.fit import kinds, schema
 from gcsim.fit.table import fit_table, write_fit
 from gcsim.hw.published import PAPER
-from gcsim.validate.tile import TileParams
+from gcsim.validate.timing import TileParams
 
 # The options `gcsim regen` fits with; each is stated in the fit file's provenance.
 #  - nonlinearity: at the array's read on-level only, like the published coefficients (whose
@@ -68,10 +69,13 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
     the ngspice runs elsewhere, e.g. on Dask (default: local worker processes)."""
     from gcsim.characterize.sweep import Sweep, write_outputs
 
+    specs = [path for path in sorted(Path(spec_dir).glob("*.toml"))
+             if only is None or path.stem in only]
+    if not specs:
+        raise GcsimError(f"no specs (*.toml) in {spec_dir}" + (
+            f" named {', '.join(sorted(only))}" if only else "") + ": nothing to sweep")
     outcomes = []
-    for path in sorted(Path(spec_dir).glob("*.toml")):
-        if only is not None and path.stem not in only:
-            continue
+    for path in specs:
         spec = spec_module.load(path)
         result = Sweep(spec, models=models, workers=jobs, cache=ResultCache(),
                        executor=executor).run()
@@ -96,9 +100,11 @@ class FitOutcome:
 
 def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
             on_done: Callable[[FitOutcome], None] | None = None,
-            on_skip: Callable[[str, str], None] | None = None) -> list[FitOutcome]:
+            on_skip: Callable[[str, str], None] | None = None,
+            swept: set[str] | None = None) -> list[FitOutcome]:
     """Fit every kind whose sweep table is in `sweep_dir`: bundle files into `fits_dir`, plots
-    (and the extra, non-bundle fits) into `plots_dir`."""
+    (and the extra, non-bundle fits) into `plots_dir`. With `swept` (the sweeps this run made),
+    a table left in `sweep_dir` by an earlier run is not fitted: it may be stale."""
     outcomes = []
     jobs = [(kind.name, kind.name, REGEN_OPTIONS.get(kind.name, {}), fits_dir)
             for kind in kinds.all_kinds()]
@@ -106,9 +112,10 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
     for name, kind_name, options, target in jobs:
         kind = kinds.get(kind_name)
         table = Path(sweep_dir) / f"{kind.sweep}.parquet"
-        if not table.is_file():
+        if not table.is_file() or (swept is not None and kind.sweep not in swept):
             if on_skip:
-                on_skip(name, f"no {kind.sweep} sweep")
+                on_skip(name, f"no {kind.sweep} sweep" + ("" if swept is None else
+                                                          " in this run"))
             continue
         record, data = fit_table(kind_name, table, **{**context_options(kind_name), **options})
         json_path, plot_path = write_fit(record, data, Path(target) / f"{name}.json",

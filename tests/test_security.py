@@ -112,3 +112,29 @@ def test_a_hand_run_control_block_is_allowed_and_dropped(tmp_path):
     result = sweep(tmp_path, with_lines(".control", "run", "plot v(out)", "print v(out)", ".endc"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out.csv").is_file()
+
+
+# ----------------------------------------------------------------------------- check first
+def test_regen_with_a_folder_of_no_specs_refuses_and_keeps_the_fits(tmp_path):
+    """A stale table left in the reports folder must not be refitted over fits/."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "reports" / "sweeps").mkdir(parents=True)
+    (tmp_path / "reports" / "sweeps" / "gain_cell_iv.parquet").write_bytes(b"stale")
+    result = CliRunner().invoke(main, ["regen", "--specs", str(tmp_path / "specs"), "--fits",
+                                       str(tmp_path / "fits"), "--reports",
+                                       str(tmp_path / "reports")])
+    assert result.exit_code == 1 and "no specs" in result.output, result.output
+    assert not (tmp_path / "fits").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["sweep"], ["fit"], ["regen", "--jobs", "0"], ["run", "--jobs", "0"],
+    ["energy", "--nope"], ["bench", "sweep", "--points", "x"], ["nosuch"],
+    ["validate", "tile", "--jobs", "0"], ["simulate", "attention", "--tokens", "x"],
+    ["export", "paper-coefficients"],
+])
+def test_usage_errors_are_one_line(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output

@@ -90,6 +90,14 @@ class ReportingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except click.UsageError as exc:
+            # A missing argument or a bad option of any sub-command: one line, like every other
+            # error, naming where help is (click would print usage and hint lines first).
+            message = " ".join(exc.format_message().split())
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            error = click.ClickException(cut(message + where))
+            error.exit_code = exc.exit_code
+            raise error from None
         except click.ClickException as exc:
             lines = exc.message.strip().splitlines()
             exc.message = cut(lines[0]) if lines else exc.message

@@ -195,13 +195,14 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, executor
     target = scratch / "fits" if check else fits_dir
     try:
         with runner:
-            run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, executor=runner,
+            swept = run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, executor=runner,
                        on_done=lambda o: click.echo(
                            f"swept {o.spec.name:32s} {o.rows:6d} rows {o.failed:3d} failed "
                            f"{o.stats['cache_hits']:3d}/{o.stats['planned_runs']:<3d} runs "
                            "cached"))
         outcomes = fit_all(reports_dir / "sweeps", target, reports_dir / "fits",
-                           on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"))
+                           on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"),
+                           swept={outcome.table.stem for outcome in swept})
         for outcome in outcomes:
             click.echo(f"fitted {outcome.name:22s} -> {outcome.json_path}")
             for label, value in describe(outcome.record):

@@ -58,11 +58,10 @@ def run_command(spec_dir, out_dir, models, jobs):
                                  "value": value})
 
     try:
-        if not sorted(spec_dir.glob("*.toml")):
-            raise GcsimError(f"no *.toml specs in {spec_dir}")
-        run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
+        outcomes = run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
         fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
-                on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"))
+                on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"),
+                swept={outcome.table.stem for outcome in outcomes})
     except GcsimError as exc:
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
