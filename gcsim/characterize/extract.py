@@ -1,0 +1,66 @@
+"""Turns a run's ngspice vectors into measured columns, one entry per point, and checks and
+hands out the stored (cached) form of those columns point by point."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gcsim.spice.template import vector_name
+from gcsim.characterize.plan import Unit
+from gcsim.characterize.spec import Spec
+
+
+def extract(spec: Spec, unit: Unit, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Turn a run's vectors into one array per column, in unit.points order.
+    Raises ValueError when the run is incomplete, which counts as a failed run."""
+    n = len(unit.points)
+    out: dict[str, np.ndarray] = {}
+    if unit.dc_grid:
+        for m in spec.measures:
+            data = vectors[vector_name(m.vector)]
+            if data.shape != (n,):
+                raise ValueError(f"dc sweep returned {data.size} points, expected {n}")
+            out[m.column] = data * m.scale
+        return out
+    if spec.analysis != "tran":
+        for m in spec.measures:
+            out[m.column] = np.array([vectors[vector_name(m.vector, k)][-1]
+                                      for k in range(n)]) * m.scale
+        return out
+    time_s = vectors["time"]
+    if time_s.size < 2 or time_s[-1] < spec.tran_stop * (1 - 1e-6):
+        raise ValueError(f"transient stopped at {time_s[-1]:.4g} s of {spec.tran_stop:.4g} s")
+    for m in spec.measures:
+        rows = []
+        for k in range(n):
+            data = vectors[vector_name(m.vector, k)]
+            if m.sample:
+                rows.append(np.interp(m.sample, time_s, data))
+            elif m.at is not None:
+                rows.append(np.interp(m.at, time_s, data))
+            else:
+                rows.append(data[-1])
+        out[m.column] = np.array(rows, dtype=float) * m.scale
+    return out
+
+
+def complete(unit: Unit, stored: dict, columns: list[str]) -> bool:
+    """Whether a cached entry holds a result for this unit: a failure message, or every
+    column as numbers, one entry per point."""
+    if "failed" in stored:
+        return stored["failed"].shape == (1,)
+    return all(column in stored and stored[column].dtype.kind == "f"
+               and stored[column].shape[:1] == (len(unit.points),)
+               for column in columns)
+
+
+def record(unit: Unit, stored: dict, columns: list[str], values: dict[int, dict],
+           failures: dict[int, str]) -> None:
+    """File a stored result under its points: their values, or the run's failure message."""
+    if "failed" in stored:
+        message = str(stored["failed"][0])
+        for index in unit.points:
+            failures[index] = f"failed: {message}"
+        return
+    for position, index in enumerate(unit.points):
+        values[index] = {column: stored[column][position] for column in columns}
