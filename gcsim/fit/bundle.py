@@ -1,32 +1,156 @@
 """A fits bundle: a folder of fit files that loads and validates as one object (I/O only; the
-hardware model is built from it in gcsim.hw.bundle)."""
+hardware model is built from it in gcsim.hw.bundle).
+
+What a bundle holds is declared once, in `BundleManifest`: a field per file it may hold (named
+after the kind, aliased to the file name), whether the file is required, and what it is for.
+`FILES`, `REQUIRED` and `CELL_FILES` are read off it, and `load_bundle` validates the loaded
+files against it, which also refuses a bundle whose fits were swept on different device models.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from gcsim import __version__
 from gcsim.fit import schema
 from gcsim.fit.basis import degree_for_terms, polynomial_basis
-from gcsim.fit.schema import FitFileError, FitRecord, param
+from gcsim.fit.schema import FitFile, FitFileError, FitRecord, param
 
-# file name -> kind; a bundle holds at most one of each.
-FILES = {
-    "nonlinearity.json": "nonlinearity",
-    "charge_per_pulse.json": "charge_per_pulse",
-    "decay.json": "decay",
-    "sense_amp.json": "sense_amp",
-    "charge_to_pulse.json": "charge_to_pulse",
-    "signed_converter.json": "signed_converter",
-    "mismatch.json": "mismatch",
-    "write.json": "write",
-    "cell_conductance.json": "cell_conductance",
-    "readout_loading.json": "readout_loading",
-}
-REQUIRED = ("decay.json", "charge_to_pulse.json")
-CELL_FILES = ("charge_per_pulse.json", "nonlinearity.json")  # the first present drives the cell
+# How much a bundle needs a file.
+REQUIRED_FILE = "required"   # the bundle is refused without it
+CELL_FILE = "cell"           # it needs one of these; the first present drives the cell model
+OPTIONAL_FILE = "optional"   # used when present
+
+_REASON = "gcsim_fits_bundle"
+_NEED_TEXT = {REQUIRED_FILE: "required",
+              CELL_FILE: "this or the other cell file is required",
+              OPTIONAL_FILE: "optional"}
+
+# In the bundle's JSON Schema a file is an object in the fit-file format; that format has its own
+# schema (gcsim.fit.schema.FIT_FILE_SCHEMA), so it is not repeated once per file here.
+_AS_FIT_FILE = WithJsonSchema({"type": "object", "title": "FitFile",
+                               "description": "a fit file (format 'gcsim-fit')"})
+
+
+def _file(kind: str, need: str, description: str) -> Any:
+    """The field of one file: aliased to its file name, with its kind and need for the tables
+    below and the JSON Schema."""
+    return Field(... if need == REQUIRED_FILE else None, alias=f"{kind}.json",
+                 description=f"{description} (kind {kind!r}; {_NEED_TEXT[need]})",
+                 json_schema_extra={"kind": kind, "need": need})
+
+
+def _bundle_schema(schema: dict) -> None:
+    """An optional file is absent rather than null; one of the cell files must be present."""
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+    schema["anyOf"] = [{"required": [name]} for name in _names_with(CELL_FILE)]
+
+
+class BundleManifest(BaseModel):
+    """A fits bundle: a folder of fit files, each named after the kind it holds. It must hold
+    decay.json, charge_to_pulse.json, and charge_per_pulse.json or nonlinearity.json (the
+    first present drives the cell model); the other files are used when present. Every fit
+    that records the device models it was swept on must name the same ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_bundle_schema)
+
+    # The order is the order files are loaded and problems reported: the files every bundle
+    # needs, then the cell, then the rest.
+    decay: Annotated[FitFile, _AS_FIT_FILE] = _file(
+        "decay", REQUIRED_FILE, "stored-voltage retention: the simulator's decay exponential")
+    charge_to_pulse: Annotated[FitFile, _AS_FIT_FILE] = _file(
+        "charge_to_pulse", REQUIRED_FILE, "HardSigmoid charge-to-pulse converter of the K "
+        "readout")
+    charge_per_pulse: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "charge_per_pulse", CELL_FILE, "cell charge per read pulse; preferred over "
+        "nonlinearity when both are present")
+    nonlinearity: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "nonlinearity", CELL_FILE, "cell read current in the published polynomial basis")
+    sense_amp: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "sense_amp", OPTIONAL_FILE, "column readout gain, offset and saturation")
+    signed_converter: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "signed_converter", OPTIONAL_FILE, "signed output converter of the V readout (else the "
+        "published one)")
+    mismatch: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "mismatch", OPTIONAL_FILE, "Monte Carlo spread of the cell current")
+    write: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "write", OPTIONAL_FILE, "write time and energy (energy model)")
+    cell_conductance: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "cell_conductance", OPTIONAL_FILE, "cell conductance seen from the bitline; with "
+        "readout_loading it models readout loading")
+    readout_loading: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "readout_loading", OPTIONAL_FILE, "integrator virtual-ground deviation; with "
+        "cell_conductance it models readout loading")
+
+    @model_validator(mode="after")
+    def _complete_and_one_process(self) -> BundleManifest:
+        present = {name: getattr(self, field) for field, name in _ALIASES.items()
+                   if getattr(self, field) is not None}
+        if not any(name in present for name in _names_with(CELL_FILE)):
+            raise PydanticCustomError(_REASON, "{reason}", {
+                "reason": f"missing {' or '.join(_names_with(CELL_FILE))}"})
+        for name, fit in present.items():
+            if fit.kind != FILES[name]:
+                raise PydanticCustomError(_REASON, "{reason}", {
+                    "reason": f"{name} holds a {fit.kind!r} model, expected {FILES[name]!r}"})
+        # A cell fitted on one process and a converter on another would simulate a chip
+        # nobody can build, under a label that hides it.
+        swept = [(name, _models(fit)) for name, fit in present.items() if _models(fit)]
+        for index, (first, first_models) in enumerate(swept):
+            for name, models in swept[index + 1:]:
+                if not _same_models(first_models, models):
+                    raise PydanticCustomError(_REASON, "{reason}", {
+                        "reason": f"{first} was swept on {_text(first_models)} but {name} on "
+                                  f"{_text(models)}; a bundle's fits must come from one "
+                                  "process and corner (regenerate them together with gcsim "
+                                  "regen --models)"})
+        return self
+
+
+def _models(fit: FitFile) -> tuple[str, ...]:
+    """The device models a fit's sweep ran on ('builtin:tt', ...), () when it does not say."""
+    models = fit.provenance.models
+    if not models:
+        return ()
+    return (models,) if isinstance(models, str) else tuple(models)
+
+
+def _same_models(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Sweeps record normalised names ('builtin:tt'); a bare process name ('builtin', from a
+    hand-written provenance) names its default corner, which only the process file knows, so
+    it agrees with any corner of the same process."""
+    def agree(x: str, y: str) -> bool:
+        return x == y or (":" not in x and y.split(":")[0] == x) or (
+            ":" not in y and x.split(":")[0] == y)
+    return len(a) == len(b) and all(agree(x, y) for x, y in zip(a, b))
+
+
+def _text(models: tuple[str, ...]) -> str:
+    return repr(models[0]) if len(models) == 1 else repr(list(models))
+
+
+# field name -> file name, and the tables the rest of gcsim reads, all off the manifest.
+_ALIASES = {field: info.alias for field, info in BundleManifest.model_fields.items()}
+FILES = {alias: field for field, alias in _ALIASES.items()}   # file name -> kind
+_NEEDS = {info.alias: info.json_schema_extra["need"]
+          for info in BundleManifest.model_fields.values()}
+
+
+def _names_with(need: str) -> tuple[str, ...]:
+    return tuple(name for name, has in _NEEDS.items() if has == need)
+
+
+REQUIRED = _names_with(REQUIRED_FILE)
+CELL_FILES = _names_with(CELL_FILE)   # the first present drives the cell
+BUNDLE_SCHEMA = BundleManifest
 
 
 @dataclass
@@ -46,16 +170,23 @@ def load_bundle(directory: str | Path) -> FitsBundle:
     root = Path(directory)
     if not root.is_dir():
         raise FitFileError(f"fits bundle not found: {root} is not a directory")
+    # Missing files are named before any file is read: a half-copied bundle says so.
     missing = [name for name in REQUIRED if not (root / name).is_file()]
     if not any((root / name).is_file() for name in CELL_FILES):
         missing.insert(0, " or ".join(CELL_FILES))
     if missing:
         raise FitFileError(f"fits bundle {root} is missing {', '.join(missing)}")
-    records = {}
-    for name, kind in FILES.items():
-        if (root / name).is_file():
-            records[kind] = schema.load(root / name, kind=kind)
-    return FitsBundle(root, records)
+    read = {name: schema.read(root / name, kind=kind) for name, kind in FILES.items()
+            if (root / name).is_file()}
+    try:
+        BundleManifest.model_validate({name: model for name, (model, _) in read.items()})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        reason = (error["ctx"]["reason"] if error["type"] == _REASON
+                  else f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+        raise FitFileError(f"fits bundle {root}: {reason}") from None
+    return FitsBundle(root, {FILES[name]: schema.record_of(model, raw)
+                             for name, (model, raw) in read.items()})
 
 
 def write_parameter_bundle(directory: str | Path, coefficients_A, *, time_constant_s: float,
