@@ -19,7 +19,9 @@ from gcsim.hw import load_fitted_models
 from gcsim.validate import compare
 from gcsim.validate.scenarios import InputError, check_inputs, random_inputs, validate_tile
 from gcsim.validate.spice import run_tile
-from gcsim.validate.tile import Tile, TileParams, build, clean_pulse
+from gcsim.validate.tile import Tile, build
+from gcsim.validate.timing import TileParams
+from gcsim.validate.waveforms import clean_pulse
 
 BUILTIN = models.resolve("builtin")
 needs_fits = pytest.mark.skipif(not (resources.FITS / "charge_to_pulse.json").is_file(),

@@ -98,7 +98,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         save_inputs,
         validate_tile,
     )
-    from gcsim.validate.tile import TileParams
+    from gcsim.validate.timing import TileParams
     from gcsim.core.values import parse_number
 
     jobs = jobs or max(1, os.cpu_count() or 1)

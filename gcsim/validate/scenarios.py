@@ -21,7 +21,8 @@ from gcsim.validate.behaviour import (
 )
 from gcsim.validate.retention import aged_voltages
 from gcsim.validate.spice import SpiceStages, run_tile
-from gcsim.validate.tile import Tile, TileParams, build
+from gcsim.validate.tile import Tile, build
+from gcsim.validate.timing import TileParams
 
 QUERY_LEVELS, STORED_LEVELS = 16, 8
 NO_PULSE_S = 1e-12   # SPICE widths below this are a converter that stayed off

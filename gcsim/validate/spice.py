@@ -4,8 +4,8 @@ Two ways, which give the same numbers (to ngspice's integration tolerance; see t
 
 * `single`: the whole tile in one netlist (`tile.build(part='full')`);
 * `split`:  stage 1 runs each K column in its own ngspice process; the converters' pulses come
-  back and drive, as clean PWL trapezoids (`tile.clean_pulse`), stage 2: each V column in its
-  own process. Columns share only ideal sources (supplies, references, query pulses, and in
+  back and drive, as clean PWL trapezoids (`waveforms.clean_pulse`), stage 2: each V column in
+  its own process. Columns share only ideal sources (supplies, references, query pulses, and in
   stage 2 the recorded pulses), so a column's circuit is the same whichever run it is in.
 """
 
@@ -21,7 +21,9 @@ from gcsim.spice import engine
 from gcsim.spice import process as processes
 from gcsim.core.errors import GcsimError
 from gcsim.validate import tile as tile_module
-from gcsim.validate.tile import PROBE_C, PROBE_GM, Tile, TileParams
+from gcsim.validate.tile import PROBE_C, PROBE_GM, Tile
+from gcsim.validate.timing import TileParams
+from gcsim.validate.waveforms import clean_pulse
 
 
 @dataclass
@@ -132,8 +134,8 @@ def run_tile(tile: Tile, params: TileParams, models: processes.ModelSet, jobs: i
         for c in request.tag:
             S[c] = _charge(vectors, f"qk_{c}", *k_window)
             phi[c] = _width(vectors, c)
-            pulses[c] = tile_module.clean_pulse(vectors["time"], vectors[f"pulse_{c}"],
-                                                params["vdd"], phi[c])
+            pulses[c] = clean_pulse(vectors["time"], vectors[f"pulse_{c}"], params["vdd"],
+                                    phi[c])
     # Stage 2: V columns driven by the recorded pulses.
     requests = []
     for cols in _groups(list(range(R)), groups or R):

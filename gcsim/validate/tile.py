@@ -37,11 +37,14 @@ becomes an R-C ladder (drivers at column 0 / integrators below the last row); wi
 each bitline carries its lumped capacitance. Word-line resistance couples the columns, so the
 split run is refused then.
 
-Every number written goes through gcsim.core.values.format_number.
+Every number written goes through gcsim.core.values.format_number. The tile's parameters and
+phase times are in gcsim.validate.timing; the recorded pulses of a split run are made into PWL
+sources by gcsim.validate.waveforms.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,98 +54,18 @@ from gcsim.core import resources
 from gcsim.core.errors import ParameterError
 from gcsim.spice.template import Template
 from gcsim.core.values import format_number as f
+from gcsim.validate.timing import CELL_PARAMS, TileParams
+from gcsim.validate.waveforms import shift_pwl
 
-# Periphery parameters taken from the characterisation testbench charge_to_pulse.cir, and cell
-# parameters from gain_cell_pulse.cir, so the tile uses the circuits that were characterised.
-_C2P_PARAMS = ("vdd", "v_mid", "t_edge", "t_rst", "t_gap", "t_hold", "t_max", "t_align", "i_ref",
-               "c_int", "i_bias", "cc", "rz", "temp_c")
-_CELL_PARAMS = ("c_store", "w_write", "l_write", "w_read_n", "l_read_n", "w_read_p", "l_read_p",
-                "v_in")
 PROBE_C = 1e-12     # probe integrators: 1 pF
 PROBE_GM = 1e-3     # width integrator transconductance, A/V at vdd (so 1e-9 s per volt)
+PARTS = ("full", "k", "v")
+# The switched controls' edges: the ideal reset, sampling and gate sources of the testbenches.
+_SWITCH_EDGE_S = 50e-12
+# The signed converter samples the sign until this long before its discharge window opens.
+_SIGN_SAMPLE_LEAD_S = 200e-12
 
-
-@dataclass
-class TileParams:
-    """Electrical and timing parameters of a tile (SI units)."""
-
-    values: dict[str, float] = field(default_factory=dict)
-    r_wire: float = 0.0     # ohm per cell pitch
-    c_wire: float = 0.0     # farad per cell pitch
-    max_step: float = 50e-12   # within 0.12-0.2 % FS of a 20 ps run on phi and A, 3x faster
-    signed: bool = False    # V readouts end in the signed converter
-    mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
-
-    @property
-    def signed_available(self) -> bool:
-        return (resources.NETLISTS / "signed_converter.cir").is_file()
-
-    @classmethod
-    def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
-                 signed: bool | None = None) -> TileParams:
-        c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
-        cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
-        values = {name: c2p[name] for name in _C2P_PARAMS}
-        values.update({name: cell[name] for name in _CELL_PARAMS})
-        if r_wire < 0 or c_wire < 0:
-            raise ParameterError("wire R and C per pitch must be >= 0")
-        signed_cir = resources.NETLISTS / "signed_converter.cir"
-        if signed is None:
-            signed = signed_cir.is_file()
-        if signed:
-            if not signed_cir.is_file():
-                raise ParameterError(f"no signed converter netlist ({signed_cir})")
-            sc = Template.load(signed_cir).defaults
-            values.update({"s_i_ref": sc["i_ref"], "s_t_max": sc["t_max"],
-                           "s_t_align": sc["t_align"]})
-        return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
-
-    def __getitem__(self, name: str) -> float:
-        return self.values[name]
-
-    def readout_timing_s(self) -> dict[str, float]:
-        """The V readout's timing the readout_loading fit needs (gcsim.fit.loading)."""
-        return {"t_gap": self["t_gap"], "t_vrel": self.t_vrel, "t_conv": self.t_conv,
-                "t_vend": self.t_vend, "t_align": self["t_align"]}
-
-    @property
-    def t_q(self) -> float:
-        """Start of the query pulses."""
-        return self["t_rst"] + self["t_gap"]
-
-    @property
-    def t_conv(self) -> float:
-        """Start of the conversion window (as in charge_to_pulse.cir, with t_int = t_max)."""
-        return self.t_q + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
-
-    @property
-    def t_vrel(self) -> float:
-        """The V readouts' reset is released here, t_rst before the conversion window (the
-        same reset length as the K readouts', so a V-only run can start t_conv - 2 t_rst
-        later, see `v_shift`)."""
-        return self.t_conv - self["t_rst"]
-
-    @property
-    def v_shift(self) -> float:
-        """How much earlier a V-only run's time axis starts: nothing happens in the V array
-        before its readouts' reset (the V rows rest until the converters fire)."""
-        return self.t_vrel - self["t_rst"]
-
-    @property
-    def t_vend(self) -> float:
-        """End of the V integration (the last HardSigmoid pulse has ended t_hold before)."""
-        return self.t_conv + self["t_align"] + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
-
-    @property
-    def t_end(self) -> float:
-        if not self.signed:
-            return self.t_vend
-        return self.t_vend + self["s_t_align"] + self["s_t_max"] + 2 * self["t_edge"] + 0.5e-9
-
-    @property
-    def splittable(self) -> bool:
-        """Columns are independent circuits (no word-line resistance)."""
-        return self.r_wire == 0.0
+PulseWaveform = list[tuple[float, float]]   # PWL points (t [s], V)
 
 
 @dataclass
@@ -168,6 +91,24 @@ class Netlist:
     vectors: list[str]
     part: str
     columns: list[int]
+
+
+@dataclass
+class _Writer:
+    """A netlist being written: the element lines, and the `.ic` and `.save` cards and vector
+    names the elements add as they go (they are written after every element)."""
+
+    params: TileParams
+    mismatch: Callable[[str], str]    # cell instance name -> its threshold-shift parameters
+    lines: list[str] = field(default_factory=list)
+    initial_conditions: list[str] = field(default_factory=list)
+    saves: list[str] = field(default_factory=list)
+    vectors: list[str] = field(default_factory=lambda: ["time"])
+
+    def probe(self, node: str) -> None:
+        """Saves V(node) and lists it among the run's vectors."""
+        self.saves.append(f"v({node})")
+        self.vectors.append(node)
 
 
 def _subcircuits() -> list[str]:
@@ -196,13 +137,6 @@ def _chunks(items: list[str], size: int = 8) -> list[str]:
     return [" ".join(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def _pulse_source(name: str, node: str, p: TileParams, width: float) -> str:
-    if width <= 0:
-        return f"{name} {node} 0 {f(p['v_mid'])}"
-    return (f"{name} {node} 0 PULSE({f(p['v_mid'])} {f(p['v_in'])} {f(p.t_q)} {f(p['t_edge'])} "
-            f"{f(p['t_edge'])} {f(width)} 1)")
-
-
 def _ladder(prefix: str, head: str, nodes: list[str], p: TileParams, lines: list[str]) -> None:
     """R-C ladder from `head` through `nodes` (one cell pitch each)."""
     previous = head
@@ -213,59 +147,7 @@ def _ladder(prefix: str, head: str, nodes: list[str], p: TileParams, lines: list
         previous = node
 
 
-def clean_pulse(time_s: np.ndarray, values: np.ndarray, high: float, width_s: float,
-                min_dt: float = 1e-13) -> list[tuple[float, float]]:
-    """A recorded converter pulse as the trapezoid an ideal word-line driver would make of it,
-    as PWL points: it starts where the recording first crosses half of `high`, lasts the
-    recording's area-equivalent `width_s` at `high`, and keeps the recording's own 10-90 % edge
-    times (as a straight edge). The recording's ringing (tens of mV) is dropped: every bend of it would be a PWL
-    breakpoint that the V-array run must step through.
-
-    ngspice makes every PWL point a breakpoint, and points closer than `min_dt` would force
-    vanishing timesteps, so the points sit on one grid of `min_dt` for every row."""
-    t = np.asarray(time_s, dtype=float)
-    v = np.asarray(values, dtype=float)
-    end = float(t[-1])
-    if width_s <= 0 or v.max() < high / 2:
-        return [(0.0, 0.0), (end, 0.0)]
-    last = t.size - 1
-
-    def when(i: int, level: float) -> float:
-        """Where the segment from sample i to i + 1 meets `level`."""
-        i = min(max(i, 0), last - 1)
-        span = v[i + 1] - v[i]
-        fraction = np.clip((level - v[i]) / span, 0.0, 1.0) if span else 0.0
-        return float(t[i] + fraction * (t[i + 1] - t[i]))
-
-    def first(mask: np.ndarray, start: int) -> int:
-        hits = np.flatnonzero(mask[start:])
-        return start + int(hits[0]) if hits.size else last
-
-    def last_before(mask: np.ndarray, stop: int) -> int:
-        hits = np.flatnonzero(mask[:stop])
-        return int(hits[-1]) if hits.size else 0
-
-    lo, mid, hi = 0.1 * high, 0.5 * high, 0.9 * high
-    on = first(v >= mid, 0)                 # first sample at half height or above
-    off = first(v < mid, on)                # first sample back below it
-    t_on = when(on - 1, mid)
-    # A straight edge spends 80 % of its length between 10 and 90 %.
-    rise = max(when(first(v >= hi, on) - 1, hi) - when(last_before(v < lo, on), lo),
-               min_dt) / 0.8
-    fall = max(when(first(v <= lo, off) - 1, lo) - when(last_before(v > hi, off), hi),
-               min_dt) / 0.8
-    # Half-height crossings t_on and t_on + width make the area high * width.
-    points = [(0.0, 0.0), (t_on - rise / 2, 0.0), (t_on + rise / 2, high),
-              (t_on + width_s - fall / 2, high), (t_on + width_s + fall / 2, 0.0), (end, 0.0)]
-    out: list[tuple[float, float]] = []
-    for time, level in points:
-        tick = round(time / min_dt) * min_dt
-        if not out or tick > out[-1][0]:
-            out.append((tick, level))
-    return out
-
-
-def _mismatch(p: TileParams, models: processes.ModelSet):
+def _mismatch(p: TileParams, models: processes.ModelSet) -> Callable[[str], str]:
     """Per-cell threshold shifts for Monte Carlo: Pelgrom sigma of each cell transistor times a
     standard-normal draw that is a fixed function of (seed, cell name, device), so a cell gets
     the same draw whichever netlist (split or single) it is in."""
@@ -290,20 +172,255 @@ def _mismatch(p: TileParams, models: processes.ModelSet):
     return params
 
 
-def shift_pwl(points: list[tuple[float, float]], shift: float) -> list[tuple[float, float]]:
-    """The waveform seen from `shift` on, on a time axis starting there."""
-    if shift <= 0:
-        return points
-    t = np.array([p[0] for p in points])
-    v = np.array([p[1] for p in points])
-    later = t > shift + 1e-13
-    start = float(np.interp(shift, t, v))
-    return [(0.0, start)] + list(zip((t[later] - shift).tolist(), v[later].tolist()))
+# ----------------------------------------------------------------------------- shared parts
+def _preamble(tile: Tile, p: TileParams, models: processes.ModelSet, part: str,
+              columns: list[int]) -> list[str]:
+    """Title, temperature, device models, the characterised subcircuits, and `tile_cell`: the
+    gain cell at the characterised sizes with per-instance threshold shifts (dn, dp, dw)."""
+    lines = [(f"* gcsim validate tile {tile.rows}x{tile.cols} ({part}, columns "
+              f"{columns[0]}..{columns[-1]}) models {models.name}")]
+    lines.append(f".options temp={f(p['temp_c'])}")
+    lines += models.lines()
+    lines += _subcircuits()
+    lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl params: dn=0 dp=0 dw=0")
+    lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
+        f"{name}={f(p[name])}" for name in CELL_PARAMS if name != "v_in")
+        + " dvth_read_n={dn} dvth_read_p={dp} dvth_write={dw}")
+    lines.append(".ends tile_cell")
+    return lines
+
+
+def _supplies(p: TileParams) -> list[str]:
+    """Supplies, the mid-rail reference and its mirror level, the idle write port, and the K
+    readouts' reset (released at t_rst)."""
+    vdd, v_mid = p["vdd"], p["v_mid"]
+    return [
+        f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
+        f"VMID2 mid2 0 {f(2 * v_mid)}", "VWWL wwl 0 0", f"VWBL wbl 0 {f(v_mid)}",
+        f"VRST rst 0 PULSE({f(vdd)} 0 {f(p['t_rst'])} 50p 50p 1 2)",
+        f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p['t_rst'])} 50p 50p 1 2)",
+    ]
+
+
+def _array_nodes(w: _Writer, array: str, n_rows: int, n_cols: int, cols: list[int]):
+    """Node names of each cell's word lines and bitline in `array` ('k' or 'v'):
+    ({row: (rwl_n per column, rwl_p per column)}, {column: bitline node per row}). With wire
+    resistance these are R-C ladder nodes (word lines driven at column 0, integrators below the
+    last row); with wire capacitance only, each bitline gets its lumped capacitance."""
+    p = w.params
+    ladders = p.r_wire > 0
+    word_lines = {}
+    for r in range(n_rows):
+        if ladders:
+            names_n = [f"rwln{array}_{r}_{c}" for c in range(n_cols)]
+            names_p = [f"rwlp{array}_{r}_{c}" for c in range(n_cols)]
+            _ladder(f"wn{array}_{r}", f"rwln{array}_{r}", names_n, p, w.lines)
+            _ladder(f"wp{array}_{r}", f"rwlp{array}_{r}", names_p, p, w.lines)
+            word_lines[r] = (names_n, names_p)
+        else:
+            word_lines[r] = ([f"rwln{array}_{r}"] * n_cols, [f"rwlp{array}_{r}"] * n_cols)
+    bitlines = {}
+    for c in cols:
+        if ladders:
+            # Integrator below the last row: the ladder runs from the bottom node upwards.
+            names = [f"bl{array}_{c}_{r}" for r in range(n_rows)]
+            _ladder(f"b{array}_{c}", f"bl{array}_{c}", names[::-1], p, w.lines)
+            bitlines[c] = names
+        else:
+            bitlines[c] = [f"bl{array}_{c}"] * n_rows
+            if p.c_wire > 0:
+                w.lines.append(f"Cb{array}_{c} bl{array}_{c} 0 {f(p.c_wire * n_rows)}")
+    return word_lines, bitlines
+
+
+def _column_cells(w: _Writer, array: str, n_rows: int, col: int, word_lines, bitlines,
+                  stored_V: Callable[[int, int], float]) -> None:
+    """One bitline's cells of `array`: cell (row, col) starts at stored_V(row, col)."""
+    for row in range(n_rows):
+        name = f"X{array}_{row}_{col}"
+        w.lines.append(f"{name} sn{array}_{row}_{col} {word_lines[row][0][col]} "
+                       f"{word_lines[row][1][col]} {bitlines[col][row]} vdd wwl wbl tile_cell"
+                       + w.mismatch(name))
+        w.initial_conditions.append(f"v(sn{array}_{row}_{col})={f(stored_V(row, col))}")
+
+
+def _integrator(w: _Writer, array: str, c: int) -> None:
+    """Column c's readout: the bitline through a charge probe (a 0 V source whose current a
+    CCCS integrates on PROBE_C) into the sense-amp integrator, with its own bias diode."""
+    p = w.params
+    nb = f"nb{array}_{c}"
+    rst, rstb = ("rst", "rstb") if array == "k" else ("rstv", "rstvb")
+    w.lines.append(f"Vp{array}_{c} bl{array}_{c} bi{array}_{c} 0")
+    w.lines.append(f"F{array}_{c} 0 q{array}_{c} Vp{array}_{c} 1")
+    w.lines.append(f"Cq{array}_{c} q{array}_{c} 0 {f(PROBE_C)}")
+    w.lines.append(f"Rq{array}_{c} q{array}_{c} 0 1e15")
+    w.lines.append(f"Ib{array}_{c} vddb {nb} {f(p['i_bias'])}")
+    w.lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos w=1u l=250n")
+    w.lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} {rst} {rstb} vref vdd {nb} "
+                   f"sense_amp c_int={f(p['c_int'])} cc={f(p['cc'])} rz={f(p['rz'])}")
+    w.initial_conditions.append(f"v(q{array}_{c})=0")
+    w.probe(f"q{array}_{c}")
+
+
+def _width_probe(w: _Writer, node: str, pulse: str, also_saved: str) -> None:
+    """V(pulse)/vdd integrated on PROBE_C (width = V(node) * PROBE_C / PROBE_GM)."""
+    w.lines.append(f"G{node} 0 {node} {pulse} 0 {f(PROBE_GM / w.params['vdd'])}")
+    w.lines.append(f"C{node} {node} 0 {f(PROBE_C)}")
+    w.lines.append(f"R{node} {node} 0 1e15")
+    w.initial_conditions.append(f"v({node})=0")
+    w.saves.extend([f"v({node})", f"v({also_saved})"])
+    w.vectors.extend([node, also_saved])
+
+
+# ----------------------------------------------------------------------------- K array
+def _query_drivers(w: _Writer, tile: Tile) -> None:
+    """Row r's read pulse, q[r] * t_max wide from t_q, on rwl_n, mirrored on rwl_p about
+    v_mid; a row with q = 0 rests at v_mid."""
+    p = w.params
+    for r in range(tile.rows):
+        width_s = float(tile.q[r]) * p["t_max"]
+        if width_s <= 0:
+            w.lines.append(f"Vqn_{r} rwlnk_{r} 0 {f(p['v_mid'])}")
+        else:
+            w.lines.append(f"Vqn_{r} rwlnk_{r} 0 PULSE({f(p['v_mid'])} {f(p['v_in'])} "
+                           f"{f(p.t_q)} {f(p['t_edge'])} {f(p['t_edge'])} {f(width_s)} 1)")
+        w.lines.append(f"Eqp_{r} rwlpk_{r} mid2 rwlnk_{r} 0 -1")
+
+
+def _conversion_gates(w: _Writer) -> None:
+    """The HardSigmoid converters' discharge window (from t_conv) and output window (t_align
+    later), as in charge_to_pulse.cir."""
+    p = w.params
+    vdd, t_gate = p["vdd"], p.t_conv
+    open_s = p["t_max"] - _SWITCH_EDGE_S
+    w.lines.append(f"VG gate 0 PULSE(0 {f(vdd)} {f(t_gate)} 50p 50p {f(open_s)} 1)")
+    w.lines.append(f"VGD gate_d 0 PULSE(0 {f(vdd)} {f(t_gate + p['t_align'])} 50p 50p "
+                   f"{f(open_s)} 1)")
+
+
+def _hardsigmoid_converter(w: _Writer, c: int) -> None:
+    """K column c's charge-to-pulse converter on its integrator, with its own reference
+    diode; its pulse `pulse_c` (and its width probe) is the HardSigmoid output phi."""
+    p = w.params
+    w.lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
+    w.lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
+    w.lines.append(f"Xcp_{c} outk_{c} bik_{c} vref gate gate_d pulse_{c} "
+                   f"cmp_{c} vdd nbk_{c} nr_{c} charge_to_pulse")
+    _width_probe(w, f"w_{c}", f"pulse_{c}", f"pulse_{c}")
+
+
+def _k_array(w: _Writer, tile: Tile, k_cols: list[int]) -> None:
+    """The K array's `k_cols` (cell (r, c) stores k[c, r]) with the query drivers, and each
+    column's readout and HardSigmoid converter."""
+    _conversion_gates(w)
+    _query_drivers(w, tile)
+    word_lines, bitlines = _array_nodes(w, "k", tile.rows, tile.cols, k_cols)
+    for c in k_cols:
+        _column_cells(w, "k", tile.rows, c, word_lines, bitlines, lambda r, c: tile.k_V[c, r])
+        _integrator(w, "k", c)
+        _hardsigmoid_converter(w, c)
+
+
+# ----------------------------------------------------------------------------- V array
+def _v_resets(w: _Writer, shift_s: float) -> None:
+    """The V readouts' reset, released at t_vrel (on a V-only run's axis, `shift_s` earlier)."""
+    p = w.params
+    vdd, t_release = p["vdd"], p.t_vrel - shift_s
+    w.lines.append(f"VRSTV rstv 0 PULSE({f(vdd)} 0 {f(t_release)} 50p 50p 1 2)")
+    w.lines.append(f"VRSTVB rstvb 0 PULSE(0 {f(vdd)} {f(t_release)} 50p 50p 1 2)")
+
+
+def _signed_converter_controls(w: _Writer, shift_s: float) -> None:
+    """The signed converters' controls, as in signed_converter.cir: sign sampled until just
+    before the discharge window (from t_vend, s_t_max + s_t_align long), output window
+    s_t_align later."""
+    p = w.params
+    vdd, t_window = p["vdd"], p.t_vend - shift_s
+    t_sampled = t_window - _SIGN_SAMPLE_LEAD_S
+    discharge_s = p["s_t_max"] + p["s_t_align"] - _SWITCH_EDGE_S
+    w.lines += [
+        f"VSMP smp 0 PULSE({f(vdd)} 0 {f(t_sampled)} 50p 50p 1 2)",
+        f"VSMPB smpb 0 PULSE(0 {f(vdd)} {f(t_sampled)} 50p 50p 1 2)",
+        f"VG2 gate2 0 PULSE(0 {f(vdd)} {f(t_window)} 50p 50p {f(discharge_s)} 1)",
+        (f"VGD2 gate2_d 0 PULSE(0 {f(vdd)} {f(t_window + p['s_t_align'])} 50p 50p "
+         f"{f(p['s_t_max'] - _SWITCH_EDGE_S)} 1)"),
+    ]
+
+
+def _v_row_drivers(w: _Writer, n_rows: int, pulses: dict[int, PulseWaveform] | None,
+                   shift_s: float) -> None:
+    """Row c's ideal word-line driver: logic pulse_c (0...vdd) -> rwl_n = v_mid...v_in, rwl_p
+    mirrored. In a V-only run (`pulses`), pulse_c is the recorded pulse as a PWL source."""
+    p = w.params
+    gain = (p["v_in"] - p["v_mid"]) / p["vdd"]
+    for c in range(n_rows):
+        if pulses is not None:
+            points = " ".join(f"{f(t)} {f(v)}" for t, v in shift_pwl(pulses[c], shift_s))
+            w.lines.append(f"Vpl_{c} pulse_{c} 0 PWL({points})")
+        w.lines.append(f"Ewn_{c} rwlnv_{c} vref pulse_{c} 0 {f(gain)}")
+        w.lines.append(f"Ewp_{c} rwlpv_{c} vref pulse_{c} 0 {f(-gain)}")
+
+
+def _signed_converter(w: _Writer, d: int) -> None:
+    """V column d's signed converter on its integrator, with its own reference diodes; its
+    pulse spulse_d (width probe ws_d) and latched sign s_d give the output."""
+    p = w.params
+    w.lines.append(f"Irs_{d} vddb nrs_{d} {f(p['s_i_ref'])}")
+    w.lines.append(f"Xmrs_{d} nrs_{d} nrs_{d} 0 0 core_nmos w=4u l=500n")
+    w.lines.append(f"Irp_{d} prs_{d} 0 {f(p['s_i_ref'])}")
+    w.lines.append(f"Xmrp_{d} prs_{d} prs_{d} vddb vddb core_pmos w=12u l=500n")
+    w.lines.append(f"Xsc_{d} outv_{d} biv_{d} vref smp smpb gate2 gate2_d spulse_{d} s_{d} "
+                   f"vdd nbv_{d} nrs_{d} prs_{d} signed_converter")
+    _width_probe(w, f"ws_{d}", f"spulse_{d}", f"s_{d}")
+
+
+def _v_array(w: _Writer, tile: Tile, v_cols: list[int],
+             pulses: dict[int, PulseWaveform] | None, shift_s: float) -> None:
+    """The V array's `v_cols` (cell (c, d) stores v[c, d]) with its row drivers, and each
+    column's readout (and signed converter when `signed`)."""
+    p = w.params
+    _v_resets(w, shift_s)
+    if p.signed:
+        _signed_converter_controls(w, shift_s)
+    _v_row_drivers(w, tile.cols, pulses, shift_s)
+    word_lines, bitlines = _array_nodes(w, "v", tile.cols, tile.rows, v_cols)
+    for d in v_cols:
+        _column_cells(w, "v", tile.cols, d, word_lines, bitlines, lambda c, d: tile.v_V[c, d])
+        _integrator(w, "v", d)
+        if p.signed:
+            _signed_converter(w, d)
+
+
+# ----------------------------------------------------------------------------- the netlist
+def _control_cards(w: _Writer, t_stop_s: float) -> list[str]:
+    """Initial conditions, saved vectors and the transient analysis, after every element."""
+    p = w.params
+    lines = [".ic " + chunk for chunk in _chunks(w.initial_conditions)]
+    lines += [".save " + chunk for chunk in _chunks(w.saves)]
+    lines.append(f".tran {f(p.max_step)} {f(t_stop_s)} 0 {f(p.max_step)}")
+    lines.append(".end")
+    return lines
+
+
+def _check_part(tile: Tile, p: TileParams, part: str, columns: list[int] | None,
+                pulses: dict[int, PulseWaveform] | None) -> list[int]:
+    """The part's columns (all of its array's by default), after checking that the part can
+    be built on its own."""
+    if part not in PARTS:
+        raise ValueError(f"unknown tile part {part!r}")
+    if part != "full" and not p.splittable:
+        raise ParameterError("wire resistance couples the columns: a tile with r_wire > 0 runs "
+                             "as one netlist")
+    n_cols = tile.cols if part in ("full", "k") else tile.rows
+    columns = list(range(n_cols)) if columns is None else list(columns)
+    if part == "v" and (pulses is None or set(pulses) != set(range(tile.cols))):
+        raise ValueError("part 'v' needs the pulse waveform of every V row")
+    return columns
 
 
 def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str = "full",
           columns: list[int] | None = None,
-          pulses: dict[int, list[tuple[float, float]]] | None = None) -> Netlist:
+          pulses: dict[int, PulseWaveform] | None = None) -> Netlist:
     """The netlist of a tile, or of one part of it.
 
     part 'full': both arrays and all their periphery, the V rows driven by the converters.
@@ -312,155 +429,19 @@ def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str 
                  the converters' pulses (`pulses`: row -> [(t, V)]).
     """
     p = params
-    R, C = tile.rows, tile.cols
-    if part not in ("full", "k", "v"):
-        raise ValueError(f"unknown tile part {part!r}")
-    if part != "full" and not p.splittable:
-        raise ParameterError("wire resistance couples the columns: a tile with r_wire > 0 runs "
-                             "as one netlist")
-    n_cols = C if part in ("full", "k") else R
-    columns = list(range(n_cols)) if columns is None else list(columns)
-    if part == "v" and (pulses is None or set(pulses) != set(range(C))):
-        raise ValueError("part 'v' needs the pulse waveform of every V row")
-    vdd, v_mid = p["vdd"], p["v_mid"]
-    lines = [(f"* gcsim validate tile {R}x{C} ({part}, columns {columns[0]}..{columns[-1]}) "
-              f"models {models.name}")]
-    lines.append(f".options temp={f(p['temp_c'])}")
-    lines += models.lines()
-    lines += _subcircuits()
-    lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl params: dn=0 dp=0 dw=0")
-    lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
-        f"{name}={f(p[name])}" for name in _CELL_PARAMS if name != "v_in")
-        + " dvth_read_n={dn} dvth_read_p={dp} dvth_write={dw}")
-    lines.append(".ends tile_cell")
-    mismatch = _mismatch(p, models)
-    lines += [
-        f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
-        f"VMID2 mid2 0 {f(2 * v_mid)}", "VWWL wwl 0 0", f"VWBL wbl 0 {f(v_mid)}",
-        f"VRST rst 0 PULSE({f(vdd)} 0 {f(p['t_rst'])} 50p 50p 1 2)",
-        f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p['t_rst'])} 50p 50p 1 2)",
-    ]
-    ic: list[str] = []
-    saves: list[str] = []
-    vectors: list[str] = ["time"]
-    ladders = p.r_wire > 0
-
-    def cell_nodes(array: str, n_rows: int, n_cols: int, cols: list[int]):
-        """Node names of each cell's word lines and bitline (ladders when r_wire > 0)."""
-        wl = {}
-        for r in range(n_rows):
-            if ladders:
-                names_n = [f"rwln{array}_{r}_{c}" for c in range(n_cols)]
-                names_p = [f"rwlp{array}_{r}_{c}" for c in range(n_cols)]
-                _ladder(f"wn{array}_{r}", f"rwln{array}_{r}", names_n, p, lines)
-                _ladder(f"wp{array}_{r}", f"rwlp{array}_{r}", names_p, p, lines)
-                wl[r] = (names_n, names_p)
-            else:
-                wl[r] = ([f"rwln{array}_{r}"] * n_cols, [f"rwlp{array}_{r}"] * n_cols)
-        bl = {}
-        for c in cols:
-            if ladders:
-                # Integrator below the last row: the ladder runs from the bottom node upwards.
-                names = [f"bl{array}_{c}_{r}" for r in range(n_rows)]
-                _ladder(f"b{array}_{c}", f"bl{array}_{c}", names[::-1], p, lines)
-                bl[c] = names
-            else:
-                bl[c] = [f"bl{array}_{c}"] * n_rows
-                if p.c_wire > 0:
-                    lines.append(f"Cb{array}_{c} bl{array}_{c} 0 {f(p.c_wire * n_rows)}")
-        return wl, bl
-
-    def width_probe(node: str, pulse: str, also_saved: str) -> None:
-        """V(pulse)/vdd integrated on PROBE_C (width = V(node) * PROBE_C / PROBE_GM)."""
-        lines.append(f"G{node} 0 {node} {pulse} 0 {f(PROBE_GM / vdd)}")
-        lines.append(f"C{node} {node} 0 {f(PROBE_C)}")
-        lines.append(f"R{node} {node} 0 1e15")
-        ic.append(f"v({node})=0")
-        saves.extend([f"v({node})", f"v({also_saved})"])
-        vectors.extend([node, also_saved])
-
-    def readout(array: str, c: int, converter: bool) -> None:
-        nb = f"nb{array}_{c}"
-        rst, rstb = ("rst", "rstb") if array == "k" else ("rstv", "rstvb")
-        lines.append(f"Vp{array}_{c} bl{array}_{c} bi{array}_{c} 0")
-        lines.append(f"F{array}_{c} 0 q{array}_{c} Vp{array}_{c} 1")
-        lines.append(f"Cq{array}_{c} q{array}_{c} 0 {f(PROBE_C)}")
-        lines.append(f"Rq{array}_{c} q{array}_{c} 0 1e15")
-        lines.append(f"Ib{array}_{c} vddb {nb} {f(p['i_bias'])}")
-        lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos w=1u l=250n")
-        lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} {rst} {rstb} vref vdd {nb} "
-                     f"sense_amp c_int={f(p['c_int'])} cc={f(p['cc'])} rz={f(p['rz'])}")
-        ic.append(f"v(q{array}_{c})=0")
-        saves.append(f"v(q{array}_{c})")
-        vectors.append(f"q{array}_{c}")
-        if array == "v" and p.signed:
-            lines.append(f"Irs_{c} vddb nrs_{c} {f(p['s_i_ref'])}")
-            lines.append(f"Xmrs_{c} nrs_{c} nrs_{c} 0 0 core_nmos w=4u l=500n")
-            lines.append(f"Irp_{c} prs_{c} 0 {f(p['s_i_ref'])}")
-            lines.append(f"Xmrp_{c} prs_{c} prs_{c} vddb vddb core_pmos w=12u l=500n")
-            lines.append(f"Xsc_{c} outv_{c} biv_{c} vref smp smpb gate2 gate2_d spulse_{c} s_{c} "
-                         f"vdd {nb} nrs_{c} prs_{c} signed_converter")
-            width_probe(f"ws_{c}", f"spulse_{c}", f"s_{c}")
-        if converter:
-            lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
-            lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
-            lines.append(f"Xcp_{c} out{array}_{c} bi{array}_{c} vref gate gate_d pulse_{c} "
-                         f"cmp_{c} vdd {nb} nr_{c} charge_to_pulse")
-            width_probe(f"w_{c}", f"pulse_{c}", f"pulse_{c}")
-
-    def add_cells(tag, n_rows, col, wl, bl, stored_V):
-        """One bitline's cells of array `tag`: cell (row, col) stores stored_V(row, col)."""
-        for row in range(n_rows):
-            name = f"X{tag}_{row}_{col}"
-            lines.append(f"{name} sn{tag}_{row}_{col} {wl[row][0][col]} {wl[row][1][col]} "
-                         f"{bl[col][row]} vdd wwl wbl tile_cell" + mismatch(name))
-            ic.append(f"v(sn{tag}_{row}_{col})={f(stored_V(row, col))}")
-
+    columns = _check_part(tile, p, part, columns, pulses)
+    lines = _preamble(tile, p, models, part, columns)
+    w = _Writer(p, _mismatch(p, models))
+    w.lines += _supplies(p)
     if part in ("full", "k"):
-        k_cols = columns if part == "k" else list(range(C))
-        t_gate = p.t_conv
-        lines.append(f"VG gate 0 PULSE(0 {f(vdd)} {f(t_gate)} 50p 50p {f(p['t_max'] - 50e-12)} 1)")
-        lines.append(f"VGD gate_d 0 PULSE(0 {f(vdd)} {f(t_gate + p['t_align'])} 50p 50p "
-                     f"{f(p['t_max'] - 50e-12)} 1)")
-        for r in range(R):
-            lines.append(_pulse_source(f"Vqn_{r}", f"rwlnk_{r}", p, float(tile.q[r]) * p["t_max"]))
-            lines.append(f"Eqp_{r} rwlpk_{r} mid2 rwlnk_{r} 0 -1")
-        wl, bl = cell_nodes("k", R, C, k_cols)
-        for c in k_cols:
-            add_cells("k", R, c, wl, bl, lambda r, c: tile.k_V[c, r])
-            readout("k", c, converter=True)
-    shift = p.v_shift if part == "v" else 0.0
+        _k_array(w, tile, columns if part == "k" else list(range(tile.cols)))
+    # A V-only run starts its time axis v_shift later: nothing happens in the V array before.
+    shift_s = p.v_shift if part == "v" else 0.0
     if part in ("full", "v"):
-        v_cols = columns if part == "v" else list(range(R))
-        gain = (p["v_in"] - v_mid) / vdd
-        t_release = p.t_vrel - shift
-        lines.append(f"VRSTV rstv 0 PULSE({f(vdd)} 0 {f(t_release)} 50p 50p 1 2)")
-        lines.append(f"VRSTVB rstvb 0 PULSE(0 {f(vdd)} {f(t_release)} 50p 50p 1 2)")
-        if p.signed:
-            t2 = p.t_vend - shift
-            width2 = p["s_t_max"] + p["s_t_align"] - 50e-12
-            lines += [
-                f"VSMP smp 0 PULSE({f(vdd)} 0 {f(t2 - 200e-12)} 50p 50p 1 2)",
-                f"VSMPB smpb 0 PULSE(0 {f(vdd)} {f(t2 - 200e-12)} 50p 50p 1 2)",
-                f"VG2 gate2 0 PULSE(0 {f(vdd)} {f(t2)} 50p 50p {f(width2)} 1)",
-                (f"VGD2 gate2_d 0 PULSE(0 {f(vdd)} {f(t2 + p['s_t_align'])} 50p 50p "
-                 f"{f(p['s_t_max'] - 50e-12)} 1)"),
-            ]
-        for c in range(C):
-            if part == "v":
-                points = " ".join(f"{f(t)} {f(v)}" for t, v in shift_pwl(pulses[c], shift))
-                lines.append(f"Vpl_{c} pulse_{c} 0 PWL({points})")
-            lines.append(f"Ewn_{c} rwlnv_{c} vref pulse_{c} 0 {f(gain)}")
-            lines.append(f"Ewp_{c} rwlpv_{c} vref pulse_{c} 0 {f(-gain)}")
-        wl, bl = cell_nodes("v", C, R, v_cols)
-        for d in v_cols:
-            add_cells("v", C, d, wl, bl, lambda c, d: tile.v_V[c, d])
-            readout("v", d, converter=False)
-    lines += [".ic " + chunk for chunk in _chunks(ic)]
-    lines += [".save " + chunk for chunk in _chunks(saves)]
+        _v_array(w, tile, columns if part == "v" else list(range(tile.rows)),
+                 pulses if part == "v" else None, shift_s)
     # A K-only run stops when the last HardSigmoid pulse has ended: the V stage's time is not
     # its business.
-    t_stop = p.t_vend if part == "k" else p.t_end - shift
-    lines.append(f".tran {f(p.max_step)} {f(t_stop)} 0 {f(p.max_step)}")
-    lines.append(".end")
-    return Netlist("\n".join(lines) + "\n", vectors, part, columns)
+    t_stop_s = p.t_vend if part == "k" else p.t_end - shift_s
+    lines += w.lines + _control_cards(w, t_stop_s)
+    return Netlist("\n".join(lines) + "\n", w.vectors, part, columns)

@@ -1,0 +1,102 @@
+"""A validation tile's electrical and timing parameters, taken from the characterisation
+testbenches, and the times of the tile's phases derived from them (SI units)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gcsim.core import resources
+from gcsim.core.errors import ParameterError
+from gcsim.spice.template import Template
+
+# Periphery parameters taken from the characterisation testbench charge_to_pulse.cir, and cell
+# parameters from gain_cell_pulse.cir, so the tile uses the circuits that were characterised.
+C2P_PARAMS = ("vdd", "v_mid", "t_edge", "t_rst", "t_gap", "t_hold", "t_max", "t_align", "i_ref",
+              "c_int", "i_bias", "cc", "rz", "temp_c")
+CELL_PARAMS = ("c_store", "w_write", "l_write", "w_read_n", "l_read_n", "w_read_p", "l_read_p",
+               "v_in")
+
+
+@dataclass
+class TileParams:
+    """Electrical and timing parameters of a tile (SI units)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    r_wire: float = 0.0     # ohm per cell pitch
+    c_wire: float = 0.0     # farad per cell pitch
+    max_step: float = 50e-12   # within 0.12-0.2 % FS of a 20 ps run on phi and A, 3x faster
+    signed: bool = False    # V readouts end in the signed converter
+    mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
+
+    @property
+    def signed_available(self) -> bool:
+        return (resources.NETLISTS / "signed_converter.cir").is_file()
+
+    @classmethod
+    def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
+                 signed: bool | None = None) -> TileParams:
+        c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
+        cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
+        values = {name: c2p[name] for name in C2P_PARAMS}
+        values.update({name: cell[name] for name in CELL_PARAMS})
+        if r_wire < 0 or c_wire < 0:
+            raise ParameterError("wire R and C per pitch must be >= 0")
+        signed_cir = resources.NETLISTS / "signed_converter.cir"
+        if signed is None:
+            signed = signed_cir.is_file()
+        if signed:
+            if not signed_cir.is_file():
+                raise ParameterError(f"no signed converter netlist ({signed_cir})")
+            sc = Template.load(signed_cir).defaults
+            values.update({"s_i_ref": sc["i_ref"], "s_t_max": sc["t_max"],
+                           "s_t_align": sc["t_align"]})
+        return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    def readout_timing_s(self) -> dict[str, float]:
+        """The V readout's timing the readout_loading fit needs (gcsim.fit.loading)."""
+        return {"t_gap": self["t_gap"], "t_vrel": self.t_vrel, "t_conv": self.t_conv,
+                "t_vend": self.t_vend, "t_align": self["t_align"]}
+
+    @property
+    def t_q(self) -> float:
+        """Start of the query pulses."""
+        return self["t_rst"] + self["t_gap"]
+
+    @property
+    def t_conv(self) -> float:
+        """Start of the conversion window (as in charge_to_pulse.cir, with t_int = t_max)."""
+        return self.t_q + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
+
+    @property
+    def t_vrel(self) -> float:
+        """The V readouts' reset is released here, t_rst before the conversion window (the
+        same reset length as the K readouts', so a V-only run can start t_conv - 2 t_rst
+        later, see `v_shift`)."""
+        return self.t_conv - self["t_rst"]
+
+    @property
+    def v_shift(self) -> float:
+        """How much earlier a V-only run's time axis starts: nothing happens in the V array
+        before its readouts' reset (the V rows rest until the converters fire)."""
+        return self.t_vrel - self["t_rst"]
+
+    @property
+    def t_vend(self) -> float:
+        """End of the V integration (the last HardSigmoid pulse has ended t_hold before)."""
+        return self.t_conv + self["t_align"] + self["t_max"] + 2 * self["t_edge"] + self["t_hold"]
+
+    @property
+    def t_end(self) -> float:
+        """End of the run: the V integration's end, or with `signed` the end of the signed
+        converter's output window (and 0.5 ns for its last edge to settle)."""
+        if not self.signed:
+            return self.t_vend
+        return self.t_vend + self["s_t_align"] + self["s_t_max"] + 2 * self["t_edge"] + 0.5e-9
+
+    @property
+    def splittable(self) -> bool:
+        """Columns are independent circuits (no word-line resistance)."""
+        return self.r_wire == 0.0
