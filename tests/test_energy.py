@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gcsim.energy import model
+import gcsim.energy as model    # the package: resolve is in gcsim.energy.sources
 from gcsim.cli import main
 from gcsim.fit import schema
 from gcsim.fit.bundle import load_bundle, write_parameter_bundle

@@ -32,7 +32,7 @@ def _integer(text, what: str) -> int:
 
 
 def _overrides(pairs) -> dict[str, float]:
-    from gcsim.energy.model import OPERATIONS
+    from gcsim.energy import OPERATIONS
 
     out = {}
     for text in pairs:
@@ -149,7 +149,7 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
       gcsim energy --sweep window=64,256,1024,4096 --plot energy.png --out reports/energy
       gcsim energy --op integration=0.5p --gpu 'A100=30u,5m' --json
     """
-    from gcsim.energy import model
+    import gcsim.energy as model    # the package: resolve and check_models are in sources
     from gcsim.fit.bundle import load_bundle
 
     try:
@@ -230,7 +230,7 @@ def _jsonable(value):
 
 
 def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir) -> list[str]:
-    from gcsim.energy.model import GPU_REFERENCES, PAPER_HEADS, PAPER_WINDOW, format_si
+    from gcsim.energy import GPU_REFERENCES, PAPER_HEADS, PAPER_WINDOW, format_si
 
     c = result.config
     J = lambda v: format_si(v, "J")

@@ -23,36 +23,21 @@ conversion whose phi pulse is at once the V-array read, the V integrators' settl
 signed conversion, and a digital tail. Heads run in parallel on their own arrays; sub-tiles
 run in parallel unless ``subtile_parallel`` limits them, in which case the array phases repeat.
 
-Every per-operation quantity is resolved as: an explicit override, else the fit parameter,
-else (for settling, reset and a missing write fit) a sweep table, else a stated fallback that
-is flagged in the output. Nothing is silent.
+Where each per-operation quantity comes from is gcsim.energy.sources; the published figures
+compared against are gcsim.energy.reference.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from gcsim.core.errors import GcsimError
-
-# ---------------------------------------------------------------------------------------------
-# Published reference figures (Leroux et al., Nat. Comput. Sci. 5, 813 (2025); MISSION.md).
-
-PAPER_ENERGY_PER_HEAD_J = {          # per token per head
-    "QK array + HardSigmoid": 1120e-12,
-    "phi-V array": 700e-12,
-    "DACs (K/V writes)": 330e-12,
-    "digital control and routing": 4e-9,
-}
-PAPER_LATENCY_S = 65e-9              # per token
-PAPER_HEADS = 12
-PAPER_WINDOW = 1024
-# GPU references from the paper: (latency per token, energy per token) for 12 heads, W = 1024.
-GPU_REFERENCES = {"RTX 4090": (22.4e-6, 7.18e-3), "Jetson Nano": (489e-6, 3.25e-3)}
+from gcsim.energy.formatting import format_si
+from gcsim.energy.reference import (GPU_REFERENCES, PAPER_ENERGY_PER_HEAD_J, PAPER_HEADS,
+                                    PAPER_LATENCY_S)
 
 
 class EnergyError(GcsimError):
@@ -60,7 +45,7 @@ class EnergyError(GcsimError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-operation quantities and where they come from.
+# Per-operation quantities: what the model counts, and (sources.resolve) their values.
 
 @dataclass(frozen=True)
 class Operation:
@@ -119,119 +104,6 @@ class Quantity:
     @property
     def simulated(self) -> bool:
         return self.source in ("fit", "sweep")
-
-
-def _fit_value(bundle, op: Operation):
-    if bundle is None or op.kind is None or op.kind not in bundle.records:
-        return None
-    record = bundle.records[op.kind]
-    if op.parameter not in record.parameters:
-        return None
-    value = record.value(op.parameter)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EnergyError(f"fit {op.kind}: parameter {op.parameter!r} is not a finite number")
-    return float(value)
-
-
-def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, t_rst: float = 2e-9,
-                        t_gap: float = 0.5e-9, t_int: float = 15e-9, t_edge: float = 100e-12,
-                        t_hold: float = 1e-9) -> float:
-    """Integrator settling from sense_amp_settling: the time after the input current ends until
-    V(out) stays within `tolerance_V` of its value at the read instant (t_rst + t_gap + t_int +
-    t_edge + t_hold, the testbench's timing), worst case over the swept charges."""
-    needed = {"charge_in_C", "time_s", "v_out_V"}
-    if not needed <= set(table.columns):
-        raise EnergyError(f"settling table lacks columns {sorted(needed - set(table.columns))}")
-    t_end = t_rst + t_gap + t_int + t_edge
-    t_read = t_end + t_hold
-    worst = 0.0
-    for _, curve in table.groupby("charge_in_C"):
-        curve = curve.sort_values("time_s")
-        t = curve["time_s"].to_numpy(float)
-        v = curve["v_out_V"].to_numpy(float)
-        final = float(np.interp(t_read, t, v))
-        window = (t >= t_end) & (t <= t_read + 1e-15)
-        tw, vw = t[window], v[window]
-        outside = np.abs(vw - final) > tolerance_V
-        settle = 0.0
-        if outside.any():  # settled at the grid point after the last one outside
-            index = np.nonzero(outside)[0][-1]
-            settle = float(tw[min(index + 1, tw.size - 1)] - t_end)
-        worst = max(worst, settle)
-    return worst
-
-
-def resolve(bundle=None, sweeps_dir: str | Path | None = None,
-            overrides: dict[str, float] | None = None,
-            settle_tolerance_V: float = 2e-3) -> dict[str, Quantity]:
-    """Every per-operation quantity with its source."""
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(OPERATIONS))
-    if unknown:
-        raise EnergyError(f"unknown operation {unknown[0]!r} (known: {', '.join(OPERATIONS)})")
-    sweeps = Path(sweeps_dir) if sweeps_dir is not None else None
-    if sweeps is not None and not sweeps.is_dir():
-        raise EnergyError(f"--sweeps {sweeps}: not a directory")
-    out: dict[str, Quantity] = {}
-    for key, op in OPERATIONS.items():
-        if key in overrides:
-            value = float(overrides[key])
-            if value < 0:
-                raise EnergyError(f"--op {key}: must be >= 0, got {value:g}")
-            out[key] = Quantity(key, value, op.unit, "override", "given on the command line")
-            continue
-        value = _fit_value(bundle, op)
-        if value is not None:
-            out[key] = Quantity(key, value, op.unit, "fit", f"{op.kind}.{op.parameter}")
-            continue
-        found = _from_sweeps(key, sweeps, settle_tolerance_V) if sweeps is not None else None
-        if found is not None:
-            out[key] = Quantity(key, found[0], op.unit, "sweep", found[1])
-            continue
-        source = "parameter" if op.kind is None else "missing"
-        where = f"no {op.kind}.{op.parameter} in the fits; " if op.kind else ""
-        out[key] = Quantity(key, float(op.fallback), op.unit, source, where + op.fallback_note)
-    return out
-
-
-def _from_sweeps(key: str, sweeps: Path, tolerance_V: float):
-    def table(name):
-        path = sweeps / f"{name}.parquet"
-        if not path.is_file():
-            return None
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - any unreadable table is a one-line error
-            raise EnergyError(f"cannot read {path}: {exc}") from None
-
-    if key == "settling":
-        data = table("sense_amp_settling")
-        if data is None:
-            return None
-        value = settling_from_sweep(data, tolerance_V)
-        return value, (f"sense_amp_settling.parquet: worst time for V(out) to stay within "
-                       f"{tolerance_V * 1e3:g} mV after the column current ends")
-    if key == "reset_time":
-        data = table("sense_amp_reset")
-        if data is None or "reset_settling_s" not in data:
-            return None
-        return float(data["reset_settling_s"].max()), "sense_amp_reset.parquet: worst case"
-    if key in ("write_energy", "write_time"):
-        data = table("gain_cell_write")
-        needed = {"target_voltage_V", "t_write_s", "stored_voltage_V"}
-        if data is None or not needed <= set(data.columns):
-            return None
-        widest = float(data["t_write_s"].max())
-        at = data[np.isclose(data["t_write_s"], widest, rtol=1e-9, atol=0.0)]
-        error = float((at["stored_voltage_V"] - at["target_voltage_V"]).abs().max())
-        note = (f"gain_cell_write.parquet at the widest pulse {widest * 1e9:g} ns (no write fit; "
-                f"worst write error there {error * 1e3:.3g} mV)")
-        if key == "write_time":
-            return widest, note
-        if "energy_J" not in data:
-            return None
-        return float(at["energy_J"].mean()), "mean over DAC targets, " + note
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,39 +377,3 @@ def sweep(quantities: dict[str, Quantity], config: EnergyConfig, name: str, valu
             row[f"{part} [J/head]"] = float(energy.sum())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def check_models(bundle, models: str) -> None:
-    """Refuse a bundle whose fits were swept on other device models than `models`."""
-    found = set()
-    for record in bundle.records.values():
-        used = record.provenance.get("models")
-        if used:
-            found.add(str(used))
-    wanted = models.strip()
-    bad = sorted(m for m in found if not (m == wanted or m.split(":")[0] == wanted))
-    if bad:
-        raise EnergyError(f"fits in {bundle.directory} were swept on {', '.join(sorted(found))}, "
-                          f"not {wanted}; run gcsim regen --models {wanted} --fits DIR first")
-
-
-# ---------------------------------------------------------------------------------------------
-# Formatting.
-
-_PREFIXES = [(1e-15, "f"), (1e-12, "p"), (1e-9, "n"), (1e-6, "µ"), (1e-3, "m"), (1.0, "")]
-
-
-def format_si(value: float, unit: str = "", digits: int = 3) -> str:
-    """1.12e-9, 'J' -> '1.12 nJ'."""
-    if value is None or not math.isfinite(value):
-        return f"{value} {unit}".strip()
-    if value == 0:
-        return f"0 {unit}".strip()
-    magnitude = abs(value)
-    scale, prefix = _PREFIXES[0]
-    for s, p in _PREFIXES:
-        if magnitude >= s * 0.9995:
-            scale, prefix = s, p
-    if magnitude >= 1e3 and unit == "":
-        return f"{value:,.0f}"
-    return f"{value / scale:.{digits}g} {prefix}{unit}".strip()
