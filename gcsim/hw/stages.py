@@ -1,5 +1,7 @@
-"""The signal chain's stages, each a small function or object: DACs, pulses, gain-cell arrays,
-readout, HardSigmoid charge-to-pulse, signed conversion, digital sub-tile sum. SI units throughout.
+"""The signal chain's hardware stages, each a small function or object: DACs, pulses, gain-cell
+arrays, readout, HardSigmoid charge-to-pulse, signed conversion. SI units throughout. (The
+simulator's window and sub-tile bookkeeping, and the digital sub-tile sum, are in
+gcsim.simulate.windows.)
 """
 
 from __future__ import annotations
@@ -53,17 +55,6 @@ class InputDAC:
 def query_pulse_width_s(query, t_max_s: float) -> np.ndarray:
     """Query element q in [0, 1] -> read word-line pulse width q * T_max, in seconds."""
     return np.multiply(query, t_max_s)
-
-
-def window_mask(query_positions, key_positions, window: int) -> np.ndarray:
-    """Causal sliding-window mask M[t, j] = (t - window < j <= t)."""
-    age = np.subtract.outer(np.asarray(query_positions), np.asarray(key_positions))
-    return (age >= 0) & (age < window)
-
-
-def subtile_sum(subtile_outputs: np.ndarray, axis: int = 0) -> np.ndarray:
-    """The digital sum of the per-sub-tile counter outputs."""
-    return np.sum(subtile_outputs, axis=axis)
 
 
 def _output_buffer(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:

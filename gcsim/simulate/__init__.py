@@ -33,9 +33,8 @@ from gcsim.hw.stages import (
     SignedConverter,
     quantize,
     query_pulse_width_s,
-    subtile_sum,
-    window_mask,
 )
+from gcsim.simulate.windows import subtile_sum, window_mask
 
 __all__ = [
     "MODES", "PAPER", "AttentionResult", "CellMismatch", "ChargeToPulse", "ExponentialDecay",

@@ -9,13 +9,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from gcsim.hw import PAPER, HardwareModel, MismatchSample, model_for_mode
-from gcsim.hw.stages import (
-    GainCellArray,
-    InputDAC,
-    query_pulse_width_s,
+from gcsim.hw.loading import ReadoutLoading
+from gcsim.hw.stages import GainCellArray, InputDAC, query_pulse_width_s
+from gcsim.simulate.windows import (
+    BlockMasks,
+    band_view,
+    n_subtile_slots,
+    subtile_slots,
+    subtile_span,
     subtile_sum,
 )
 
@@ -107,9 +110,7 @@ class AttentionResult:
 
     def subtile_indices(self) -> np.ndarray:
         """(T, slots) absolute sub-tile index of each slot, -1 where the slot is unused."""
-        t = np.arange(self.n_tokens)
-        first = np.maximum(0, t - self.window + 1) // self.array_size
-        count = t // self.array_size - first + 1
+        first, count = subtile_span(np.arange(self.n_tokens), self.window, self.array_size)
         kept = self.subtile_outputs
         n_slots = kept.shape[-2] if kept is not None else count.max()
         s = np.arange(n_slots)[None, :]
@@ -172,22 +173,6 @@ def prepare_inputs(q, k, v, config: SimulationConfig):
     return query_dac.convert(q4), key_dac.convert(k4), value_dac.convert(v4)
 
 
-def n_subtile_slots(n_tokens: int, window: int, array_size: int) -> int:
-    t = np.arange(n_tokens)
-    first = np.maximum(0, t - window + 1) // array_size
-    return int((t // array_size - first + 1).max())
-
-
-def _band_view(block: np.ndarray, offset: int, width: int) -> np.ndarray:
-    """dest[r, w] = block[r, r + offset + w]: a block's diagonal band, zero left of column 0."""
-    if offset < 0:
-        padded = np.zeros((block.shape[0], block.shape[1] - offset), dtype=block.dtype)
-        padded[:, -offset:] = block
-        block, offset = padded, 0
-    s0, s1 = block.strides
-    return as_strided(block[:, offset:], shape=(block.shape[0], width), strides=(s0 + s1, s1))
-
-
 def draw_mismatch(model: HardwareModel, seed: int, heads: int, head_dim: int, config, window):
     """Draws per-cell mismatch once for the K and V arrays of every head (None if not modelled)."""
     if model.mismatch is None:
@@ -244,125 +229,217 @@ def simulate_attention(
     return _simulate_hardware(qd, kd, vd, model, config, output_shape=np.shape(q))
 
 
-def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -> AttentionResult:
-    batch, heads, n_tokens, head_dim = qd.shape
-    dtype = np.dtype(config.dtype)
-    window = config.window or n_tokens
-    band = min(window, n_tokens)
-    a_size = config.array_size
-    block = max(a_size, (config.block_queries // a_size) * a_size)  # keys of a block align to tiles
-    decay_factor = (
-        model.resolve_decay_factor(config.decay_factor, config.token_period_s)
-        if config.decay
-        else 0.0
+@dataclass(frozen=True)
+class _Run:
+    """What every block of a hardware run shares: the window and sub-tile layout, the decay
+    per token, the cell's power coefficients, and which intermediates are kept."""
+
+    window: int
+    band: int
+    array_size: int
+    block: int
+    n_slots: int
+    decay_factor: float
+    power_coefficients_A: np.ndarray
+    dtype: np.dtype
+    keep: bool
+    quantize_output: bool
+    loading: ReadoutLoading | None
+    masks: BlockMasks
+
+    @classmethod
+    def plan(cls, model: HardwareModel, config: SimulationConfig, n_tokens: int) -> _Run:
+        window = config.window or n_tokens
+        a_size = config.array_size
+        decay_factor = (
+            model.resolve_decay_factor(config.decay_factor, config.token_period_s)
+            if config.decay
+            else 0.0
+        )
+        dtype = np.dtype(config.dtype)
+        return cls(
+            window=window,
+            band=min(window, n_tokens),
+            array_size=a_size,
+            block=max(a_size, (config.block_queries // a_size) * a_size),  # keys align to tiles
+            n_slots=n_subtile_slots(n_tokens, window, a_size),
+            decay_factor=decay_factor,
+            power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
+            dtype=dtype,
+            keep=config.keep_intermediates,
+            quantize_output=config.quantize_output,
+            loading=model.loading if config.readout_loading else None,
+            masks=BlockMasks(window, dtype),
+        )
+
+
+@dataclass
+class _Signals:
+    """The run's output (B, H, T, D) and, when kept, its intermediates (see AttentionResult)."""
+
+    output: np.ndarray
+    S: np.ndarray | None
+    phi: np.ndarray | None
+    subtiles: np.ndarray | None
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, int, int, int], run: _Run) -> _Signals:
+        batch, heads, n_tokens, head_dim = shape
+        output = np.zeros(shape)
+        if not run.keep:
+            return cls(output, None, None, None)
+        # Every entry of these is written block by block (zeros included), so no need to clear.
+        S = np.empty((batch, heads, n_tokens, run.band), dtype=run.dtype)
+        subtiles = np.empty((batch, heads, n_tokens, run.n_slots, head_dim), dtype=run.dtype)
+        return cls(output, S, np.empty_like(S), subtiles)
+
+
+def _gain_cell_arrays(k_written_V, v_written_V, model: HardwareModel, run: _Run,
+                      k_cells=(None, None), v_cells=(None, None)):
+    """Writing K and V: one head's K array (head_dim rows, tokens on columns) and V array
+    (tokens on rows), holding the DAC voltages, decaying from when each token was written,
+    with each cell's (gain, threshold shift) mismatch when drawn; read through loading
+    integrators when the model has readout loading."""
+    array_args = dict(
+        power_coefficients_A=run.power_coefficients_A,
+        v_mid_V=model.cell.v_mid_V,
+        decay_factor=run.decay_factor,
+        asymptote_V=model.decay.asymptote_V,
+        dtype=run.dtype,
     )
-    power_coefficients = model.cell.power_coefficients_A(model.read_on_V)
+    (k_gain, k_shift), (v_gain, v_shift) = k_cells, v_cells
+    k_array = GainCellArray(k_written_V, cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
+    v_array = GainCellArray(v_written_V, cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
+    if run.loading is not None:
+        k_array = run.loading.arrays(k_array, k_written_V, cell_gain=k_gain, vt_shift_V=k_shift,
+                                     **array_args)
+        v_array = run.loading.arrays(v_array, v_written_V, cell_gain=v_gain, vt_shift_V=v_shift,
+                                     **array_args)
+    return k_array, v_array
+
+
+def _query_pulses_s(query, model: HardwareModel, dtype) -> np.ndarray:
+    """Query DAC and word-line drivers: (T, D) query levels -> read pulse widths in seconds,
+    each lengthened by the model's edge time when it has one (an edge drives charge too)."""
+    widths = query_pulse_width_s(query, model.charge_to_pulse.t_max_s).astype(dtype)
+    edge = model.pulse_edge_time_s
+    if edge:
+        widths += edge * (widths > 0)
+    return widths
+
+
+def _key_scores(k_array, widths_s, query_start: int, key_start: int, n_keys: int,
+                model: HardwareModel, loading: ReadoutLoading | None):
+    """First array product, in the K array: each key column's charge from the query pulses on
+    its rows (every cell at its decayed voltage), read out as the score S (n_queries, n_keys).
+    Also returns the charge as the HardSigmoid converter meets it: with readout loading the
+    resting cells slow the converter down, so it converts as if the charge were larger."""
+    key_stop = key_start + n_keys
+    if loading is None:
+        charge = k_array.column_charges_C(widths_s, query_start, key_start, key_stop)
+    else:
+        charge, rest = k_array.column_charges_and_rest_C(widths_s, query_start, key_start,
+                                                         key_stop)
+    score = model.readout.convert(charge, out=charge)
+    if loading is None:
+        return score, score
+    return score, score * loading.conversion_scale(rest, score, loading.k_conversion_current_A)
+
+
+def _hardsigmoid_pulses_s(converted_C, mask, model: HardwareModel) -> np.ndarray:
+    """HardSigmoid conversion: each key column's charge-to-pulse converter turns its charge
+    into the pulse phi that drives that token's V-array row; keys outside the query's window
+    are not read and give no pulse."""
+    pulses = model.charge_to_pulse.convert(converted_C)
+    pulses *= mask
+    return pulses
+
+
+def _subtile_charges(v_array, pulses_s, query_start: int, key_start: int, run: _Run, mask):
+    """Second array product, in the V array, per sub-tile of `array_size` tokens: the charge
+    each column of each sub-tile collects from the pulses on its rows, (n_subtiles, n_queries,
+    D); with readout loading, as the sub-tile's signed converter meets it (see _key_scores)."""
+    loading = run.loading
+    if loading is None:
+        return v_array.row_charges_C(pulses_s, query_start, key_start, run.array_size)
+    charge, rest = v_array.row_charges_and_rest_C(pulses_s, query_start, key_start,
+                                                  run.array_size, read=mask)
+    charge *= loading.conversion_scale(rest, charge, loading.v_conversion_current_A)
+    return charge
+
+
+def _output_counts(subtile_charges_C, model: HardwareModel, run: _Run) -> np.ndarray:
+    """Output conversion: each sub-tile column's signed converter and counter, in [-1, 1]
+    (in place on the charges)."""
+    return model.output_converter.convert(
+        subtile_charges_C, quantize=run.quantize_output, out=subtile_charges_C
+    )
+
+
+def _run_block(k_array, v_array, widths_s, t0: int, t1: int, model: HardwareModel, run: _Run,
+               signals: _Signals, b: int, h: int) -> None:
+    """One block of queries t0...t1 of head (b, h) through the signal chain, against the keys of
+    the sub-tiles their windows reach; writes the block's output and kept intermediates."""
+    a_size, band = run.array_size, run.band
+    n_q = t1 - t0
+    k0 = (max(0, t0 - run.window + 1) // a_size) * a_size
+    n_k = -(-(t1 - k0) // a_size) * a_size
+    mask = run.masks(t0, n_q, k0, n_k)
+    offset = t0 - band + 1 - k0   # band column 0 of query t0 is key t0 - band + 1
+
+    score, converted = _key_scores(k_array, widths_s[t0:t1], t0, k0, n_k, model, run.loading)
+    pulses = _hardsigmoid_pulses_s(converted, mask, model)
+    edge = model.pulse_edge_time_s
+    if edge:
+        if run.keep:  # φ is the converter's pulse; the edges only add drive charge
+            signals.phi[b, h, t0:t1] = band_view(pulses, offset, band)
+        np.add(pulses, edge, out=pulses, where=pulses > 0)
+    counts = _output_counts(_subtile_charges(v_array, pulses, t0, k0, run, mask), model, run)
+    # Sub-tiles outside a token's window get no pulses, so they add exactly zero.
+    signals.output[b, h, t0:t1] = subtile_sum(counts, axis=0)
+
+    if run.keep:
+        score *= mask
+        signals.S[b, h, t0:t1] = band_view(score, offset, band)
+        if not edge:
+            signals.phi[b, h, t0:t1] = band_view(pulses, offset, band)
+        signals.subtiles[b, h, t0:t1] = subtile_slots(counts, t0, k0, run.window, a_size,
+                                                      run.n_slots)
+
+
+def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -> AttentionResult:
+    """The hardware modes: every head, batch entry and block of queries through the signal
+    chain of `model` (inputs already through their DACs: (B, H, T, D) float64)."""
+    batch, heads, n_tokens, head_dim = qd.shape
+    run = _Run.plan(model, config, n_tokens)
     mismatch = None
     if config.mismatch_seed is not None:
-        mismatch = draw_mismatch(model, config.mismatch_seed, heads, head_dim, config, window)
-
-    output = np.zeros((batch, heads, n_tokens, head_dim))
-    keep = config.keep_intermediates
-    n_slots = n_subtile_slots(n_tokens, window, a_size)
-    # Every entry of these is written block by block (zeros included), so no need to clear them.
-    S = np.empty((batch, heads, n_tokens, band), dtype=dtype) if keep else None
-    phi = np.empty_like(S) if keep else None
-    subtiles = np.empty((batch, heads, n_tokens, n_slots, head_dim), dtype=dtype) if keep else None
-    mask_cache: dict[tuple[int, int, int], np.ndarray] = {}
-
-    def window_mask(age_offset: int, n_q: int, n_k: int) -> np.ndarray:
-        key = (age_offset, n_q, n_k)
-        if key not in mask_cache:
-            age = age_offset + np.arange(n_q)[:, None] - np.arange(n_k)[None, :]
-            mask_cache[key] = ((age >= 0) & (age < window)).astype(dtype)
-        return mask_cache[key]
-
-    loading = model.loading if config.readout_loading else None
+        mismatch = draw_mismatch(model, config.mismatch_seed, heads, head_dim, config,
+                                 run.window)
+    signals = _Signals.allocate(qd.shape, run)
     for h in range(heads):
-        k_gain = k_shift = v_gain = v_shift = None
+        k_cells = v_cells = (None, None)
         if mismatch is not None:
-            k_gain, k_shift = _per_token(mismatch[0], h, n_tokens, True, a_size)
-            v_gain, v_shift = _per_token(mismatch[1], h, n_tokens, False, a_size)
+            k_cells = _per_token(mismatch[0], h, n_tokens, True, run.array_size)
+            v_cells = _per_token(mismatch[1], h, n_tokens, False, run.array_size)
         for b in range(batch):
-            array_args = dict(
-                power_coefficients_A=power_coefficients,
-                v_mid_V=model.cell.v_mid_V,
-                decay_factor=decay_factor,
-                asymptote_V=model.decay.asymptote_V,
-                dtype=dtype,
-            )
-            k_array = GainCellArray(kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
-            v_array = GainCellArray(vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
-            if loading is not None:
-                k_array = loading.arrays(k_array, kd[b, h], cell_gain=k_gain, vt_shift_V=k_shift,
-                                         **array_args)
-                v_array = loading.arrays(v_array, vd[b, h], cell_gain=v_gain, vt_shift_V=v_shift,
-                                         **array_args)
-            widths = query_pulse_width_s(qd[b, h], model.charge_to_pulse.t_max_s).astype(dtype)
-            edge = model.pulse_edge_time_s
-            if edge:
-                widths += edge * (widths > 0)
-            for t0 in range(0, n_tokens, block):
-                t1 = min(n_tokens, t0 + block)
-                n_q = t1 - t0
-                k0 = (max(0, t0 - window + 1) // a_size) * a_size
-                n_k = -(-(t1 - k0) // a_size) * a_size
-                mask = window_mask(t0 - k0, n_q, n_k)
-
-                if loading is None:
-                    charge = k_array.column_charges_C(widths[t0:t1], t0, k0, k0 + n_k)
-                else:  # the resting cells' conductance also slows the converter down
-                    charge, rest = k_array.column_charges_and_rest_C(widths[t0:t1], t0, k0,
-                                                                     k0 + n_k)
-                score = model.readout.convert(charge, out=charge)
-                converted = score   # as the converter sees it: longer when loaded
-                if loading is not None:
-                    converted = score * loading.conversion_scale(rest, score,
-                                                                 loading.k_conversion_current_A)
-                pulses = model.charge_to_pulse.convert(converted)
-                pulses *= mask
-                offset = t0 - band + 1 - k0
-                if edge:
-                    if keep:  # φ is the converter's pulse; the edges only add drive charge
-                        phi[b, h, t0:t1] = _band_view(pulses, offset, band)
-                    np.add(pulses, edge, out=pulses, where=pulses > 0)
-                if loading is None:
-                    subtile_charge = v_array.row_charges_C(pulses, t0, k0, a_size)
-                else:  # converted as if longer: the resting cells slow the converter down
-                    subtile_charge, rest = v_array.row_charges_and_rest_C(pulses, t0, k0, a_size,
-                                                                          read=mask)
-                    subtile_charge *= loading.conversion_scale(
-                        rest, subtile_charge, loading.v_conversion_current_A)
-                counts = model.output_converter.convert(
-                    subtile_charge, quantize=config.quantize_output, out=subtile_charge
-                )
-                # Sub-tiles outside a token's window get no pulses, so they add exactly zero.
-                output[b, h, t0:t1] = subtile_sum(counts, axis=0)
-
-                if keep:
-                    score *= mask
-                    S[b, h, t0:t1] = _band_view(score, offset, band)
-                    if not edge:
-                        phi[b, h, t0:t1] = _band_view(pulses, offset, band)
-                    t = np.arange(t0, t1)
-                    first = np.maximum(0, t - window + 1) // a_size
-                    count = t // a_size - first + 1
-                    slot = np.arange(n_slots)[None, :]
-                    index = np.minimum(first[:, None] - k0 // a_size + slot, counts.shape[0] - 1)
-                    gathered = counts.transpose(1, 0, 2)[np.arange(n_q)[:, None], index]
-                    gathered *= (slot < count[:, None])[..., None]
-                    subtiles[b, h, t0:t1] = gathered
+            k_array, v_array = _gain_cell_arrays(kd[b, h], vd[b, h], model, run, k_cells,
+                                                 v_cells)
+            widths = _query_pulses_s(qd[b, h], model, run.dtype)
+            for t0 in range(0, n_tokens, run.block):
+                _run_block(k_array, v_array, widths, t0, min(n_tokens, t0 + run.block), model,
+                           run, signals, b, h)
 
     return AttentionResult(
         mode=model.name,
         label=model.label,
-        output=output.reshape(output_shape),
-        window=window,
-        array_size=a_size,
-        decay_factor=decay_factor,
-        S=S,
-        phi=phi,
-        subtile_outputs=subtiles,
+        output=signals.output.reshape(output_shape),
+        window=run.window,
+        array_size=run.array_size,
+        decay_factor=run.decay_factor,
+        S=signals.S,
+        phi=signals.phi,
+        subtile_outputs=signals.subtiles,
     )
 
 
@@ -397,8 +474,8 @@ def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None) -> 
                 output[b, h, t0:t1] = weights @ values[b, h, k0:t1]
                 if keep:
                     offset = t0 - band + 1 - k0
-                    S[b, h, t0:t1] = _band_view(np.where(inside, dots, 0.0), offset, band)
-                    phi[b, h, t0:t1] = _band_view(weights, offset, band)
+                    S[b, h, t0:t1] = band_view(np.where(inside, dots, 0.0), offset, band)
+                    phi[b, h, t0:t1] = band_view(weights, offset, band)
     return AttentionResult(
         mode="ideal",
         label="ideal (float64 softmax attention)",
