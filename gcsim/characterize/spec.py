@@ -1,7 +1,10 @@
 """Declarative characterisation specs (TOML): schema, validation and the grid they describe.
 
-Every key carries a description, so a malformed spec gets an error that names the key and
-says what was expected, and the reference in the README comes from the same table.
+The file format is declared as pydantic models (``SpecFile`` and the tables inside it,
+``SPEC_SCHEMA`` for the docs and the JSON Schema): every key carries a description, so a
+malformed spec gets one line that names the file and the key, and the reference comes from
+the same declarations. ``from_dict`` turns the validated model into the ``Spec`` dataclass
+the rest of gcsim uses.
 """
 
 from __future__ import annotations
@@ -12,69 +15,20 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import (BeforeValidator, Field, PrivateAttr, WithJsonSchema, field_validator,
+                      model_validator)
 
 from gcsim.core import resources
 from gcsim.core.errors import ParameterError, SpecError
-from gcsim.spice.process import OPTIONAL_ROLES, ROLES
-from gcsim.core.values import check_name, parse_number, shown
+from gcsim.spice.process import OPTIONAL_ROLES, ROLES, FileTable, TableError, validated
+from gcsim.core.values import MAX_NAME, check_name, parse_number, shown
 
-TOP_KEYS = {
-    "description": "What the characterisation measures (free text).",
-    "netlist": "Template file, relative to the spec's folder or to netlists/.",
-    "models": "Device models: 'builtin' (default), 'builtin:CORNER', 'sky130:CORNER' (tt, ff, "
-              "ss, sf, fs) or 'path/to/lib.spice:SECTION' (with lib.roles.toml beside it).",
-    "corners": "List of corners, e.g. ['tt', 'ss', 'ff']: the sweep runs at each (models then "
-               "names no corner); rows carry a corner column.",
-    "temperatures": "List of temperatures, degrees C: sets the template's temp_c parameter "
-                    "(its .options temp={temp_c}); rows carry a temperature_C column.",
-    "montecarlo": "Table: Monte Carlo mismatch (runs, seed, devices); rows carry mc_run.",
-    "analysis": "Table: the ngspice analysis (type = dc | op | tran, and its settings).",
-    "parameters": "Table: fixed template parameters, NAME = number or SPICE string ('15n').",
-    "axes": "Array of tables: the swept parameters; the grid is their cartesian product.",
-    "measure": "Array of tables: what to record at each point, one column each.",
-}
-ANALYSIS_KEYS = {
-    "type": "dc (nested .dc over source-bound axes), op, or tran.",
-    "step": "tran: print step, seconds.",
-    "stop": "tran: stop time, seconds.",
-    "max_step": "tran: largest internal time step, seconds (optional).",
-    "batch": "Largest number of points in one ngspice run (default 200).",
-    "timeout_s": "Time limit of one ngspice run, seconds (default 600).",
-}
-AXIS_KEYS = {
-    "param": "Template parameter swept by this axis.",
-    "column": "Table column for it, with its unit (e.g. stored_voltage_V).",
-    "values": "Explicit list of values (alternative to start/stop/num).",
-    "start": "First value.",
-    "stop": "Last value (included).",
-    "num": "Number of values, at least 1.",
-    "scale": "lin (default) or log spacing between start and stop.",
-    "dc_source": "dc: the voltage source whose value is {param}; swept by a nested .dc.",
-}
-MEASURE_KEYS = {
-    "column": "Table column, with its unit (e.g. i_out_A).",
-    "vector": "v(NODE) or i(VSOURCE) of the testbench.",
-    "scale": "Factor applied to the vector (default 1), e.g. 1e-12 for a 1 pF integrator.",
-    "at": "tran: 'end' (default) or a time in seconds at which to read the vector.",
-    "sample": "tran: a table {start, stop, num}; records the waveform at these times, one row "
-              "per time, with a time_s column.",
-}
-MONTECARLO_KEYS = {
-    "runs": "Number of Monte Carlo runs, at least 1; each is one sample of the circuit.",
-    "seed": "Integer seed, >= 0: the same seed gives bit-identical tables.",
-    "devices": "Table of tables, one per device: [montecarlo.devices.NAME] with role, dvth, "
-               "w, l. Needed for Pelgrom mismatch (builtin, or libraries with a_vt_mV_um).",
-}
-DEVICE_KEYS = {
-    "role": "Device role: read_nmos, read_pmos, write_nmos, core_nmos or core_pmos.",
-    "dvth": "Template parameter that shifts this device's threshold (volts).",
-    "w": "Template parameter holding this device's width (metres).",
-    "l": "Template parameter holding this device's length (metres).",
-}
 _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")     # matched whole (fullmatch)
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"           # what check_name accepts
+_CORNER = re.compile(r"[A-Za-z0-9_]+")             # matched whole (fullmatch)
 # One axis may hold at most this many values: its values are built when the spec loads.
 MAX_AXIS_VALUES = 1_000_000
 # Coldest temperature a spec may ask for, degrees C (absolute zero).
@@ -86,37 +40,490 @@ LARGE_SWEEP_POINTS = 1_000_000
 # (measured: 0.55 kB a point for the grid alone).
 MAX_SWEEP_POINTS = 10_000_000
 
-
-def _where(spec_name: str, key: str) -> str:
-    return f"{spec_name}: {key}"
-
-
-def _check_keys(table: Any, allowed: dict[str, str], where: str) -> dict:
-    if not isinstance(table, dict):
-        raise SpecError(f"{where}: expected a table")
-    for key in table:
-        if key not in allowed:
-            label = key if re.fullmatch(r"[A-Za-z0-9_]{1,100}", key) else shown(key)
-            here = f"{where}.{label}" if ": " in where else f"{where}: {label}"
-            raise SpecError(f"{here}: unknown key (allowed: {', '.join(allowed)})")
-    return table
+# ------------------------------------------------------------------------- value types
+# Each check raises ValueError with the reason only: the schema error adds file and key.
+_HERE = "<value>"
 
 
-def _number(value: Any, where: str) -> float:
+def _bare(exc: ParameterError) -> str:
+    """A ParameterError's reason without the location it was raised for."""
+    return str(exc).removeprefix(f"{_HERE}: ")
+
+
+def _spice_number(value: Any) -> Any:
     try:
-        return parse_number(value, where)
+        return parse_number(value, _HERE)
     except ParameterError as exc:
-        raise SpecError(str(exc)) from None
+        raise ValueError(_bare(exc)) from None
 
 
-def _count(value: Any, where: str, largest: int | None = None) -> int:
+def _identifier(value: Any) -> Any:
+    try:
+        return check_name(value, _HERE)
+    except ParameterError as exc:
+        raise ValueError(_bare(exc)) from None
+
+
+def _count(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{where}: expected an integer >= 1, got {shown(value)}")
-    if largest is not None and value > largest:
-        raise SpecError(f"{where}: {value} is more than the {largest:,} values one axis "
-                        "may have")
+        raise ValueError(f"expected an integer >= 1, got {shown(value)}")
     return value
 
+
+def _axis_count(value: Any) -> Any:
+    if _count(value) > MAX_AXIS_VALUES:
+        raise ValueError(f"{value} is more than the {MAX_AXIS_VALUES:,} values one axis "
+                         "may have")
+    return value
+
+
+def _time_or_end(value: Any) -> Any:
+    return value if value == "end" else _spice_number(value)
+
+
+def _corner(value: Any) -> Any:
+    if not isinstance(value, str) or not _CORNER.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a corner name")
+    return value
+
+
+_NUMBER_OR_TEXT = {"anyOf": [{"type": "number"},
+                             {"type": "string", "description": "a number with an optional "
+                                                               "SPICE suffix, e.g. '15n'"}]}
+# A finite number, written as a TOML number or a SPICE string ('15n', '1.2f', '3meg').
+SpiceNumber = Annotated[float, BeforeValidator(_spice_number), WithJsonSchema(_NUMBER_OR_TEXT)]
+# A template parameter, source or device name: a plain identifier SPICE cannot misread.
+Identifier = Annotated[str, Field(pattern=_IDENTIFIER, max_length=MAX_NAME),
+                       BeforeValidator(_identifier)]
+Count = Annotated[int, Field(ge=1), BeforeValidator(_count)]
+AxisCount = Annotated[int, Field(ge=1, le=MAX_AXIS_VALUES), BeforeValidator(_axis_count)]
+Corner = Annotated[str, Field(pattern=f"^{_CORNER.pattern}$"), BeforeValidator(_corner)]
+TimeOrEnd = Annotated[float | Literal["end"] | None, BeforeValidator(_time_or_end),
+                      WithJsonSchema(_NUMBER_OR_TEXT)]
+RoleName = Literal[ROLES + OPTIONAL_ROLES]
+_SECONDS = {"unit": "s"}
+
+
+def _column_check(value: Any, example: str) -> Any:
+    if not isinstance(value, str) or not _COLUMN.fullmatch(value):
+        raise ValueError(f"expected an identifier such as {example}")
+    return value
+
+
+def _non_empty_list(value: Any, message: str) -> Any:
+    if not isinstance(value, list) or not value:
+        raise ValueError(message)
+    return value
+
+
+# ------------------------------------------------------------------------- the file format
+
+class AnalysisSection(FileTable):
+    """The ngspice analysis run at every point, and how points are batched into runs."""
+
+    required_hints: ClassVar[dict[str, str]] = {"type": "required ('dc', 'op' or 'tran')"}
+
+    type: Literal["dc", "op", "tran"] = Field(
+        description="dc (nested .dc over source-bound axes), op, or tran.")
+    step: SpiceNumber | None = Field(None, description="tran: print step.",
+                                     json_schema_extra=_SECONDS)
+    stop: SpiceNumber | None = Field(None, description="tran: stop time.",
+                                     json_schema_extra=_SECONDS)
+    max_step: SpiceNumber | None = Field(
+        None, description="tran: largest internal time step (optional).",
+        json_schema_extra=_SECONDS)
+    batch: Count = Field(200, description="Largest number of points in one ngspice run.")
+    timeout_s: SpiceNumber = Field(600.0, description="Time limit of one ngspice run, > 0.",
+                                   json_schema_extra=_SECONDS)
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _transient(self) -> AnalysisSection:
+        if self.type != "tran":
+            return self
+        for key in ("step", "stop"):
+            if getattr(self, key) is None:
+                raise TableError("required for a transient", key)
+        if not 0 < self.step <= self.stop:
+            raise TableError("need 0 < step <= stop")
+        if self.max_step is not None and self.max_step <= 0:
+            raise TableError("must be > 0", "max_step")
+        return self
+
+
+class AxisEntry(FileTable):
+    """One swept template parameter: its values listed, or start/stop/num spaced. The sweep's
+    grid is the cartesian product of all axes."""
+
+    param: Identifier = Field(description="Template parameter swept by this axis.")
+    column: str = Field(description="Table column for it, with its unit (e.g. "
+                                    "stored_voltage_V).", pattern=f"^{_COLUMN.pattern}$")
+    values: list[SpiceNumber] | None = Field(
+        None, description="Explicit list of values (alternative to start/stop/num).",
+        max_length=MAX_AXIS_VALUES)
+    start: SpiceNumber | None = Field(None, description="First value.")
+    stop: SpiceNumber | None = Field(None, description="Last value (included).")
+    num: AxisCount | None = Field(None, description="Number of values, at least 1.")
+    scale: Literal["lin", "log"] = Field("lin", description="lin or log spacing between start "
+                                                            "and stop.")
+    dc_source: Identifier | None = Field(
+        None, description="dc: the voltage source whose value is {param}; swept by a nested "
+                          ".dc.")
+    _values: tuple[float, ...] = PrivateAttr(())
+    _linear: bool = PrivateAttr(False)
+
+    @field_validator("column", mode="before")
+    @classmethod
+    def _column(cls, value: Any) -> Any:
+        return _column_check(value, "stored_voltage_V")
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _value_list(cls, value: Any) -> Any:
+        _non_empty_list(value, "expected a non-empty list")
+        _axis_count(len(value))
+        return value
+
+    @model_validator(mode="after")
+    def _build_values(self) -> AxisEntry:
+        if self.values is not None:
+            if self.model_fields_set & {"start", "stop", "num", "scale"}:
+                raise TableError("give either values or start/stop/num, not both")
+            values, linear = tuple(self.values), False
+        else:
+            for key in ("start", "stop", "num"):
+                if getattr(self, key) is None:
+                    raise TableError("required (or give values = [...])", key)
+            start, stop, num = self.start, self.stop, self.num
+            if num > 1 and start == stop:
+                raise TableError(f"start = stop = {start:g} with num = {num}: the range is "
+                                 "empty (give num = 1 for one value)")
+            if self.scale == "lin":
+                values = tuple(float(v) for v in np.linspace(start, stop, num))
+                linear = num > 1 and stop != start
+            else:
+                if start <= 0 or stop <= 0:
+                    raise TableError("log scale needs start and stop > 0")
+                values, linear = tuple(float(v) for v in np.geomspace(start, stop, num)), False
+        if len(set(values)) != len(values):
+            raise TableError("values repeat")
+        self._values, self._linear = values, linear
+        return self
+
+    def to_axis(self) -> Axis:
+        return Axis(self.param.lower(), self.column, self._values, self.dc_source,
+                    self._linear)
+
+
+class SampleGrid(FileTable):
+    """Times at which a transient measurement is read: num evenly spaced, start to stop."""
+
+    start: SpiceNumber = Field(description="First time.", json_schema_extra=_SECONDS)
+    stop: SpiceNumber = Field(description="Last time (included).", json_schema_extra=_SECONDS)
+    num: AxisCount = Field(description="Number of times, at least 1.")
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        return tuple(float(t) for t in np.linspace(self.start, self.stop, self.num))
+
+
+class MeasureEntry(FileTable):
+    """One quantity recorded at every point: a node voltage or a source current, as one
+    table column."""
+
+    column: str = Field(description="Table column, with its unit (e.g. i_out_A).",
+                        pattern=f"^{_COLUMN.pattern}$")
+    vector: str = Field(description="v(NODE) or i(VSOURCE) of the testbench.")
+    scale: SpiceNumber = Field(1.0, description="Factor applied to the vector, e.g. 1e-12 for "
+                                                "a 1 pF integrator.")
+    at: TimeOrEnd = Field(None, description="tran: 'end' (default) or the time at which to "
+                                            "read the vector.", json_schema_extra=_SECONDS)
+    sample: SampleGrid | None = Field(
+        None, description="tran: a table {start, stop, num}; records the waveform at these "
+                          "times, one row per time, with a time_s column.")
+
+    @field_validator("column", mode="before")
+    @classmethod
+    def _column(cls, value: Any) -> Any:
+        return _column_check(value, "i_out_A")
+
+    @field_validator("vector", mode="before")
+    @classmethod
+    def _vector(cls, value: Any) -> Any:
+        from gcsim.spice.template import parse_vector
+
+        if not isinstance(value, str):
+            raise ValueError("expected a string such as 'i(VBL)'")
+        try:
+            parse_vector(value)
+        except SpecError:
+            raise ValueError(f"{shown(value)} is not a measure vector: expected v(NODE) or "
+                             "i(VSOURCE)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_time_choice(self) -> MeasureEntry:
+        if {"at", "sample"} <= self.model_fields_set:
+            raise TableError("give 'at' or 'sample', not both")
+        return self
+
+    @property
+    def times(self) -> list[float]:
+        """Every time this measurement reads, seconds (none: the end of the transient)."""
+        at = [self.at] if isinstance(self.at, float) else []
+        return at + list(self.sample.times if self.sample else ())
+
+    def to_measure(self) -> Measure:
+        return Measure(self.column, self.vector, self.scale,
+                       self.at if isinstance(self.at, float) else None,
+                       self.sample.times if self.sample else None)
+
+
+class DeviceEntry(FileTable):
+    """A device whose threshold Monte Carlo shifts: its role (for its Pelgrom coefficient)
+    and the template parameters that hold its threshold shift and size."""
+
+    role: RoleName = Field(description="Device role: read_nmos, read_pmos, write_nmos, core_nmos "
+                                   "or core_pmos.")
+    dvth: Identifier = Field(description="Template parameter that shifts this device's "
+                                         "threshold (it holds volts).")
+    w: Identifier = Field(description="Template parameter holding this device's width (it "
+                                      "holds metres).")
+    l: Identifier = Field(description="Template parameter holding this device's length (it "
+                                      "holds metres).")
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, value: Any) -> Any:
+        if value not in ROLES + OPTIONAL_ROLES:
+            raise ValueError(f"{shown(value)} is not a device role "
+                             f"({', '.join(ROLES + OPTIONAL_ROLES)})")
+        return value
+
+
+class MonteCarloSection(FileTable):
+    """Monte Carlo mismatch: every point runs once per sample of the circuit; rows carry an
+    mc_run column and each device's drawn threshold shift."""
+
+    runs: Count = Field(description="Number of Monte Carlo runs, at least 1; each is one "
+                                    "sample of the circuit.")
+    seed: int = Field(description="Integer seed, >= 0: the same seed gives bit-identical "
+                                  "tables.", ge=0)
+    devices: dict[str, DeviceEntry] = Field(
+        default_factory=dict,
+        description="Table of tables, one per device: [montecarlo.devices.NAME] with role, "
+                    "dvth, w, l. Needed for Pelgrom mismatch (builtin, or libraries with "
+                    "a_vt_mV_um).")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"expected an integer >= 0, got {shown(value)}")
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected tables [montecarlo.devices.NAME]")
+        for name in value:
+            try:
+                check_name(name, _HERE)
+            except ParameterError as exc:
+                raise TableError(_bare(exc), name) from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_shifts(self) -> MonteCarloSection:
+        dvths = [device.dvth.lower() for device in self.devices.values()]
+        if len(set(dvths)) != len(dvths):
+            raise TableError("two devices share one dvth parameter", "devices")
+        return self
+
+    def to_montecarlo(self) -> MonteCarlo:
+        return MonteCarlo(self.runs, self.seed, tuple(
+            MonteCarloDevice(name.lower(), d.role, d.dvth.lower(), d.w.lower(), d.l.lower())
+            for name, d in self.devices.items()))
+
+
+class SpecFile(FileTable):
+    """A characterisation spec: a netlist template, the analysis, fixed parameters, the swept
+    axes and the quantities measured at every point of their grid; optionally over corners,
+    temperatures and Monte Carlo runs."""
+
+    required_hints: ClassVar[dict[str, str]] = {
+        "analysis": "required ([analysis] with type = 'dc', 'op' or 'tran')",
+        "measure": "at least one [[measure]] table is required"}
+
+    description: str = Field("", description="What the characterisation measures (free "
+                                             "text).")
+    netlist: str = Field(description="Template file, relative to the spec's folder or to "
+                                     "netlists/.", min_length=1)
+    models: str = Field(
+        "builtin", description="Device models: 'builtin' (default), 'builtin:CORNER', "
+                               "'sky130:CORNER' (tt, ff, ss, sf, fs) or "
+                               "'path/to/lib.spice:SECTION' (with lib.roles.toml beside it).")
+    corners: list[Corner] | None = Field(
+        None, description="List of corners, e.g. ['tt', 'ss', 'ff']: the sweep runs at each "
+                          "(models then names no corner); rows carry a corner column.",
+        min_length=1)
+    temperatures: list[SpiceNumber] | None = Field(
+        None, description="List of temperatures: sets the template's temp_c parameter (its "
+                          ".options temp={temp_c}); rows carry a temperature_C column.",
+        min_length=1, json_schema_extra={"unit": "°C"})
+    montecarlo: MonteCarloSection | None = Field(
+        None, description="Table: Monte Carlo mismatch (runs, seed, devices); rows carry "
+                          "mc_run.")
+    analysis: AnalysisSection = Field(
+        description="Table: the ngspice analysis (type = dc | op | tran, and its settings).")
+    parameters: dict[str, SpiceNumber] = Field(
+        default_factory=dict,
+        description="Table: fixed template parameters, NAME = number or SPICE string ('15n').")
+    axes: list[AxisEntry] = Field(
+        default_factory=list,
+        description="Array of tables: the swept parameters; the grid is their cartesian "
+                    "product.")
+    measure: list[MeasureEntry] = Field(
+        description="Array of tables: what to record at each point, one column each.",
+        min_length=1)
+
+    @field_validator("netlist", mode="before")
+    @classmethod
+    def _file_name(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a file name")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _selector(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("expected a string such as 'builtin'")
+        return value
+
+    @field_validator("corners", mode="before")
+    @classmethod
+    def _corner_list(cls, value: Any) -> Any:
+        return _non_empty_list(value, "expected a non-empty list such as ['tt', 'ss']")
+
+    @field_validator("corners")
+    @classmethod
+    def _distinct_corners(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("corners repeat")
+        return value
+
+    @field_validator("temperatures", mode="before")
+    @classmethod
+    def _temperature_list(cls, value: Any) -> Any:
+        return _non_empty_list(value, "expected a non-empty list, e.g. [27, 85]")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _physical_temperatures(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise ValueError("values repeat")
+        if min(value) < ABSOLUTE_ZERO_C:
+            raise ValueError(f"{min(value):g} °C is below absolute zero")
+        return value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameter_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("expected a table")
+        for name in value:
+            _identifier(name)
+        return value
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _axis_list(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("expected an array of tables ([[axes]])")
+        return value
+
+    @field_validator("measure", mode="before")
+    @classmethod
+    def _measure_list(cls, value: Any) -> Any:
+        return _non_empty_list(value, "at least one [[measure]] table is required")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpecFile:
+        """The rules that tie tables together (the analysis type, shared names, columns)."""
+        kind = self.analysis.type
+        for i, axis in enumerate(self.axes):
+            if axis.dc_source is not None and kind != "dc":
+                raise TableError("only for analysis.type = 'dc'", "axes", i, "dc_source")
+        for i, measure in enumerate(self.measure):
+            if kind != "tran" and {"at", "sample"} & measure.model_fields_set:
+                raise TableError("'at' and 'sample' are for analysis.type = 'tran'",
+                                 "measure", i)
+            times = measure.times
+            if times and not 0 <= min(times) <= max(times) <= self.analysis.stop:
+                raise TableError("times must lie in the transient, 0 to analysis.stop = "
+                                 f"{self.analysis.stop:g} s", "measure", i)
+        columns = [axis.column for axis in self.axes] + [m.column for m in self.measure]
+        grids = [m.sample for m in self.measure]
+        if any(grids):
+            columns.append("time_s")
+            if len({g.times if g else None for g in grids}) != 1:
+                raise TableError("all measurements must share one 'sample' grid", "measure")
+        duplicates = {c for c in columns if columns.count(c) > 1}
+        if duplicates:
+            raise TableError(f"column names repeat: {sorted(duplicates)}")
+        params = [axis.param.lower() for axis in self.axes]
+        fixed = {name.lower() for name in self.parameters}
+        if len(set(params)) != len(params):
+            raise TableError("a parameter is swept twice", "axes")
+        clash = set(params) & fixed
+        if clash:
+            raise TableError(f"{sorted(clash)} both fixed in [parameters] and swept")
+        if len([axis for axis in self.axes if axis.dc_source]) > 2:
+            raise TableError("ngspice nests at most two .dc sources", "axes")
+        if self.corners and ":" in self.models:
+            raise TableError(f"models {self.models!r} names a corner already; give models "
+                             "without one (e.g. 'sky130')", "corners")
+        if self.temperatures and "temp_c" in set(params) | fixed:
+            raise TableError("temp_c is also fixed or swept", "temperatures")
+        reserved = ({"corner"} if self.corners else set()) | (
+            {"temperature_C"} if self.temperatures else set())
+        if self.montecarlo:
+            devices = self.montecarlo.devices
+            clash = sorted({d.dvth.lower() for d in devices.values()} & (set(params) | fixed))
+            if clash:
+                raise TableError(f"{clash} also fixed or swept", "montecarlo")
+            reserved |= {"mc_run"} | {f"dvth_{name.lower()}_V" for name in devices}
+        taken = sorted(reserved & set(columns))
+        if taken:
+            raise TableError(f"columns {taken} are gcsim's own")
+        return self
+
+
+SPEC_SCHEMA = SpecFile
+
+
+def _key_descriptions(model: type[FileTable]) -> dict[str, str]:
+    return {name: info.description or "" for name, info in model.model_fields.items()}
+
+
+# Key -> description of each table (the README's spec reference lists the same keys).
+TOP_KEYS = _key_descriptions(SpecFile)
+ANALYSIS_KEYS = _key_descriptions(AnalysisSection)
+AXIS_KEYS = _key_descriptions(AxisEntry)
+MEASURE_KEYS = _key_descriptions(MeasureEntry)
+MONTECARLO_KEYS = _key_descriptions(MonteCarloSection)
+DEVICE_KEYS = _key_descriptions(DeviceEntry)
+
+
+# ------------------------------------------------------------------------- the validated spec
 
 @dataclass(frozen=True)
 class Axis:
@@ -220,9 +627,7 @@ def load(path: str | Path) -> Spec:
     return from_dict(raw, name=path.name, base=path.resolve().parent, path=path.resolve())
 
 
-def _resolve_netlist(value: Any, base: Path | None, name: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{name}: netlist: expected a file name")
+def _resolve_netlist(value: str, base: Path | None, name: str) -> Path:
     candidates = [Path(value)] if Path(value).is_absolute() else (
         ([base / value] if base else []) + [resources.NETLISTS / value])
     for candidate in candidates:
@@ -232,255 +637,20 @@ def _resolve_netlist(value: Any, base: Path | None, name: str) -> Path:
                     f"{', '.join(str(c.parent) for c in candidates)})")
 
 
-def _axis(raw: Any, where: str, analysis: str) -> Axis:
-    table = _check_keys(raw, AXIS_KEYS, where)
-    for key in ("param", "column"):
-        if key not in table:
-            raise SpecError(f"{where}.{key}: required")
-    try:
-        param = check_name(table["param"], f"{where}.param").lower()
-    except ParameterError as exc:
-        raise SpecError(str(exc)) from None
-    column = table["column"]
-    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
-        raise SpecError(f"{where}.column: expected an identifier such as stored_voltage_V")
-    linear = False
-    if "values" in table:
-        if any(key in table for key in ("start", "stop", "num", "scale")):
-            raise SpecError(f"{where}: give either values or start/stop/num, not both")
-        values_raw = table["values"]
-        if not isinstance(values_raw, list) or not values_raw:
-            raise SpecError(f"{where}.values: expected a non-empty list")
-        _count(len(values_raw), f"{where}.values", MAX_AXIS_VALUES)
-        values = tuple(_number(v, f"{where}.values[{i}]") for i, v in enumerate(values_raw))
-    else:
-        for key in ("start", "stop", "num"):
-            if key not in table:
-                raise SpecError(f"{where}.{key}: required (or give values = [...])")
-        start = _number(table["start"], f"{where}.start")
-        stop = _number(table["stop"], f"{where}.stop")
-        num = _count(table["num"], f"{where}.num", MAX_AXIS_VALUES)
-        if num > 1 and start == stop:
-            raise SpecError(f"{where}: start = stop = {start:g} with num = {num}: the range is "
-                            "empty (give num = 1 for one value)")
-        scale = table.get("scale", "lin")
-        if scale == "lin":
-            values = tuple(float(v) for v in np.linspace(start, stop, num))
-            linear = num > 1 and stop != start
-        elif scale == "log":
-            if start <= 0 or stop <= 0:
-                raise SpecError(f"{where}: log scale needs start and stop > 0")
-            values = tuple(float(v) for v in np.geomspace(start, stop, num))
-        else:
-            raise SpecError(f"{where}.scale: expected 'lin' or 'log', got {scale!r}")
-    if len(set(values)) != len(values):
-        raise SpecError(f"{where}: values repeat")
-    source = table.get("dc_source")
-    if source is not None:
-        if analysis != "dc":
-            raise SpecError(f"{where}.dc_source: only for analysis.type = 'dc'")
-        try:
-            source = check_name(source, f"{where}.dc_source")
-        except ParameterError as exc:
-            raise SpecError(str(exc)) from None
-    return Axis(param, column, values, source, linear)
-
-
-def _measure(raw: Any, where: str, analysis: str) -> Measure:
-    from gcsim.spice.template import parse_vector
-
-    table = _check_keys(raw, MEASURE_KEYS, where)
-    for key in ("column", "vector"):
-        if key not in table:
-            raise SpecError(f"{where}.{key}: required")
-    column = table["column"]
-    if not isinstance(column, str) or not _COLUMN.fullmatch(column):
-        raise SpecError(f"{where}.column: expected an identifier such as i_out_A")
-    vector = table["vector"]
-    if not isinstance(vector, str):
-        raise SpecError(f"{where}.vector: expected a string such as 'i(VBL)'")
-    parse_vector(vector)
-    scale = _number(table.get("scale", 1), f"{where}.scale")
-    at = None
-    sample = None
-    if analysis != "tran" and ("at" in table or "sample" in table):
-        raise SpecError(f"{where}: 'at' and 'sample' are for analysis.type = 'tran'")
-    if "at" in table and table["at"] != "end":
-        at = _number(table["at"], f"{where}.at")
-    if "sample" in table:
-        if "at" in table:
-            raise SpecError(f"{where}: give 'at' or 'sample', not both")
-        sample_table = _check_keys(table["sample"], {"start": "", "stop": "", "num": ""},
-                                   f"{where}.sample")
-        try:
-            start = _number(sample_table["start"], f"{where}.sample.start")
-            stop = _number(sample_table["stop"], f"{where}.sample.stop")
-            num = _count(sample_table["num"], f"{where}.sample.num", MAX_AXIS_VALUES)
-        except KeyError as exc:
-            raise SpecError(f"{where}.sample.{exc.args[0]}: required") from None
-        sample = tuple(float(t) for t in np.linspace(start, stop, num))
-    return Measure(column, vector, scale, at, sample)
-
-
-def _name(value: Any, where: str) -> str:
-    try:
-        return check_name(value, where).lower()
-    except ParameterError as exc:
-        raise SpecError(str(exc)) from None
-
-
-def _montecarlo(raw: Any, where: str) -> MonteCarlo:
-    table = _check_keys(raw, MONTECARLO_KEYS, where)
-    for key in ("runs", "seed"):
-        if key not in table:
-            raise SpecError(f"{where}.{key}: required")
-    runs = _count(table["runs"], f"{where}.runs")
-    seed = table["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SpecError(f"{where}.seed: expected an integer >= 0, got {seed!r}")
-    devices_raw = table.get("devices", {})
-    if not isinstance(devices_raw, dict):
-        raise SpecError(f"{where}.devices: expected tables [montecarlo.devices.NAME]")
-    devices = []
-    for name, entry in devices_raw.items():
-        here = f"{where}.devices.{name}"
-        _name(name, here)
-        device = _check_keys(entry, DEVICE_KEYS, here)
-        for key in DEVICE_KEYS:
-            if key not in device:
-                raise SpecError(f"{here}.{key}: required")
-        if device["role"] not in ROLES + OPTIONAL_ROLES:
-            raise SpecError(f"{here}.role: {device['role']!r} is not a device role "
-                            f"({', '.join(ROLES + OPTIONAL_ROLES)})")
-        devices.append(MonteCarloDevice(name.lower(), device["role"],
-                                        _name(device["dvth"], f"{here}.dvth"),
-                                        _name(device["w"], f"{here}.w"),
-                                        _name(device["l"], f"{here}.l")))
-    dvths = [d.dvth for d in devices]
-    if len(set(dvths)) != len(dvths):
-        raise SpecError(f"{where}.devices: two devices share one dvth parameter")
-    return MonteCarlo(runs, seed, tuple(devices))
-
-
-def _corners(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise SpecError(f"{where}: expected a non-empty list such as ['tt', 'ss']")
-    corners = []
-    for i, corner in enumerate(value):
-        if not isinstance(corner, str) or not re.fullmatch(r"[A-Za-z0-9_]+", corner):
-            raise SpecError(f"{where}[{i}]: {shown(corner)} is not a corner name")
-        corners.append(corner)
-    if len(set(corners)) != len(corners):
-        raise SpecError(f"{where}: corners repeat")
-    return tuple(corners)
-
-
 def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
               path: Path | None = None) -> Spec:
-    _check_keys(raw, TOP_KEYS, name)
-    if "netlist" not in raw:
-        raise SpecError(f"{name}: netlist: required")
-    netlist = _resolve_netlist(raw["netlist"], base, name)
-    models = raw.get("models", "builtin")
-    if not isinstance(models, str):
-        raise SpecError(f"{name}: models: expected a string such as 'builtin'")
-    analysis_table = _check_keys(raw.get("analysis", {}), ANALYSIS_KEYS, f"{name}: analysis")
-    analysis = analysis_table.get("type")
-    if analysis not in ("dc", "op", "tran"):
-        raise SpecError(f"{name}: analysis.type: expected 'dc', 'op' or 'tran', got {analysis!r}")
-    step = stop = max_step = None
-    if analysis == "tran":
-        for key in ("step", "stop"):
-            if key not in analysis_table:
-                raise SpecError(f"{name}: analysis.{key}: required for a transient")
-        step = _number(analysis_table["step"], f"{name}: analysis.step")
-        stop = _number(analysis_table["stop"], f"{name}: analysis.stop")
-        if not 0 < step <= stop:
-            raise SpecError(f"{name}: analysis: need 0 < step <= stop")
-        if "max_step" in analysis_table:
-            max_step = _number(analysis_table["max_step"], f"{name}: analysis.max_step")
-            if max_step <= 0:
-                raise SpecError(f"{name}: analysis.max_step: must be > 0")
-    batch = _count(analysis_table.get("batch", 200), f"{name}: analysis.batch")
-    timeout = _number(analysis_table.get("timeout_s", 600), f"{name}: analysis.timeout_s")
-    if timeout <= 0:
-        raise SpecError(f"{name}: analysis.timeout_s: must be > 0")
-
-    parameters_raw = raw.get("parameters", {})
-    if not isinstance(parameters_raw, dict):
-        raise SpecError(f"{name}: parameters: expected a table")
-    parameters = {}
-    for key, value in parameters_raw.items():
-        try:
-            parameters[check_name(key, f"{name}: parameters").lower()] = \
-                parse_number(value, f"{name}: parameters.{key}")
-        except ParameterError as exc:
-            raise SpecError(str(exc)) from None
-
-    axes_raw = raw.get("axes", [])
-    if not isinstance(axes_raw, list):
-        raise SpecError(f"{name}: axes: expected an array of tables ([[axes]])")
-    axes = [_axis(entry, f"{name}: axes[{i}]", analysis) for i, entry in enumerate(axes_raw)]
-    measures_raw = raw.get("measure", [])
-    if not isinstance(measures_raw, list) or not measures_raw:
-        raise SpecError(f"{name}: measure: at least one [[measure]] table is required")
-    measures = [_measure(entry, f"{name}: measure[{i}]", analysis)
-                for i, entry in enumerate(measures_raw)]
-    for i, m in enumerate(measures):
-        times = ([m.at] if m.at is not None else []) + list(m.sample or ())
-        if times and not 0 <= min(times) <= max(times) <= stop:
-            raise SpecError(f"{name}: measure[{i}]: times must lie in the transient, 0 to "
-                            f"analysis.stop = {stop:g} s")
-
-    columns = [axis.column for axis in axes] + [m.column for m in measures]
-    if any(m.sample for m in measures):
-        columns.append("time_s")
-        if len({m.sample for m in measures}) != 1 or not all(m.sample for m in measures):
-            raise SpecError(f"{name}: measure: all measurements must share one 'sample' grid")
-    duplicates = {c for c in columns if columns.count(c) > 1}
-    if duplicates:
-        raise SpecError(f"{name}: column names repeat: {sorted(duplicates)}")
-    params = [axis.param for axis in axes]
-    if len(set(params)) != len(params):
-        raise SpecError(f"{name}: axes: a parameter is swept twice")
-    clash = set(params) & set(parameters)
-    if clash:
-        raise SpecError(f"{name}: {sorted(clash)} both fixed in [parameters] and swept")
-    dc_axes = [axis for axis in axes if axis.dc_source]
-    if len(dc_axes) > 2:
-        raise SpecError(f"{name}: axes: ngspice nests at most two .dc sources")
-    corners = _corners(raw["corners"], f"{name}: corners") if "corners" in raw else None
-    if corners and ":" in models:
-        raise SpecError(f"{name}: corners: models {models!r} names a corner already; give "
-                        "models without one (e.g. 'sky130')")
-    temperatures = None
-    if "temperatures" in raw:
-        values = raw["temperatures"]
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"{name}: temperatures: expected a non-empty list, e.g. [27, 85]")
-        temperatures = tuple(_number(v, f"{name}: temperatures[{i}]")
-                             for i, v in enumerate(values))
-        if len(set(temperatures)) != len(temperatures):
-            raise SpecError(f"{name}: temperatures: values repeat")
-        if min(temperatures) < ABSOLUTE_ZERO_C:
-            raise SpecError(f"{name}: temperatures: {min(temperatures):g} °C is below absolute "
-                            "zero")
-        if "temp_c" in params or "temp_c" in parameters:
-            raise SpecError(f"{name}: temperatures: temp_c is also fixed or swept")
-    montecarlo = _montecarlo(raw["montecarlo"], f"{name}: montecarlo") \
-        if "montecarlo" in raw else None
-    if montecarlo:
-        taken = set(params) | set(parameters)
-        clash = sorted({d.dvth for d in montecarlo.devices} & taken)
-        if clash:
-            raise SpecError(f"{name}: montecarlo: {clash} also fixed or swept")
-    reserved = ({"corner"} if corners else set()) | (
-        {"temperature_C"} if temperatures else set()) | (
-        {"mc_run"} | {f"dvth_{d.name}_V" for d in montecarlo.devices} if montecarlo else set())
-    taken_columns = sorted(reserved & set(columns))
-    if taken_columns:
-        raise SpecError(f"{name}: columns {taken_columns} are gcsim's own")
-    description = raw.get("description", "")
-    return Spec(name, path, netlist, models, analysis, step, stop, max_step, batch, timeout,
-                parameters, axes, measures, str(description), raw, corners, temperatures,
-                montecarlo, base)
+    """Validate a parsed spec (``raw``, as read from TOML) against ``SpecFile`` and build the
+    ``Spec``; raise SpecError, one line naming ``name`` and the key."""
+    file: SpecFile = validated(SpecFile, raw, name)
+    netlist = _resolve_netlist(file.netlist, base, name)
+    analysis = file.analysis
+    transient = analysis.type == "tran"
+    return Spec(
+        name, path, netlist, file.models, analysis.type,
+        analysis.step if transient else None, analysis.stop if transient else None,
+        analysis.max_step if transient else None, analysis.batch, analysis.timeout_s,
+        {key.lower(): value for key, value in file.parameters.items()},
+        [axis.to_axis() for axis in file.axes], [m.to_measure() for m in file.measure],
+        file.description, raw, tuple(file.corners) if file.corners else None,
+        tuple(file.temperatures) if file.temperatures else None,
+        file.montecarlo.to_montecarlo() if file.montecarlo else None, base)

@@ -27,6 +27,8 @@ import importlib.metadata
 import importlib.util
 import re
 import tomllib
+import types
+import typing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +187,9 @@ def _drop_nulls(schema: dict, model: type) -> None:
 class FileTable(BaseModel):
     """Base of the models of gcsim's user files: strict types, no unknown keys.
 
-    Keys are checked before values, unknown ones first, then missing ones (with the
-    message in ``required_hints``, else 'required'), as the hand-written checks did."""
+    A table's unknown keys are reported before its values (a misspelt key is the likelier
+    fault than the missing one it stands for). A missing key is reported as 'required', or
+    with its message in ``required_hints``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
                               json_schema_extra=_drop_nulls)
@@ -203,10 +206,31 @@ class FileTable(BaseModel):
             if key not in cls.model_fields:
                 raise TableError(f"unknown key (allowed: {', '.join(cls.model_fields)})",
                                  key if isinstance(key, str) else shown(key))
-        for key, info in cls.model_fields.items():
-            if info.is_required() and key not in data:
-                raise TableError(cls.required_hints.get(key, "required"), key)
         return data
+
+
+def _without_none(kind: Any) -> Any:
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return kind
+
+
+def _table_holding(model: type[FileTable], loc: tuple) -> type[FileTable] | None:
+    """The model of the table in which the key at the end of ``loc`` lives, found by
+    following ``loc`` through ``model``'s field types (None if it leads out of the tables)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, str) and isinstance(current, type) and \
+                issubclass(current, FileTable):
+            field_info = current.model_fields.get(part)
+            current = field_info.annotation if field_info else None
+        else:  # an item of a list, or a named table in a table of tables
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+        current = _without_none(current)
+    is_table = isinstance(current, type) and issubclass(current, FileTable)
+    return current if is_table else None
 
 
 def key_path(loc: tuple | list) -> str:
@@ -222,7 +246,7 @@ def key_path(loc: tuple | list) -> str:
     return text
 
 
-def _reason(error: dict) -> tuple[str, tuple]:
+def _reason(error: dict, model: type[FileTable]) -> tuple[str, tuple]:
     """The message of one pydantic error and any path below its location."""
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, TableError):
@@ -231,7 +255,8 @@ def _reason(error: dict) -> tuple[str, tuple]:
         return str(cause), ()
     kind, given = error["type"], shown(error.get("input"))
     if kind == "missing":
-        return "required", ()
+        table = _table_holding(model, tuple(error["loc"]))
+        return (table.required_hints if table else {}).get(error["loc"][-1], "required"), ()
     if kind == "literal_error":
         return f"expected {error['ctx']['expected']}, got {given}", ()
     expected = {"string_type": "a string", "bool_type": "true or false",
@@ -244,11 +269,11 @@ def _reason(error: dict) -> tuple[str, tuple]:
     return message[:1].lower() + message[1:], ()
 
 
-def schema_error(exc: ValidationError, where: str) -> SpecError:
-    """A pydantic ValidationError as gcsim's one-line message: ``WHERE: key.path: what``,
+def schema_error(exc: ValidationError, where: str, model: type[FileTable]) -> SpecError:
+    """``model``'s ValidationError as gcsim's one-line message: ``WHERE: key.path: what``,
     for the first error (the others often follow from it)."""
     error = exc.errors(include_url=False)[0]
-    message, below = _reason(error)
+    message, below = _reason(error, model)
     path = key_path(tuple(error["loc"]) + below)
     message = " ".join(message.split())
     return SpecError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
@@ -260,7 +285,7 @@ def validated(model: type[FileTable], raw: Any, where: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise schema_error(exc, where) from None
+        raise schema_error(exc, where, model) from None
 
 
 def _positive(value: Any) -> Any:
