@@ -163,6 +163,27 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                    mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
                    as_json) -> dict:  # fmt: skip
+    q, k, v, source = _attention_inputs(q_path, k_path, v_path, tokens, heads, dim, seed)
+    _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed)
+    config = _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay_factor,
+                                token_period, mismatch_seed, no_readout_loading, dtype,
+                                keep_intermediates=bool(save_path or plot_path))
+    result, references = _simulate_with_references(q, k, v, mode, fits_dir, config)
+    report = _attention_report(result, references, q, source, mode, config)
+    if save_path:
+        _save_attention(save_path, result, references)
+        report["saved"] = save_path
+    if plot_path:
+        if mode == "ideal":
+            raise ValueError("--plot compares a hardware mode with ideal; use another --mode")
+        _plot(plot_path, result, q, k, v, references["ideal"], seed)
+        report["plot"] = plot_path
+    return report
+
+
+def _attention_inputs(q_path, k_path, v_path, tokens, heads, dim, seed):
+    """Q, K, V from the three .npy files, or random over the physical ranges; and where they
+    came from, for the report."""
     files = [q_path, k_path, v_path]
     if any(files):
         if not all(files):
@@ -171,17 +192,20 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
             raise ValueError("--tokens/--heads/--dim make random inputs; not with --q/--k/--v")
         q, k, v = (_load_npy(p, n) for p, n in zip(files, "QKV"))
         check_shapes(q, k, v)
-        source = "files"
-    else:
-        tokens = 256 if tokens is None else tokens
-        heads = 1 if heads is None else heads
-        dim = 64 if dim is None else dim
-        for name, value in (("--tokens", tokens), ("--heads", heads), ("--dim", dim)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        q, k, v = random_inputs(1, heads, tokens, dim, seed)
-        q, k, v = q[0], k[0], v[0]
-        source = f"random (seed {seed})"
+        return q, k, v, "files"
+    tokens = 256 if tokens is None else tokens
+    heads = 1 if heads is None else heads
+    dim = 64 if dim is None else dim
+    for name, value in (("--tokens", tokens), ("--heads", heads), ("--dim", dim)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    q, k, v = random_inputs(1, heads, tokens, dim, seed)
+    return q[0], k[0], v[0], f"random (seed {seed})"
+
+
+def _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed) -> None:
+    """Refuses option combinations that contradict each other or the mode; loads a fitted
+    mode's bundle once here, so that a missing one fails before any simulation."""
     if no_decay and (decay_factor is not None or token_period is not None):
         raise ValueError("--no-decay cannot be combined with --decay-factor or --token-period")
     if decay_factor is not None and token_period is not None:
@@ -197,7 +221,12 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
     elif mismatch_seed is not None:
         raise ValueError("--mismatch-seed needs --mode fitted: mismatch comes from the fits bundle")
 
-    config = SimulationConfig(
+
+def _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay_factor,
+                       token_period, mismatch_seed, no_readout_loading, dtype,
+                       keep_intermediates: bool) -> SimulationConfig:
+    """The command's options as the simulator's configuration."""
+    return SimulationConfig(
         window=window,
         array_size=array_size,
         quantize_inputs=not no_quantize,
@@ -208,16 +237,27 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         token_period_s=token_period,
         mismatch_seed=mismatch_seed,
         readout_loading=not no_readout_loading,
-        keep_intermediates=bool(save_path or plot_path),
+        keep_intermediates=keep_intermediates,
         dtype=dtype,
     )
+
+
+def _simulate_with_references(q, k, v, mode, fits_dir, config: SimulationConfig):
+    """The mode's result, and the ideal and linear modes' (other than itself) on the same
+    inputs and options, without intermediates, to compare it with."""
     result = simulate_attention(q, k, v, mode, fits_dir=fits_dir, config=config)
     reference_config = SimulationConfig(**{**config.__dict__, "keep_intermediates": False})
     references = {}
     for name in ("ideal", "linear"):
         if name != mode:
             references[name] = simulate_attention(q, k, v, name, config=reference_config)
+    return result, references
 
+
+def _attention_report(result, references: dict, q, source: str, mode: str,
+                      config: SimulationConfig) -> dict:
+    """The run's settings, output range, S range (hardware modes) and accuracy against each
+    reference: the JSON report, and `_format_report`'s input."""
     B, H, T, D = as_4d(np.asarray(q), "Q").shape
     report = {
         "mode": result.mode,
@@ -227,39 +267,37 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         "window": result.window,
         "array_size": result.array_size,
         "decay_factor": result.decay_factor,
-        "quantized": not no_quantize and mode != "ideal",  # ideal never sees DAC levels
-        "clipped": not no_clip,
-        "dtype": dtype,
-        "mismatch_seed": mismatch_seed,
+        "quantized": config.quantize_inputs and mode != "ideal",  # ideal never sees DAC levels
+        "clipped": config.clip_inputs,
+        "dtype": config.dtype,
+        "mismatch_seed": config.mismatch_seed,
         "output_range": [float(np.min(result.output)), float(np.max(result.output))],
         "accuracy": {n: compare_outputs(result.output, r.output) for n, r in references.items()},
     }
     if result.S is not None and mode != "ideal":
         s_units = result.S_in_paper_units()
         report["S_range_uA_Tmax"] = [float(s_units.min()), float(s_units.max())]
-    if save_path:
-        arrays = {
-            "output": result.output,
-            **{f"{n}_output": r.output for n, r in references.items()},
-            "S": result.S,
-            "phi": result.phi,
-            # Band column w of token t holds key first_key[t] + w (negative: before the start).
-            "first_key": np.arange(result.n_tokens) - result.band + 1,
-            "window": np.array(result.window),
-            "array_size": np.array(result.array_size),
-            "decay_factor": np.array(result.decay_factor),
-        }
-        if result.subtile_outputs is not None:
-            arrays["subtile_outputs"] = result.subtile_outputs
-            arrays["subtile_indices"] = result.subtile_indices()
-        np.savez(save_path, **arrays)
-        report["saved"] = save_path
-    if plot_path:
-        if mode == "ideal":
-            raise ValueError("--plot compares a hardware mode with ideal; use another --mode")
-        _plot(plot_path, result, q, k, v, references["ideal"], seed)
-        report["plot"] = plot_path
     return report
+
+
+def _save_attention(path: str, result, references: dict) -> None:
+    """The output, the references' outputs and the kept intermediates, with what indexes
+    them, as one .npz."""
+    arrays = {
+        "output": result.output,
+        **{f"{n}_output": r.output for n, r in references.items()},
+        "S": result.S,
+        "phi": result.phi,
+        # Band column w of token t holds key first_key[t] + w (negative: before the start).
+        "first_key": np.arange(result.n_tokens) - result.band + 1,
+        "window": np.array(result.window),
+        "array_size": np.array(result.array_size),
+        "decay_factor": np.array(result.decay_factor),
+    }
+    if result.subtile_outputs is not None:
+        arrays["subtile_outputs"] = result.subtile_outputs
+        arrays["subtile_indices"] = result.subtile_indices()
+    np.savez(path, **arrays)
 
 
 def _format_report(report: dict) -> str:
