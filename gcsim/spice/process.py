@@ -275,7 +275,7 @@ def schema_error(exc: ValidationError, where: str, model: type[FileTable]) -> Sp
     error = exc.errors(include_url=False)[0]
     message, below = _reason(error, model)
     path = key_path(tuple(error["loc"]) + below)
-    message = " ".join(message.split())
+    message = " ".join(message.split())     # one line, whatever a reason quotes
     return SpecError(f"{where}: {path}: {message}" if path else f"{where}: {message}")
 
 
