@@ -34,6 +34,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from gcsim import __version__
+# Through the facade, not pool/version: a test that replaces engine.run_many or
+# engine.ngspice_version must reach LocalExecutor too.
 from gcsim.spice import engine
 from gcsim.core.errors import GcsimError, NgspiceUnavailable
 
