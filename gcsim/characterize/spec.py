@@ -125,9 +125,9 @@ class AnalysisSection(FileTable):
 
     type: Literal["dc", "op", "tran"] = Field(
         description="dc (nested .dc over source-bound axes), op, or tran.")
-    step: SpiceNumber | None = Field(None, description="tran: print step.",
+    step: SpiceNumber | None = Field(None, description="tran: print step (required).",
                                      json_schema_extra=_SECONDS)
-    stop: SpiceNumber | None = Field(None, description="tran: stop time.",
+    stop: SpiceNumber | None = Field(None, description="tran: stop time (required).",
                                      json_schema_extra=_SECONDS)
     max_step: SpiceNumber | None = Field(
         None, description="tran: largest internal time step (optional).",
