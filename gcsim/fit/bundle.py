@@ -60,7 +60,8 @@ class BundleManifest(BaseModel):
     first present drives the cell model); the other files are used when present. Every fit
     that records the device models it was swept on must name the same ones."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_bundle_schema)
+    # Other files (plots, reports) may sit in the folder; only these are read.
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra=_bundle_schema)
 
     # The order is the order files are loaded and problems reported: the files every bundle
     # needs, then the cell, then the rest.
