@@ -87,6 +87,8 @@ class Tile:
 
 @dataclass
 class Netlist:
+    """A netlist's text, the vectors its run must return, and the part and columns it holds."""
+
     text: str
     vectors: list[str]
     part: str
