@@ -138,3 +138,30 @@ def test_usage_errors_are_one_line(args):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+
+
+# ----------------------------------------------------------------------------- init files
+@pytest.mark.parametrize("where", ["working folder", "HOME", "SPICE_USERINIT_DIR"])
+def test_an_init_file_does_not_run(tmp_path, monkeypatch, where):
+    """ngspice sources .spiceinit from SPICE_USERINIT_DIR, the working folder and HOME at
+    start-up: a sweep (whose ngspice version probe starts ngspice even when every run is
+    cached) runs none of them."""
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "init"
+    folder.mkdir()
+    (folder / ".spiceinit").write_text(f"shell touch {marker}\n")
+    (folder / "spice.rc").write_text(f"shell touch {marker}\n")
+    if where == "working folder":
+        monkeypatch.chdir(folder)
+    elif where == "HOME":
+        monkeypatch.setenv("HOME", str(folder))
+    else:
+        monkeypatch.setenv("SPICE_USERINIT_DIR", str(folder))
+    monkeypatch.setenv("SPICE_SCRIPTS", str(folder))   # a spinit of the attacker's
+    (folder / "spinit").write_text(f"shell touch {marker}\n")
+    from gcsim.spice import version
+
+    version.ngspice_version.cache_clear()
+    result = sweep(tmp_path, TEMPLATE)
+    assert result.exit_code == 0, result.output
+    assert not marker.exists()

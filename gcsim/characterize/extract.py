@@ -9,6 +9,25 @@ from gcsim.spice.template import vector_name
 from gcsim.characterize.plan import Unit
 from gcsim.characterize.spec import Spec
 
+# Bump when extract() changes what it makes of the same vectors: cached results, which are
+# extract()'s output, are then missed rather than served stale.
+EXTRACTION_VERSION = 2
+
+
+def extraction_key(spec: Spec) -> dict:
+    """Everything besides the netlist that decides a run's cached columns: each measure's
+    vector, scale, time (`at`) and sample grid, the analysis, and this code's version."""
+    return {"version": EXTRACTION_VERSION, "analysis": spec.analysis,
+            "measures": [{"column": m.column, "vector": m.vector, "scale": m.scale, "at": m.at,
+                          "sample": list(m.sample) if m.sample else None}
+                         for m in spec.measures]}
+
+
+def column_shapes(spec: Spec, points: int) -> dict[str, tuple[int, ...]]:
+    """The stored shape of each column for a run of `points` points."""
+    return {m.column: (points, len(m.sample)) if m.sample and spec.analysis == "tran"
+            else (points,) for m in spec.measures}
+
 
 def extract(spec: Spec, unit: Unit, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Turn a run's vectors into one array per column, in unit.points order.
@@ -44,14 +63,14 @@ def extract(spec: Spec, unit: Unit, vectors: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
-def complete(unit: Unit, stored: dict, columns: list[str]) -> bool:
+def complete(unit: Unit, stored: dict, spec: Spec) -> bool:
     """Whether a cached entry holds a result for this unit: a failure message, or every
-    column as numbers, one entry per point."""
+    column as numbers in exactly its shape (one entry, or one sample row, per point)."""
     if "failed" in stored:
         return stored["failed"].shape == (1,)
     return all(column in stored and stored[column].dtype.kind == "f"
-               and stored[column].shape[:1] == (len(unit.points),)
-               for column in columns)
+               and stored[column].shape == shape
+               for column, shape in column_shapes(spec, len(unit.points)).items())
 
 
 def record(unit: Unit, stored: dict, columns: list[str], values: dict[int, dict],

@@ -9,6 +9,7 @@ from gcsim.spice import devices
 from gcsim.spice import process as processes
 from gcsim.spice.template import Template, save_card, vector_name
 from gcsim.characterize.cache import run_key
+from gcsim.characterize.extract import extraction_key
 from gcsim.characterize.plan import Unit, dc_axes
 from gcsim.characterize.spec import Spec
 
@@ -32,7 +33,8 @@ def build(unit: Unit, spec: Spec, template: Template, models: processes.ModelSet
             sizes.setdefault(device.role, set()).add((device.w_m, device.l_m))
         unit.netlist = render(models.lines(unit.seed, sizes))
     unit.key = run_key(netlist=unit.netlist, vectors=unit.vectors, models=model_hashes,
-                       ngspice=ngspice, ngbehavior=models.ngbehavior)
+                       ngspice=ngspice, ngbehavior=models.ngbehavior,
+                       extraction=extraction_key(spec))
     return unit
 
 

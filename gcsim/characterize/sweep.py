@@ -149,7 +149,7 @@ class Sweep:
         to_run = []
         for unit in units:
             cached = self.cache.get(unit.key)
-            if cached is not None and not complete(unit, cached, self.columns):
+            if cached is not None and not complete(unit, cached, self.spec):
                 self.cache.discard(unit.key)    # damaged or foreign: recompute it
                 cached = None
             if cached is None:

@@ -11,7 +11,9 @@ import ctypes.util
 import functools
 import logging
 import os
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,8 +145,39 @@ def thread_setting() -> int:
     return int(text)
 
 
+# Environment variables through which ngspice would read a file gcsim has not checked: its
+# spinit (SPICE_SCRIPTS), code models loaded as shared libraries (SPICE_LIB_DIR), `source`
+# paths (NGSPICE_INPUT_DIR). Workers run without them, on the installed defaults.
+_UNTRUSTED_ENVIRONMENT = ("SPICE_SCRIPTS", "SPICE_LIB_DIR", "NGSPICE_INPUT_DIR")
+
+
+@contextmanager
+def private_folder():
+    """Start ngspice in a fresh, empty, private (0700) folder that is also its HOME and
+    SPICE_USERINIT_DIR, so no .spiceinit or spice.rc of the user's folder or home runs: ngspice
+    reads those at start-up only. The folder is removed right after, and the process goes
+    back to where it was (a worker runs no other file-relative code)."""
+    previous = os.getcwd() if os.path.isdir(".") else None
+    folder = tempfile.mkdtemp(prefix="gcsim-ngspice-")
+    for name in _UNTRUSTED_ENVIRONMENT:
+        os.environ.pop(name, None)
+    os.environ["HOME"] = folder
+    os.environ["SPICE_USERINIT_DIR"] = folder
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        if previous is not None:
+            os.chdir(previous)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
 def new_ngspice():
-    """A fresh PySpice NgSpiceShared instance, quiet about the unsupported version note."""
+    """A fresh PySpice NgSpiceShared instance, quiet about the unsupported version note,
+    started where no init file can reach it (private_folder)."""
     path = library_path()
     # Debian's libngspice evaluates devices with OpenMP. gcsim runs one ngspice per core in
     # separate processes, and OpenMP's spinning threads then fight over the cores (measured:
@@ -156,7 +189,8 @@ def new_ngspice():
 
     NgSpiceShared.LIBRARY_PATH = path
     try:
-        return NgSpiceShared.new_instance(send_data=False)
+        with private_folder():
+            return NgSpiceShared.new_instance(send_data=False)
     except Exception as exc:  # noqa: BLE001 - not a library (OSError), not ngspice (AttributeError)
         reason = str(exc).split(".  Additionally")[0]     # cffi appends a find_library note
         if isinstance(exc, AttributeError):
