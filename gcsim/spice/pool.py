@@ -115,9 +115,17 @@ def _expire(running: dict, ready: list) -> Iterator[tuple[RunRequest, RunResult]
                 kind="timeout")
 
 
+def terminable() -> None:
+    """In a worker: SIGTERM ends it, as for any process (start_worker blocked it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def _worker(request: RunRequest, connection) -> None:
     # A CLI killed by SIGKILL (or a lost Dask worker's launcher) takes its runs with it.
     die_with_parent()
+    terminable()
     try:
         result = run_in_this_process(request)
     except NgspiceUnavailable as exc:
@@ -151,7 +159,10 @@ def start_worker(process) -> None:
     if not hasattr(signal, "pthread_sigmask"):
         process.start()
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # SIGTERM too, but only while forking: a handler that raises (the CLI's, which treats
+    # SIGTERM like Ctrl-C) would otherwise fire inside fork's bookkeeping, where the exception
+    # is printed and dropped. Blocked, it arrives just after. The worker unblocks it.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         process.start()
     finally:
@@ -188,6 +199,7 @@ def run_in_one_worker(requests: list[RunRequest], timeout_s: float = 3600.0
 
 
 def _sequence_worker(requests: list[RunRequest], connection) -> None:
+    terminable()
     try:
         shared = new_ngspice()
         started = time.perf_counter()
