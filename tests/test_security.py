@@ -165,3 +165,125 @@ def test_an_init_file_does_not_run(tmp_path, monkeypatch, where):
     result = sweep(tmp_path, TEMPLATE)
     assert result.exit_code == 0, result.output
     assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- model libraries
+DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
+DEEP_LIB = """\
+* deep.spice: the tiny library with its cards two includes deep
+.lib tt
+.include cards/one.inc
+.endl tt
+"""
+
+
+def deep_library(tmp_path, cards: str) -> str:
+    """A user library whose tt section includes cards/one.inc, which includes two.inc."""
+    (tmp_path / "cards").mkdir(exist_ok=True)
+    (tmp_path / "deep.spice").write_text(DEEP_LIB)
+    roles = (DATA / "tiny_lib.roles.toml").read_text().replace('sections = ["tt", "ss"]',
+                                                                'sections = ["tt"]')
+    (tmp_path / "deep.roles.toml").write_text(roles)
+    (tmp_path / "cards" / "one.inc").write_text(".include two.inc\n")
+    (tmp_path / "cards" / "two.inc").write_text(cards)
+    for name in ("mc_pair.cir",):
+        (tmp_path / name).write_text((DATA / name).read_text())
+    return str(tmp_path / "deep.spice") + ":tt"
+
+
+TINY_TT = (".model tn nmos level=1 vto=0.40 kp=200u lambda=0.05\n"
+           ".model tp pmos level=1 vto=-0.40 kp=80u lambda=0.05\n")
+PAIR_SPEC = """\
+netlist = "mc_pair.cir"
+[analysis]
+type = "op"
+[[axes]]
+param = "i_bias"
+column = "i_bias_A"
+values = ["1u", "4u"]
+[[measure]]
+column = "v_g1_V"
+vector = "v(g1)"
+"""
+
+
+def pair_sweep(tmp_path, selector, cache_dir):
+    (tmp_path / "pair.toml").write_text(PAIR_SPEC)
+    return CliRunner().invoke(main, ["sweep", str(tmp_path / "pair.toml"), "--models", selector,
+                                     "-o", str(tmp_path / "out.csv"), "-j", "1"],
+                              env={"GCSIM_CACHE_DIR": str(cache_dir)})
+
+
+@pytest.mark.parametrize("payload", [
+    ".control\nshell touch {marker}\n.endc\n",
+    ".controls\nshell touch {marker}\n.endc\n",
+    "*#shell touch {marker}\n",
+    ".incx {marker}.inc\n",
+])
+def test_a_command_two_includes_deep_in_a_library_is_refused(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    selector = deep_library(tmp_path, TINY_TT + payload.format(marker=marker))
+    result = pair_sweep(tmp_path, selector, tmp_path / "cache")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "two.inc:3" in lines[0], result.output
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_a_model_card_changed_two_includes_deep_misses_the_cache(tmp_path):
+    selector = deep_library(tmp_path, TINY_TT)
+    first = pair_sweep(tmp_path, selector, tmp_path / "cache")
+    assert first.exit_code == 0, first.output
+    v_first = __import__("pandas").read_csv(tmp_path / "out.csv")["v_g1_V"].to_numpy()
+    (tmp_path / "cards" / "two.inc").write_text(TINY_TT.replace("vto=0.40", "vto=0.50"))
+    second = pair_sweep(tmp_path, selector, tmp_path / "cache")
+    assert second.exit_code == 0 and "0 from cache" in second.output, second.output
+    v_second = __import__("pandas").read_csv(tmp_path / "out.csv")["v_g1_V"].to_numpy()
+    assert (v_second > v_first + 0.09).all()
+
+
+# ----------------------------------------------------------------------------- stale cache
+RC = """\
+* rc.cir: an RC charging from 0 to 1 V, tau = 1 ns
+.param r=1k c=1p
+VIN in 0 PULSE(0 1 0 1p 1p 1 2)
+R1 in out {r}
+C1 out 0 {c}
+.tran 10p 5n
+.end
+"""
+RC_SPEC = """\
+netlist = "rc.cir"
+[analysis]
+type = "tran"
+step = "10p"
+stop = "5n"
+[[axes]]
+param = "r"
+column = "r_ohm"
+values = [1000.0, 2000.0]
+[[measure]]
+column = "v_out_V"
+vector = "v(out)"
+{extra}
+"""
+
+
+@pytest.mark.parametrize("before, after", [
+    ('at = "1n"', 'at = "3n"'),
+    ("scale = 1.0", "scale = 2.0"),
+    ("sample = { start = \"1n\", stop = \"4n\", num = 4 }",
+     "sample = { start = \"1n\", stop = \"4n\", num = 7 }"),
+])
+def test_a_changed_measure_is_never_served_from_the_cache(tmp_path, before, after):
+    (tmp_path / "rc.cir").write_text(RC)
+    outputs = []
+    for extra in (before, after):
+        (tmp_path / "rc.toml").write_text(RC_SPEC.format(extra=extra))
+        result = CliRunner().invoke(main, ["sweep", str(tmp_path / "rc.toml"), "-o",
+                                           str(tmp_path / "out.parquet"), "-j", "1"],
+                                    env={"GCSIM_CACHE_DIR": str(tmp_path / "cache")})
+        assert result.exit_code == 0, result.output
+        assert "0 from cache" in result.output, result.output
+        outputs.append(__import__("pandas").read_parquet(tmp_path / "out.parquet"))
+    assert not outputs[0].equals(outputs[1])
