@@ -287,3 +287,49 @@ def test_a_changed_measure_is_never_served_from_the_cache(tmp_path, before, afte
         assert "0 from cache" in result.output, result.output
         outputs.append(__import__("pandas").read_parquet(tmp_path / "out.parquet"))
     assert not outputs[0].equals(outputs[1])
+
+
+# ----------------------------------------------------------------------------- exhausting inputs
+def _fifo(tmp_path, name):
+    import os
+
+    path = tmp_path / name
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+@pytest.mark.parametrize("command", ["sweep", "fit", "simulate", "validate", "table"])
+def test_a_device_or_fifo_as_input_is_refused_at_once(tmp_path, kind, command):
+    """/dev/zero would grow until memory runs out and a FIFO would hang: refused unread."""
+    import os
+
+    source = "/dev/zero" if kind == "device" else str(_fifo(tmp_path, "input"))
+    args = {
+        "sweep": ["sweep", source],
+        "fit": ["simulate", "attention", "--mode", "fitted", "--fits",
+                str(_bundle_with(tmp_path, source))],
+        "simulate": ["simulate", "attention", "--q", source, "--k", source, "--v", source],
+        "validate": ["validate", "tile", "--rows", "2", "--cols", "2", "--q", source, "--k",
+                     source, "--v", source],
+        "table": ["fit", "decay", source],
+    }[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a regular file" in lines[0], result.output
+    if kind == "fifo":
+        assert os.path.exists(source)
+
+
+def _bundle_with(tmp_path, source):
+    """A copy of the committed bundle whose decay.json is `source` (a symlink to it)."""
+    import shutil
+
+    from gcsim.core import resources
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(resources.FITS, bundle)
+    (bundle / "decay.json").unlink()
+    (bundle / "decay.json").symlink_to(source)
+    return bundle

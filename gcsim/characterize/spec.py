@@ -22,7 +22,8 @@ from pydantic import (BeforeValidator, Field, PrivateAttr, WithJsonSchema, field
                       model_validator)
 
 from gcsim.core import resources
-from gcsim.core.errors import ParameterError, SpecError
+from gcsim.core.errors import GcsimError, ParameterError, SpecError
+from gcsim.core.files import read_text
 from gcsim.spice.process import OPTIONAL_ROLES, ROLES, FileTable, TableError, validated
 from gcsim.core.values import MAX_NAME, check_name, parse_number, shown
 
@@ -616,10 +617,10 @@ def check_size(spec: Spec, models: str | None = None, confirmed: bool = False) -
 def load(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise SpecError(f"spec {path}: no such file") from None
+        # A spec that lists a million values is about 10 MB of TOML; 64 MB is the limit.
+        raw = tomllib.loads(read_text(path, "spec", 64 * 1024 * 1024))
+    except GcsimError as exc:   # missing, not a regular file (/dev/zero, a FIFO), too large
+        raise SpecError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"spec {path.name}: not valid TOML: {exc}") from None
     except OSError as exc:

@@ -8,6 +8,8 @@ import math
 import click
 import numpy as np
 
+from gcsim.core.errors import GcsimError
+from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.cli.common import OneLineErrors, one_line
 from gcsim.simulate.attention import (
     MODES,
@@ -23,7 +25,10 @@ from gcsim.hw import PAPER, FitsBundleError, model_for_mode
 
 def _load_npy(path: str, name: str) -> np.ndarray:
     try:
+        check_regular(path, f"{name} file", MAX_ARRAY_BYTES)
         array = np.load(path, allow_pickle=False)
+    except GcsimError as exc:
+        raise ValueError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read {name} from {path}: {exc}") from None
     if not isinstance(array, np.ndarray):

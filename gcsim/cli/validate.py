@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from gcsim.core.errors import GcsimError
+from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.spice import executors
 from gcsim.core import resources
 from gcsim.cli.common import OneLineErrors, one_line
@@ -75,7 +77,10 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
     if path is None:
         return None
     try:
+        check_regular(path, f"{name} file", MAX_ARRAY_BYTES)
         array = np.load(path, allow_pickle=False)
+    except GcsimError as exc:
+        raise ValueError(str(exc)) from None
     except (OSError, ValueError, EOFError) as exc:
         reason = one_line(exc)
         raise ValueError(f"cannot read {name} from {path}: {reason}") from None
@@ -88,7 +93,6 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None, executor="local", scheduler=None) -> None:
     from gcsim.spice import process as processes
-    from gcsim.core.errors import GcsimError
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
     from gcsim.validate.scenarios import (

@@ -12,6 +12,8 @@ from gcsim.core.errors import GcsimError
 # Larger than any netlist, spec, fit file or model library gcsim reads (the sky130 library
 # files are at most a few MB each); a file beyond it is refused before it is read.
 MAX_TEXT_BYTES = 64 * 1024 * 1024
+# Input arrays (.npy): 4 GiB, 500 million float64 values, is past any attention tile.
+MAX_ARRAY_BYTES = 4 * 1024**3
 
 
 def check_regular(path: str | Path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> Path:

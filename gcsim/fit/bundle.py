@@ -10,6 +10,7 @@ files against it, which also refuses a bundle whose fits were swept on different
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -171,14 +172,18 @@ def load_bundle(directory: str | Path) -> FitsBundle:
     root = Path(directory)
     if not root.is_dir():
         raise FitFileError(f"fits bundle not found: {root} is not a directory")
-    # Missing files are named before any file is read: a half-copied bundle says so.
-    missing = [name for name in REQUIRED if not (root / name).is_file()]
-    if not any((root / name).is_file() for name in CELL_FILES):
+    # Missing files are named before any file is read: a half-copied bundle says so. Present
+    # means any directory entry: one that is not a regular file is refused when it is read.
+    def present(name: str) -> bool:
+        return os.path.lexists(root / name)
+
+    missing = [name for name in REQUIRED if not present(name)]
+    if not any(present(name) for name in CELL_FILES):
         missing.insert(0, " or ".join(CELL_FILES))
     if missing:
         raise FitFileError(f"fits bundle {root} is missing {', '.join(missing)}")
     read = {name: schema.read(root / name, kind=kind) for name, kind in FILES.items()
-            if (root / name).is_file()}
+            if present(name)}
     try:
         BundleManifest.model_validate({name: model for name, (model, _) in read.items()})
     except ValidationError as exc:

@@ -26,6 +26,10 @@ from pydantic_core import PydanticCustomError
 from gcsim import __version__
 from gcsim.core import resources
 from gcsim.core.errors import GcsimError
+from gcsim.core.files import read_text
+
+# A fit file is a few kB; ten MB is far beyond any real one.
+MAX_FIT_FILE_BYTES = 10 * 1024 * 1024
 from gcsim.fit.basis import polynomial_basis
 
 SCHEMA_VERSION = 1
@@ -510,9 +514,9 @@ def read(path: str | Path, kind: str | None = None) -> tuple[FitFile, dict]:
     FitFileError with a one-line reason."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FitFileError(f"fit file {path}: no such file") from None
+        raw = json.loads(read_text(path, "fit file", MAX_FIT_FILE_BYTES))
+    except GcsimError as exc:   # not a regular file, too large, unreadable
+        raise FitFileError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise FitFileError(f"fit file {path}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:

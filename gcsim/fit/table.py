@@ -12,6 +12,7 @@ import pandas as pd
 
 from gcsim.core.atomic import replacing_all
 from gcsim.core.errors import GcsimError, ParameterError
+from gcsim.core.files import check_regular
 from gcsim.core.values import parse_number
 from gcsim.fit import kinds, schema
 from gcsim.fit.numerics import FitError
@@ -20,9 +21,7 @@ from gcsim.fit.plots import plot_fit
 
 def read_table(path: str | Path, column_map: dict[str, str] | None = None) -> pd.DataFrame:
     """Load a Parquet or CSV table; `column_map` maps gcsim column -> the table's own name."""
-    path = Path(path)
-    if not path.is_file():
-        raise GcsimError(f"table {path}: no such file")
+    path = check_regular(path, "table", MAX_TABLE_BYTES)
     try:
         if path.suffix.lower() == ".csv":
             table = pd.read_csv(path)
@@ -65,6 +64,9 @@ def check_columns(table: pd.DataFrame, kind: kinds.Kind, source: str) -> pd.Data
         raise FitError(f"{source}: the table is empty")
     return data
 
+
+# A sweep table of 10 million rows is about 1 GB of Parquet; past 4 GB a table is refused.
+MAX_TABLE_BYTES = 4 * 1024**3
 
 # Fitter keyword -> the template parameter that holds it: the bias a cell sweep ran at (the
 # mid-rail the stored voltage is centred on, and the read word line's on-level).

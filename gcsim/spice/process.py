@@ -39,7 +39,11 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       field_validator, model_validator)
 
 from gcsim.core import resources
-from gcsim.core.errors import ParameterError, SpecError
+from gcsim.core.errors import GcsimError, ParameterError, SpecError
+from gcsim.core.files import read_text
+
+# Role mappings and specs are a few kB; a megabyte is far beyond any real one.
+MAX_TOML_BYTES = 1024 * 1024
 from gcsim.core.values import format_number, parse_number, shown
 from gcsim.spice import reader
 
@@ -423,11 +427,10 @@ PROCESS_SCHEMA = ProcessFile
 
 def _load_process(toml_path: Path) -> ProcessFile:
     try:
-        with toml_path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise SpecError(f"process file {toml_path}: no such file") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(read_text(toml_path, "process file", MAX_TOML_BYTES))
+    except GcsimError as exc:   # missing, not a regular file, too large
+        raise SpecError(str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"process file {toml_path}: {exc}") from None
     return validated(ProcessFile, raw, f"process file {toml_path}")
 
