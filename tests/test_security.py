@@ -333,3 +333,19 @@ def _bundle_with(tmp_path, source):
     (bundle / "decay.json").unlink()
     (bundle / "decay.json").symlink_to(source)
     return bundle
+
+
+# ----------------------------------------------------------------------------- bundle rule
+def test_a_minimal_bundle_says_what_stands_in_for_each_missing_fit(tmp_path):
+    from gcsim.fit.bundle import write_parameter_bundle
+    from gcsim.hw import PAPER, load_fitted_models
+
+    write_parameter_bundle(tmp_path / "b", [c * 1e-6 for c in PAPER.cell_coefficients_uA],
+                           time_constant_s=5e-3, asymptote_V=0.45, slope_s_per_C=1e4,
+                           t_max_s=15e-9)
+    notes = load_fitted_models(tmp_path / "b").notes["stand_ins"]
+    assert [line.split(":")[0] for line in notes] == [
+        "no sense_amp.json", "no signed_converter.json", "no mismatch.json",
+        "no readout_loading.json", "no cell_conductance.json"]
+    assert load_fitted_models(__import__("gcsim.core.resources", fromlist=["FITS"]).FITS
+                              ).notes["stand_ins"] == []

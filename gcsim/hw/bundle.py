@@ -108,8 +108,27 @@ def _loading(bundle: FitsBundle, c2p: ChargeToPulse) -> ReadoutLoading | None:
     return loading
 
 
+# What stands in for each optional fit a bundle lacks (the rule of what `fitted` mode needs:
+# decay.json, charge_to_pulse.json and charge_per_pulse.json or nonlinearity.json; the rest
+# is optional, and the model says what stood in).
+STAND_INS = {
+    "sense_amp": "an ideal column readout (gain 1, no offset, no saturation)",
+    "signed_converter": "the published signed output converter (full scale 40 µA x T_max)",
+    "mismatch": "no per-cell mismatch",
+    "readout_loading": "an ideal virtual ground (no readout loading)",
+    "cell_conductance": "an ideal virtual ground (no readout loading)",
+}
+
+
+def stand_ins(bundle: FitsBundle) -> list[str]:
+    """One line per optional fit the bundle lacks, saying what stands in for it."""
+    return [f"no {kind}.json: {what}" for kind, what in STAND_INS.items()
+            if kind not in bundle.records]
+
+
 def hardware_model(bundle: FitsBundle) -> HardwareModel:
-    """The `fitted` mode's model: cell, decay, readout and converters from the bundle's fits."""
+    """The `fitted` mode's model: cell, decay, readout and converters from the bundle's fits.
+    Its notes["stand_ins"] lists what stood in for the optional fits the bundle lacks."""
     cell, read_on_V, edge_time_s = _cell(bundle)
     decay = _decay(bundle)
     readout = _readout(bundle)
@@ -133,4 +152,5 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
         mismatch=mismatch,
         pulse_edge_time_s=edge_time_s,
         loading=_loading(bundle, c2p),
+        notes={"stand_ins": stand_ins(bundle)},
     )
