@@ -9,6 +9,7 @@ testbench in a subcircuit and instantiates it once per sweep point.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -137,6 +138,22 @@ class Template:
             checked[key] = parse_number(value, f"parameter {name}")
         return checked
 
+    @functools.cached_property
+    def connectivity(self) -> Connectivity:
+        """The testbench's nodes and elements, read from its element lines (``body``) and
+        ``.global`` cards; names as ngspice compares them (lower case)."""
+        return _connectivity(self.body, self.outside)
+
+    def nodes(self) -> set[str]:
+        """Nodes of the testbench's element lines and ``.global`` nodes (lower case). Lines
+        whose nodes gcsim could not read are in ``connectivity.unread``."""
+        return set(self.connectivity.nodes)
+
+    def branch_sources(self) -> set[str]:
+        """Testbench elements whose current ngspice keeps as a branch, read by i(NAME):
+        voltage sources, inductors, E and H sources, B sources with V= (lower case)."""
+        return set(self.connectivity.branches)
+
     def element_line(self, name: str) -> str | None:
         """The testbench line of element ``name`` (case-insensitive), if any."""
         for line in self.body:
@@ -185,6 +202,124 @@ class Template:
         lines += analysis
         lines.append(".end")
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """What a testbench's element lines connect. Each mapping goes from the lower-case name
+    (as ngspice compares names) to the name as written."""
+
+    nodes: dict[str, str]
+    branches: dict[str, str]      # elements whose current i(NAME) reads
+    elements: dict[str, str]      # every element, X instances included
+    instances: dict[str, str]     # X lines: subcircuit instances
+    unread: tuple[str, ...]       # element lines whose nodes could not all be read
+
+
+# Node fields after the element name, by element letter (the rest take a model or value).
+# E/G (4, or 2 in their expression forms), F/H/W (2 and a controlling source), X and the
+# devices with a model name (M, Q, J, Z: every field before it) are read apart.
+_NODE_FIELDS = {"r": 2, "c": 2, "l": 2, "v": 2, "i": 2, "d": 2, "b": 2, "f": 2, "h": 2,
+                "w": 2, "s": 4, "t": 4, "o": 4, "u": 3, "k": 0}
+# Devices whose nodes are the fields before their model name, and the fewest they have.
+_MODEL_DEVICES = {"m": 4, "q": 3, "j": 3, "z": 3}
+# Elements with a branch current (NAME#branch) for i(NAME); B sources only with V=.
+_BRANCH_LETTERS = {"v", "l", "e", "h"}
+# E and G sources whose output is an expression or a table: two nodes, no controlling pair.
+_EXPRESSION_WORDS = ("vol", "cur", "value", "table", "laplace", "freq")
+_POLY = re.compile(r"poly\(\s*(\d+)\s*\)$", re.IGNORECASE)
+
+
+def _fields(line: str) -> list[str]:
+    """A line's fields: split at spaces outside quotes, braces and parentheses, with
+    ``key = value`` closed up to ``key=value``."""
+    text = re.sub(r"\s*=\s*", "=", line.strip())
+    fields, current, depth, quote = [], "", 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "({":
+            depth += 1
+        elif char in ")}":
+            depth = max(depth - 1, 0)
+        elif char.isspace() and not depth:
+            if current:
+                fields.append(current)
+            current = ""
+            continue
+        current += char
+    if current:
+        fields.append(current)
+    return fields
+
+
+def _is_node(field: str) -> bool:
+    return bool(field) and not any(c in field for c in "=(){}'\"")
+
+
+def _element_nodes(letter: str, rest: list[str]) -> tuple[list[str], bool]:
+    """The node fields of an element line (``rest``: the fields after its name), and
+    whether they were all read."""
+    if letter in _MODEL_DEVICES:      # nodes, then the model, then key=value or values
+        words = [f for f in rest if "=" not in f]
+        return words[:-1], len(words) - 1 >= _MODEL_DEVICES[letter]
+    if letter == "x":                 # nodes, then the subcircuit, then params
+        words = []
+        for f in rest:
+            if f.lower() == "params:":
+                break
+            if "=" not in f:
+                words.append(f)
+        return words[:-1], len(words) >= 1
+    if letter in ("e", "g"):
+        nodes, after = rest[:2], rest[2:]
+        if len(nodes) < 2 or not after:
+            return nodes, False
+        word = after[0].lower()
+        if word in _EXPRESSION_WORDS or (word.startswith(_EXPRESSION_WORDS)
+                                         and not _is_node(word)):
+            return nodes, True        # vol='...', value={...}, table {...} = ..., ...
+        poly = _POLY.match(word)
+        if poly:
+            count = 2 * int(poly[1])
+            return nodes + after[1:1 + count], len(after) > count
+        return nodes + after[:2], len(after) >= 3
+    if letter in _NODE_FIELDS:
+        count = _NODE_FIELDS[letter]
+        return rest[:count], len(rest) >= count
+    return [], False                  # A, N, P, Y, ...: not read
+
+
+def _connectivity(body: list[str], outside: list[str]) -> Connectivity:
+    nodes: dict[str, str] = {}
+    branches: dict[str, str] = {}
+    elements: dict[str, str] = {}
+    instances: dict[str, str] = {}
+    unread: list[str] = []
+    for line in outside:              # .global nodes exist at the top level too
+        fields = _fields(line)
+        if fields and fields[0].lower() == ".global":
+            nodes.update((f.lower(), f) for f in fields[1:] if _is_node(f))
+    for line in body:
+        fields = _fields(line)
+        if not fields or fields[0].startswith("."):
+            continue                  # .ic / .nodeset: they name nodes, they make none
+        name, rest = fields[0], fields[1:]
+        letter = name[0].lower()
+        elements[name.lower()] = name
+        found, complete = _element_nodes(letter, rest)
+        good = [f for f in found if _is_node(f)]
+        nodes.update((f.lower(), f) for f in good)
+        if not complete or len(good) != len(found):
+            unread.append(line)
+        if letter == "x":
+            instances[name.lower()] = name
+        if letter in _BRANCH_LETTERS or (
+                letter == "b" and len(rest) > 2 and rest[2].lower().startswith("v=")):
+            branches[name.lower()] = name
+    return Connectivity(nodes, branches, elements, instances, tuple(unread))
 
 
 def instance_name(number: int) -> str:
