@@ -24,7 +24,8 @@ from pydantic import (BeforeValidator, Field, PrivateAttr, WithJsonSchema, field
 from gcsim.core import resources
 from gcsim.core.errors import GcsimError, ParameterError, SpecError
 from gcsim.core.files import read_text
-from gcsim.spice.process import OPTIONAL_ROLES, ROLES, FileTable, TableError, validated
+from gcsim.core.tables import FileTable, TableError, validated
+from gcsim.spice.process import OPTIONAL_ROLES, ROLES
 from gcsim.core.values import MAX_NAME, check_name, parse_number, shown
 
 _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")     # matched whole (fullmatch)
