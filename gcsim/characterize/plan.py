@@ -8,11 +8,13 @@ instances in one netlist (``.op`` or ``.tran``).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 from gcsim.core.errors import ParameterError, SpecError
+from gcsim.core.values import MAX_NAME, shown
 from gcsim.spice import process as processes
-from gcsim.spice.template import Template
+from gcsim.spice.template import Template, parse_vector
 from gcsim.characterize.spec import Spec
 
 
@@ -96,6 +98,74 @@ def check_dc_sources(spec: Spec, template: Template) -> None:
         if "{" + axis.param + "}" not in line.lower().replace(" ", ""):
             raise SpecError(f"{spec.name}: dc_source {axis.dc_source} does not take "
                             f"its value from {{{axis.param}}}")
+
+
+# A measure vector is at most this long: v( or i(, a name through one subcircuit level, ).
+MAX_VECTOR = 2 * MAX_NAME
+# ngspice's names of the ground node: it is 0 V and keeps no vector.
+GROUND = {"0", "gnd"}
+
+
+def check_vectors(spec: Spec, template: Template) -> None:
+    """Every measure vector names a node (v) or a branch-current element (i) of the
+    testbench, so a typo is refused before any run instead of failing every point. Checked
+    against the flat testbench (the names a spec uses); a name inside a subcircuit instance
+    (x1.node) is accepted when the instance exists. A name not found is still accepted when
+    some element line could not be read (its nodes are unknown)."""
+    for index, measure in enumerate(spec.measures):
+        problem = _vector_problem(measure.vector, template)
+        if problem:
+            raise SpecError(f"{spec.name}: measure[{index}].vector: {problem}")
+
+
+def _vector_problem(expression: str, template: Template) -> str | None:
+    """Why ``expression`` cannot be read from ``template``'s runs, or None."""
+    if len(expression) > MAX_VECTOR:
+        return f"{shown(expression)} is longer than {MAX_VECTOR} characters"
+    kind, name = parse_vector(expression)
+    shown_vector = " ".join(expression.split())
+    written = expression.strip()[2:-1].strip().split("#", 1)[0]     # the name, its case kept
+    net = template.connectivity
+    file = template.path.name
+    base = name.split("#", 1)[0]      # v(name#branch) reads a branch by its vector name
+    if kind == "v" and base in GROUND:
+        return f"{shown_vector} is ground: it is 0 V and ngspice keeps no vector for it"
+    if base in (net.nodes if kind == "v" else net.branches) or (
+            base != name and (base in net.nodes or base in net.elements)):
+        return None
+    if "." in base:               # inside a subcircuit instance: x1.node, v.x1.vname
+        if any(part in net.instances for part in base.split(".")) or net.unread:
+            return None
+        instance = written.split(".", 1)[0]
+        return (f"{shown_vector}: {file} has no subcircuit instance {instance}"
+                + _suggest(instance.lower(), net.instances, "instances"))
+    if net.unread:                # an element line gcsim could not read may hold it
+        return None
+    if kind == "v":
+        nodes = {k: v for k, v in net.nodes.items() if k not in GROUND}
+        return f"{shown_vector}: {file} has no node {written}" + _suggest(base, nodes, "nodes")
+    if base in net.elements:
+        return (f"{shown_vector}: {net.elements[base]} is not a source whose current "
+                "ngspice keeps (i() reads voltage sources, inductors, E, H and B V= sources;"
+                " put a 0 V source in series)")
+    if base in net.nodes and base not in GROUND:
+        return (f"{shown_vector}: {net.nodes[base]} is a node of {file}, not a voltage source"
+                f" (its voltage is v({net.nodes[base]}))")
+    return (f"{shown_vector}: {file} has no voltage source {written}"
+            + _suggest(base, net.branches, "voltage sources"))
+
+
+def _suggest(name: str, known: dict[str, str], what: str) -> str:
+    """' (close: a, b)' from the close names of ``known`` (lower case -> as written), else a
+    few of them."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if close:
+        return f" (close: {', '.join(known[c] for c in close)})"
+    if not known:
+        return f" (it has no {what})"
+    names = [known[k] for k in sorted(known)]
+    more = f", ... {len(names)} in all" if len(names) > 6 else ""
+    return f" ({what}: {', '.join(names[:6])}{more})"
 
 
 # ------------------------------------------------------------------------- the grid

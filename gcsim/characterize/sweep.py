@@ -23,7 +23,8 @@ from gcsim.characterize.cache import ResultCache
 from gcsim.characterize.extract import complete, extract, record
 from gcsim.characterize.outputs import SweepResult, corner_table, provenance, write_outputs
 from gcsim.characterize.plan import (Unit, apply_pelgrom, base_grid, check_dc_sources,
-                                     check_extras, model_sets, plan_units, split)
+                                     check_extras, check_vectors, model_sets, plan_units,
+                                     split)
 from gcsim.characterize.spec import Spec
 
 # Unit, SweepResult and write_outputs live in plan and outputs; callers import them from here.
@@ -51,6 +52,7 @@ class Sweep:
             if name.lower() in {axis.param for axis in spec.axes}:
                 raise SpecError(f"--set {name}: that parameter is swept by the spec")
         self.template.check_params({axis.param: axis.values[0] for axis in spec.axes})
+        check_vectors(spec, self.template)     # before any run: a typo would fail them all
         self.model_sets = model_sets(spec, models)
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.cache = cache if cache is not None else ResultCache()
