@@ -205,3 +205,13 @@ def test_every_shipped_spec_is_accepted():
     for path in specs:
         spec = spec_module.load(path)
         check_vectors(spec, Template.load(spec.netlist))
+
+
+def test_branch_currents_of_other_sources_are_read_from_instances(work):
+    # Batched op/tran runs place the testbench once per point: E1's branch is e.xp0.e1#branch
+    # there (a voltage source's v.xp0.vin#branch), so i(E1) is read, not failed at every point.
+    (work / "vec.toml").write_text(spec_text("i(E1)"))
+    result = invoke("sweep", "vec.toml", "-o", "out.parquet", "--no-cache")
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(work / "out.parquet")
+    assert table["probe"].tolist() == pytest.approx([-0.4e-3, -0.8e-3])     # 2 V(in) on 1k

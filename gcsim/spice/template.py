@@ -359,7 +359,7 @@ def vector_name(expression: str, instance: int | None = None) -> str:
     if instance is None:
         return name if kind == "v" else f"{name}#branch"
     prefix = instance_name(instance)
-    return f"{prefix}.{name}" if kind == "v" else f"v.{prefix}.{name}#branch"
+    return f"{prefix}.{name}" if kind == "v" else f"{_branch_owner(name, prefix)}#branch"
 
 
 def save_card(expression: str, instance: int | None = None) -> str:
@@ -368,7 +368,14 @@ def save_card(expression: str, instance: int | None = None) -> str:
     if instance is None:
         return f"v({name})" if kind == "v" else f"i({name})"
     prefix = instance_name(instance)
-    return f"v({prefix}.{name})" if kind == "v" else f"i(v.{prefix}.{name})"
+    return f"v({prefix}.{name})" if kind == "v" else f"i({_branch_owner(name, prefix)})"
+
+
+def _branch_owner(name: str, prefix: str) -> str:
+    """ngspice's name of element ``name`` inside instance ``prefix``: its letter first
+    (v.xp0.vbl, e.xp0.erp, l.xp0.l1). A dotted name keeps the v. of a voltage source."""
+    letter = "v" if "." in name else name[0]
+    return f"{letter}.{prefix}.{name}"
 
 
 def text_hash(text: str) -> str:
