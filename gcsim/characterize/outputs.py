@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gcsim import __version__
+from gcsim.core.atomic import OutputError, check_targets, replacing_all
 from gcsim.core.errors import GcsimError
 from gcsim.spice import process as processes
 from gcsim.spice.template import Template, text_hash
@@ -95,35 +94,41 @@ def provenance(spec: Spec, template: Template, fixed: dict[str, float], override
     }
 
 
-def write_outputs(result: SweepResult, output: Path, fmt: str) -> Path:
-    """Write the table and its sidecar atomically: a failure leaves any old files intact."""
+def sidecar_of(output: Path) -> Path:
+    """The JSON sidecar beside a table: its name with .json."""
+    return Path(output).with_suffix(".json")
+
+
+def check_outputs(output: Path) -> tuple[Path, Path]:
+    """The table and its sidecar, refused in one line before a sweep runs when they could not
+    be written: a table named .json (its sidecar would be the same file), or a target that
+    exists and is not a regular file (a FIFO, a device, a symlink, a folder)."""
     output = Path(output)
-    sidecar = output.with_suffix(".json")
+    sidecar = sidecar_of(output)
+    if output.suffix.lower() == ".json":
+        raise OutputError(f"output {output}: a table named .json would be overwritten by its "
+                          "JSON sidecar; name it .parquet or .csv")
+    check_targets([output, sidecar], "output")
+    return output, sidecar
+
+
+def write_outputs(result: SweepResult, output: Path, fmt: str) -> Path:
+    """Write the table and its sidecar together (core.atomic): a failure or an interruption
+    leaves any old files intact and no temporary behind. Returns the sidecar."""
+    output, sidecar = check_outputs(output)
     metadata = {**result.metadata, "table": str(output.name),
                 "columns": list(result.table.columns), "rows": int(len(result.table))}
-    temporaries = []
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        handle, table_tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
-        os.close(handle)
-        temporaries.append(table_tmp)
-        if fmt == "csv":
-            result.table.to_csv(table_tmp, index=False)
-        else:
-            result.table.to_parquet(table_tmp, index=False)
-        handle, meta_tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
-        temporaries.append(meta_tmp)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(metadata, stream, indent=2, default=_json_default)
-            stream.write("\n")
-        os.replace(table_tmp, output)
-        os.replace(meta_tmp, sidecar)
+        with replacing_all(output, sidecar, what="output") as (table_tmp, meta_tmp):
+            if fmt == "csv":
+                result.table.to_csv(table_tmp, index=False)
+            else:
+                result.table.to_parquet(table_tmp, index=False)
+            with open(meta_tmp, "w") as stream:
+                json.dump(metadata, stream, indent=2, default=_json_default)
+                stream.write("\n")
     except OSError as exc:
         raise GcsimError(f"cannot write {output}: {exc.strerror or exc}") from None
-    finally:
-        for path in temporaries:
-            if os.path.exists(path):
-                os.unlink(path)
     return sidecar
 
 

@@ -70,6 +70,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
       gcsim sweep characterization/gain_cell_pulse.toml --executor dask \\
           --scheduler tcp://10.0.0.5:8786
     """
+    from gcsim.characterize.outputs import check_outputs
     from gcsim.characterize.sweep import Sweep, write_outputs
 
     try:
@@ -82,6 +83,8 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
             fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "parquet"
         if output is None:
             output = Path(spec_file.stem + (".csv" if fmt == "csv" else ".parquet"))
+        # The table and its sidecar are checked now, not after hours of ngspice runs.
+        check_outputs(output)
         cache = ResultCache(enabled=not no_cache)
         sweep = Sweep(spec, overrides, models, jobs, cache, progress, executor=runner)
         with runner:
