@@ -95,18 +95,15 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
-    from gcsim.validate.scenarios import (
-        InputError,
-        check_inputs,
-        random_inputs,
-        save_inputs,
-        validate_tile,
-    )
+    from gcsim.validate.scenarios import InputError, check_inputs, random_inputs, validate_tile
     from gcsim.validate.timing import TileParams
     from gcsim.core.values import parse_number
 
     jobs = jobs or max(1, os.cpu_count() or 1)
+    written = []
     try:
+        if report_dir is not None:   # checked now, not after the ngspice runs
+            compare.check_report_files(report_dir)
         limits = compare.parse_thresholds(thresholds)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
                                      parse_number(c_wire, "--c-wire"), readout == "signed")
@@ -145,8 +142,12 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
                                    split=not single, thresholds=limits, params=params,
                                    token_period_s=token_period, extra=source)
         if report_dir is not None:
-            compare.write_report(result.report, result.stages, report_dir)
-            save_inputs(report_dir, q, k, v)
+            try:
+                written = compare.write_report(result.report, result.stages, report_dir,
+                                               inputs={"q": q, "k": k, "v": v})
+            except OSError as exc:
+                raise GcsimError(f"cannot write the report in {report_dir}: "
+                                 f"{exc.strerror or exc}") from None
     except (GcsimError, FitsBundleError, ValueError) as exc:
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
@@ -156,8 +157,9 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_summary(report))
-        if report_dir is not None:
-            click.echo(f"wrote {report_dir / 'report.json'} and {report_dir / 'stages.png'}")
+        if written:
+            click.echo(f"wrote {', '.join(str(path) for path in written[:-1])} and "
+                       f"{written[-1]}")
     if not report["passed"]:
         failed = [name for name, m in report["stages"].items() if not m["passed"]]
         click.echo(f"validation FAILED: {', '.join(failed)} above threshold", err=True)
@@ -233,7 +235,7 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
     from gcsim.core.errors import GcsimError
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
-    from gcsim.validate.scenarios import random_inputs, save_inputs, validate_tile
+    from gcsim.validate.scenarios import random_inputs, validate_tile
 
     selector = models or "builtin"
     try:
@@ -245,9 +247,9 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
         result = validate_tile(q, k, v, model, processes.resolve(selector),
                                jobs=jobs or max(1, os.cpu_count() or 1),
                                extra={"inputs": "random", "seed": 0})
-        compare.write_report(result.report, result.stages, out_dir / "validate")
-        save_inputs(out_dir / "validate", q, k, v)
-    except (GcsimError, FitsBundleError, ValueError) as exc:
+        compare.write_report(result.report, result.stages, out_dir / "validate",
+                             inputs={"q": q, "k": k, "v": v})
+    except (GcsimError, FitsBundleError, ValueError, OSError) as exc:
         click.echo(f"\nvalidation skipped: {one_line(exc)}")
         return
     click.echo(f"\nValidation against SPICE (gcsim validate tile --rows {size} --cols {size} "

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gcsim.core.atomic import check_targets, replacing_all
+
 STAGES = ("S", "phi", "A", "out")
 UNITS = {"S": ("pC", 1e12), "phi": ("ns", 1e9), "A": ("pC", 1e12), "out": ("", 1.0)}
 DESCRIPTIONS = {
@@ -116,36 +118,56 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict, stages: list[StageData], directory: Path) -> tuple[Path, Path]:
-    """report.json and stages.png (SPICE against model, one panel per stage)."""
+# What `write_report` writes into a report folder; inputs.npz only when given the inputs.
+REPORT_FILES = ("report.json", "stages.png", "inputs.npz")
+
+
+def report_files(directory: Path, inputs: bool = True) -> list[Path]:
+    """The files `write_report` writes into `directory`."""
+    return [Path(directory) / name for name in REPORT_FILES[:3 if inputs else 2]]
+
+
+def check_report_files(directory: Path, inputs: bool = True) -> list[Path]:
+    """The report files, refused in one line (before any ngspice run) when one exists and
+    is not a regular file: a FIFO, a device, a symlink, a folder."""
+    return check_targets(report_files(directory, inputs), "report file")
+
+
+def write_report(report: dict, stages: list[StageData], directory: Path,
+                 inputs: dict[str, np.ndarray] | None = None) -> list[Path]:
+    """report.json, stages.png (SPICE against model, one panel per stage) and, given the
+    inputs ({'q': ..., 'k': ..., 'v': ...}), inputs.npz: written together through
+    core.atomic, or none of them. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / "report.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(json_path)
+    paths = check_report_files(directory, inputs is not None)
     fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 4.2))
-    for ax, stage in zip(np.atleast_1d(axes), stages):
-        unit, scale = UNITS[stage.name]
-        x, y = np.asarray(stage.spice) * scale, np.asarray(stage.model) * scale
-        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1)
-        ax.scatter(x, y, s=12)
-        m = report["stages"][stage.name]
-        ax.set_title(f"{stage.name}: RMSE {m['rmse_pct_fs']:.2f}% FS "
-                     f"({'pass' if m['passed'] else 'FAIL'})", fontsize=10)
-        suffix = f" [{unit}]" if unit else ""
-        ax.set_xlabel(f"SPICE{suffix}")
-        ax.set_ylabel(f"behavioural (fitted){suffix}")
-    fig.suptitle(f"gcsim validate {report['scenario']}: {report['rows']}x{report['cols']} tile, "
-                 f"models {report['models']}", fontsize=11)
-    fig.tight_layout()
-    png_path = directory / "stages.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return json_path, png_path
+    try:
+        for ax, stage in zip(np.atleast_1d(axes), stages):
+            unit, scale = UNITS[stage.name]
+            x, y = np.asarray(stage.spice) * scale, np.asarray(stage.model) * scale
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1)
+            ax.scatter(x, y, s=12)
+            m = report["stages"][stage.name]
+            ax.set_title(f"{stage.name}: RMSE {m['rmse_pct_fs']:.2f}% FS "
+                         f"({'pass' if m['passed'] else 'FAIL'})", fontsize=10)
+            suffix = f" [{unit}]" if unit else ""
+            ax.set_xlabel(f"SPICE{suffix}")
+            ax.set_ylabel(f"behavioural (fitted){suffix}")
+        fig.suptitle(f"gcsim validate {report['scenario']}: {report['rows']}x{report['cols']} "
+                     f"tile, models {report['models']}", fontsize=11)
+        fig.tight_layout()
+        with replacing_all(*paths, what="report file") as temporaries:
+            Path(temporaries[0]).write_text(json.dumps(report, indent=2) + "\n")
+            fig.savefig(temporaries[1], dpi=110, format="png")
+            if inputs is not None:
+                with open(temporaries[2], "wb") as stream:   # no .npz appended to a stream
+                    np.savez(stream, **inputs)
+    finally:
+        plt.close(fig)
+    return paths

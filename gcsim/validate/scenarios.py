@@ -10,6 +10,7 @@ import numpy as np
 
 from gcsim.spice import devices
 from gcsim.spice import process as processes
+from gcsim.core.atomic import replacing
 from gcsim.core.errors import GcsimError
 from gcsim.hw import HardwareModel
 from gcsim.validate import compare
@@ -158,6 +159,11 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     return Validation(report, stages, spice)
 
 
-def save_inputs(directory: Path, q, k, v) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "inputs.npz", q=q, k=k, v=v)
+def save_inputs(directory: Path, q, k, v) -> Path:
+    """inputs.npz alone, atomically (core.atomic). A report folder's inputs are written with
+    its report instead: compare.write_report(..., inputs={'q': q, 'k': k, 'v': v})."""
+    path = Path(directory) / "inputs.npz"
+    with replacing(path, what="report file") as temporary:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, q=q, k=k, v=v)
+    return path
