@@ -9,7 +9,7 @@ import click
 import pandas as pd
 
 from gcsim.core import resources
-from gcsim.core.atomic import replacing
+from gcsim.core.atomic import check_targets, replacing
 from gcsim.cli.common import one_line
 from gcsim.core.errors import GcsimError
 
@@ -58,6 +58,7 @@ def run_command(spec_dir, out_dir, models, jobs):
                                  "value": value})
 
     try:
+        _check_targets(spec_dir, out_dir)
         outcomes = run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
         fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
                 on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"),
@@ -72,6 +73,8 @@ def run_command(spec_dir, out_dir, models, jobs):
         try:
             with replacing(out_dir / "summary.csv") as temporary:
                 table.to_csv(temporary, index=False)
+        except GcsimError as exc:
+            raise click.ClickException(one_line(exc)) from None
         except OSError as exc:
             raise click.ClickException(f"cannot write {out_dir / 'summary.csv'}: "
                                        f"{exc.strerror or exc}") from None
@@ -81,3 +84,22 @@ def run_command(spec_dir, out_dir, models, jobs):
     from gcsim.cli.validate import final_validation
 
     final_validation(out_dir, models, jobs)
+
+
+def _check_targets(spec_dir: Path, out_dir: Path) -> None:
+    """Every file the run will write (sweep tables and sidecars, fits and plots, the summary,
+    the validation report), refused in one line before the first ngspice run when one exists
+    and is not a regular file (a FIFO, a device, a symlink, a folder)."""
+    from gcsim.fit import kinds
+    from gcsim.pipeline import EXTRA_FITS
+    from gcsim.validate.compare import report_files
+
+    targets = []
+    for spec in sorted(Path(spec_dir).glob("*.toml")):
+        table = out_dir / "sweeps" / f"{spec.stem}.parquet"
+        targets += [table, table.with_suffix(".json")]
+    for name in [kind.name for kind in kinds.all_kinds()] + list(EXTRA_FITS):
+        targets += [out_dir / "fits" / f"{name}.json", out_dir / "fits" / f"{name}.png"]
+    targets.append(out_dir / "summary.csv")
+    targets += report_files(out_dir / "validate")
+    check_targets(targets, "output")
