@@ -11,7 +11,7 @@ import click
 import pandas as pd
 
 from gcsim.core import resources
-from gcsim.core.atomic import replacing, replacing_all
+from gcsim.core.atomic import check_targets, replacing_all
 from gcsim.cli.common import fail
 from gcsim.core.errors import GcsimError
 from gcsim.core.values import parse_number
@@ -170,6 +170,9 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
             raise GcsimError("--settle-tol: must be > 0")
         if plot_file is not None and plot_file.suffix.lower() != ".png":
             raise GcsimError(f"--plot {plot_file}: expected a .png file")
+        # Every file this command writes, checked before anything is computed.
+        targets = _targets(out_dir, plot_file, scanning=bool(scan))
+        check_targets(targets, "output")
         if not Path(fits_dir).is_dir():
             raise GcsimError(f"fits bundle not found: {fits_dir} is not a directory (make one "
                              "with: gcsim regen --fits DIR --reports DIR)")
@@ -203,10 +206,10 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
         "assumptions": result.assumptions,
     }
     try:
-        if out_dir is not None:
-            _save(out_dir, result, paper, gpu, scanned, document)
-        if plot_file is not None:
-            _plot(plot_file, result, paper, scanned, scan[0] if scan else None)
+        _write(targets, out_dir, plot_file, result, paper, gpu, scanned, document,
+               scan[0] if scan else None)
+    except GcsimError as exc:
+        fail(exc)
     except OSError as exc:
         fail(GcsimError(f"cannot write output: {exc}"))
 
@@ -216,7 +219,8 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
     for line in _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir):
         click.echo(line)
     if out_dir is not None:
-        click.echo(f"wrote tables and energy.json to {out_dir}")
+        names = [path.name for path in targets if path.parent == out_dir]
+        click.echo(f"wrote {', '.join(names)} to {out_dir}")
     if plot_file is not None:
         click.echo(f"wrote {plot_file}")
 
@@ -305,28 +309,61 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
     return out
 
 
-def _save(out_dir: Path, result, paper, gpu, scanned, document) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"breakdown": result.breakdown, "latency": result.latency, "paper": paper,
-              "gpu": gpu}
-    if scanned is not None:
-        tables["sweep"] = scanned
-    targets = [out_dir / f"{name}{suffix}" for name in tables for suffix in (".csv", ".parquet")]
-    with replacing_all(*targets, out_dir / "energy.json") as temporaries:
-        for number, table in enumerate(tables.values()):
-            table.to_csv(temporaries[2 * number], index=False)
-            table.to_parquet(temporaries[2 * number + 1], index=False)
-        Path(temporaries[-1]).write_text(json.dumps(document, indent=2, default=_jsonable)
-                                         + "\n")
+TABLES = ("breakdown", "latency", "paper", "gpu")
 
 
-def _plot(path: Path, result, paper, scanned, name) -> None:
+def _targets(out_dir: Path | None, plot_file: Path | None, scanning: bool) -> list[Path]:
+    """Every file the command writes: per table a CSV and a Parquet, then energy.json (with
+    --out), then the plot."""
+    targets = []
+    if out_dir is not None:
+        names = TABLES + (("sweep",) if scanning else ())
+        targets += [out_dir / f"{name}{suffix}" for name in names
+                    for suffix in (".csv", ".parquet")]
+        targets.append(out_dir / "energy.json")
+    if plot_file is not None:
+        targets.append(plot_file)
+    return targets
+
+
+def _write(targets: list[Path], out_dir, plot_file, result, paper, gpu, scanned, document,
+           name) -> None:
+    """The tables, energy.json and the plot, written together (core.atomic): a failure
+    leaves every old file as it was and no temporary behind."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not targets:
+        return
+    fig = _plot(result, paper, scanned, name) if plot_file is not None else None
+    tables = {"breakdown": result.breakdown, "latency": result.latency, "paper": paper,
+              "gpu": gpu}
+    if scanned is not None:
+        tables["sweep"] = scanned
+    try:
+        with replacing_all(*targets, what="output") as temporaries:
+            if out_dir is not None:
+                for number, table in enumerate(tables.values()):
+                    table.to_csv(temporaries[2 * number], index=False)
+                    table.to_parquet(temporaries[2 * number + 1], index=False)
+                Path(temporaries[2 * len(tables)]).write_text(
+                    json.dumps(document, indent=2, default=_jsonable) + "\n")
+            if fig is not None:
+                fig.savefig(temporaries[-1], dpi=120, format="png")
+    finally:
+        if fig is not None:
+            plt.close(fig)
+
+
+def _plot(result, paper, scanned, name):
+    """The figure: the breakdown against the paper, or with a scan its log-log plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     if scanned is not None:
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
         x = scanned[name].to_numpy(float)
@@ -360,8 +397,4 @@ def _plot(path: Path, result, paper, scanned, name) -> None:
         fig.suptitle(f"gcsim energy: window {result.config.window}, latency "
                      f"{result.latency_s * 1e9:.3g} ns (paper 65 ns)")
     fig.tight_layout()
-    try:
-        with replacing(path) as temporary:
-            fig.savefig(temporary, dpi=120)
-    finally:
-        plt.close(fig)
+    return fig
