@@ -68,11 +68,24 @@ class ResultCache:
         temporary = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside the entry, then renamed over it: a reader never sees half an
+            # entry. The temporary's name does not end in .npz, so it is never taken for one.
             handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(handle, "wb") as stream:
                 np.savez(stream, **arrays)
+            os.chmod(temporary, _file_mode())   # mkstemp's 0600, widened as the umask allows
             os.replace(temporary, path)
         except OSError:
             # The cache is an optimisation; a read-only or full cache folder must not fail a sweep.
+            pass
+        finally:
             if temporary and os.path.exists(temporary):
                 os.unlink(temporary)
+
+
+def _file_mode() -> int:
+    """The mode a new file gets under the process's umask (which can only be read by setting
+    it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask

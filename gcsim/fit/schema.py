@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -25,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from gcsim import __version__
 from gcsim.core import resources
+from gcsim.core.atomic import OutputError, write_text_atomically
 from gcsim.core.errors import GcsimError
 from gcsim.core.files import read_text
 
@@ -495,17 +494,12 @@ def save(record: FitRecord, path: str | Path) -> Path:
     except ValidationError as exc:
         raise FitFileError(f"fit file {path}: not written: {_reason(exc)}") from None
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
+        write_text_atomically(path, text, "fit file")
+    except OutputError as exc:   # the target is a FIFO, a device, a symlink, a folder
+        raise FitFileError(str(exc)) from None
     except OSError as exc:
         raise FitFileError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
