@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gcsim.simulate.attention import SimulationConfig, prepare_inputs, simulate_attention
+from gcsim.simulate.memory import check_memory, estimate_peak_bytes
 from gcsim.hw import (
     PAPER,
     fitted_model_from_paper_coefficients,
@@ -59,6 +60,34 @@ def softmax_attention(queries, keys_t, values, window: int) -> np.ndarray:
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
     return np.matmul(scores, values)
+
+
+def estimate_bench_bytes(batch: int, heads: int, tokens: int, dim: int, window: int,
+                         include_float32: bool = True) -> int:
+    """Estimated peak bytes of `run_bench` at these shapes: the inputs and their DAC copies,
+    the floor's float32 operands, whose pulse matrix is (tokens x tokens) per head, and the
+    largest of the floor's product, softmax's dense scores and one simulation."""
+    n = batch * heads * tokens * dim
+    dense = batch * heads * tokens * tokens * 4          # a float32 (tokens x tokens) per head
+    square = tokens * tokens
+    held = 6 * n * 8 + 3 * n * 4 + dense                 # inputs, DAC copies, floor operands
+    building = dense + 8 * square + 3 * square + 4 * square   # ages, masks, float32 mask
+    # softmax: the scores and their scaled copy, the ages, the masks, and the indices of the
+    # masked entries (boolean-mask assignment over a batch of matrices)
+    softmax = 2 * dense + 8 * square + 4 * square + 16 * square
+    simulation = max(estimate_peak_bytes(SimulationConfig(window=window, keep_intermediates=False,
+                                                          dtype=dtype), (batch, heads, tokens,
+                                                                         dim), inputs=False)
+                     for dtype in (("float64", "float32") if include_float32 else ("float64",)))
+    return held + max(building, dense, softmax, simulation)
+
+
+def check_bench_memory(batch: int, heads: int, tokens: int, dim: int, window: int,
+                       confirmed: bool = False) -> None:
+    """Refuse, in one line, a benchmark the machine cannot hold, unless `confirmed`."""
+    check_memory(estimate_bench_bytes(batch, heads, tokens, dim, window),
+                 f"bench simulate --batch {batch} --heads {heads} --tokens {tokens} --dim "
+                 f"{dim} --window {window}", confirmed)
 
 
 def run_bench(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 import numpy as np
 
+from gcsim.core.atomic import check_targets, replacing_all
 from gcsim.core.errors import GcsimError
 from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.cli.common import OneLineErrors, one_line
@@ -19,7 +21,17 @@ from gcsim.simulate.attention import (
     compare_outputs,
     simulate_attention,
 )
-from gcsim.bench.simulate import format_bench, random_inputs, run_bench
+from gcsim.simulate.memory import (
+    MAX_ARRAY,
+    MAX_BATCH,
+    MAX_DIM,
+    MAX_HEADS,
+    MAX_TOKENS,
+    MAX_WINDOW,
+    check_memory,
+    estimate_peak_bytes,
+)
+from gcsim.bench.simulate import check_bench_memory, format_bench, random_inputs, run_bench
 from gcsim.hw import PAPER, FitsBundleError, model_for_mode
 
 
@@ -86,8 +98,10 @@ def _plot(path: str, result, q, k, v, ideal, seed: int) -> None:
     axes[1].set_title(f"{result.mode}: output vs ideal")
     fig.suptitle(result.label, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
 
 
 @click.group("simulate")
@@ -109,13 +123,17 @@ def simulate_group() -> None:
 @click.option("--k", "k_path", type=str, default=None, help="Keys .npy, stored volts in [0, 0.9].")
 @click.option("--v", "v_path", type=str, default=None,
               help="Values .npy, stored volts in [0, 0.9].")
-@click.option("--tokens", type=int, default=None, help="Random inputs: tokens [256].")
-@click.option("--heads", type=int, default=None, help="Random inputs: heads [1].")
-@click.option("--dim", type=int, default=None, help="Random inputs: head dimension [64].")
+@click.option("--tokens", type=click.IntRange(1, MAX_TOKENS), default=None,
+              help="Random inputs: tokens [256].")
+@click.option("--heads", type=click.IntRange(1, MAX_HEADS), default=None,
+              help="Random inputs: heads [1].")
+@click.option("--dim", type=click.IntRange(1, MAX_DIM), default=None,
+              help="Random inputs: head dimension [64].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random inputs' seed.")
-@click.option("--window", type=int, default=PAPER.window, show_default=True,
-              help="Sliding window W in tokens.")
-@click.option("--array", "array_size", type=int, default=PAPER.array_size, show_default=True,
+@click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=PAPER.window,
+              show_default=True, help="Sliding window W in tokens.")
+@click.option("--array", "array_size", type=click.IntRange(1, MAX_ARRAY),
+              default=PAPER.array_size, show_default=True,
               help="Array size: key positions per sub-tile.")
 @click.option("--no-quantize", is_flag=True,
               help="Turn off the DAC and output quantisation (inputs are still clipped).")
@@ -134,19 +152,27 @@ def simulate_group() -> None:
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
 @click.option("--save", "save_path", type=str, default=None,
-              help="Write S, phi, output and more to this .npz.")
+              help="Write S, phi, output and more to this .npz (a name without a suffix gets "
+                   ".npz).")
 @click.option("--plot", "plot_path", type=str, default=None,
-              help="Write a PNG of S and the output against the ideal values.")
+              help="Write a PNG of S and the output against the ideal values (a .png name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--yes", "-y", "confirmed", is_flag=True,
+              help="Run even when the estimated memory is more than the machine has "
+                   "available (refused without it).")
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                       mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
-                      as_json):  # fmt: skip
+                      as_json, confirmed):  # fmt: skip
     """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
 
     Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
     batch x heads x tokens x dim), or random values over the physical ranges. Charges are in
     coulombs and pulse widths in seconds; S is also reported in the published units, µA x T_max.
+
+    A run whose estimated memory (from the shapes) is more than the machine has available is
+    refused before anything is allocated, unless --yes is given. --save and --plot are written
+    together once the run has finished, or neither is.
 
     \b
     Examples:
@@ -156,61 +182,125 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
     """
     try:
         report = _run_attention(**locals())
-    except (ValueError, OSError, FitsBundleError) as exc:
+    except (ValueError, OSError, GcsimError, FitsBundleError) as exc:
         raise click.ClickException(one_line(exc)) from None
+    except MemoryError:
+        raise click.ClickException(_OUT_OF_MEMORY) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(_format_report(report))
 
 
+_OUT_OF_MEMORY = ("out of memory: the run needed more than the machine could give (its estimate "
+                  "was within what was available, or --yes was given); make it smaller: fewer "
+                  "--tokens or --heads, a smaller --window or --array, or --dtype float32")
+
+
 def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                    mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
-                   as_json) -> dict:  # fmt: skip
-    q, k, v, source = _attention_inputs(q_path, k_path, v_path, tokens, heads, dim, seed)
-    _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed)
+                   as_json, confirmed) -> dict:  # fmt: skip
+    # Everything that can be refused is, before anything large is allocated or simulated:
+    # the outputs, the options, the inputs' shapes and the memory the run would need.
+    targets = _output_targets(save_path, plot_path, mode)
+    random_shape = _random_shape(q_path, k_path, v_path, tokens, heads, dim)
+    model = _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed)
     config = _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay_factor,
                                 token_period, mismatch_seed, no_readout_loading, dtype,
                                 keep_intermediates=bool(save_path or plot_path))
+    config.validate()
+    if random_shape is None:
+        q, k, v = (_load_npy(p, n) for p, n in zip((q_path, k_path, v_path), "QKV"))
+        check_shapes(q, k, v)
+        shape, source = as_4d(q, "Q").shape, "files"
+        sizes = f"inputs of shape {tuple(np.shape(q))}"
+    else:
+        shape, source = (1, *random_shape), f"random (seed {seed})"
+        heads, tokens, dim = random_shape
+        sizes = f"--tokens {tokens} --heads {heads} --dim {dim}"
+    _check_memory(config, shape, mode, model, f"{sizes} with --window {window} and --array "
+                                               f"{array_size}", confirmed)
+    if random_shape is not None:
+        q, k, v = (x[0] for x in random_inputs(1, *random_shape, seed))
     result, references = _simulate_with_references(q, k, v, mode, fits_dir, config)
     report = _attention_report(result, references, q, source, mode, config)
-    if save_path:
-        _save_attention(save_path, result, references)
-        report["saved"] = save_path
-    if plot_path:
-        if mode == "ideal":
-            raise ValueError("--plot compares a hardware mode with ideal; use another --mode")
-        _plot(plot_path, result, q, k, v, references["ideal"], seed)
-        report["plot"] = plot_path
+    if targets:
+        save, plot = targets.get("save"), targets.get("plot")
+        with replacing_all(*targets.values()) as temporaries:
+            written = dict(zip(targets, temporaries))
+            if save:
+                _save_attention(written["save"], result, references)
+            if plot:
+                _plot(written["plot"], result, q, k, v, references["ideal"], seed)
+        if save:
+            report["saved"] = str(save)
+        if plot:
+            report["plot"] = str(plot)
     return report
 
 
-def _attention_inputs(q_path, k_path, v_path, tokens, heads, dim, seed):
-    """Q, K, V from the three .npy files, or random over the physical ranges; and where they
-    came from, for the report."""
+def _output_targets(save_path, plot_path, mode) -> dict[str, Path]:
+    """--save and --plot as the files that will be written, refused in one line when they
+    could not be: a --save name with a suffix other than .npz (one without gets .npz, as
+    numpy gives it), a --plot that is not a .png, a target that exists and is not a regular
+    file (a FIFO, a device, a symlink, a folder), or both naming one file."""
+    targets = {}
+    if save_path:
+        save = Path(save_path)
+        if save.suffix == "":
+            save = save.with_name(save.name + ".npz")
+        elif save.suffix.lower() != ".npz":
+            raise ValueError(f"--save {save_path}: expected a .npz file name (the arrays are "
+                             "saved as a NumPy .npz archive)")
+        targets["save"] = save
+    if plot_path:
+        if mode == "ideal":
+            raise ValueError("--plot compares a hardware mode with ideal; use another --mode")
+        if Path(plot_path).suffix.lower() != ".png":
+            raise ValueError(f"--plot {plot_path}: expected a .png file name (the plot is a PNG)")
+        targets["plot"] = Path(plot_path)
+    for name, path in targets.items():
+        check_targets([path], f"--{name}")
+    check_targets(targets.values(), "--save/--plot")
+    return targets
+
+
+def _random_shape(q_path, k_path, v_path, tokens, heads, dim) -> tuple[int, int, int] | None:
+    """(heads, tokens, dim) of random inputs, or None when Q, K and V come from files."""
     files = [q_path, k_path, v_path]
     if any(files):
         if not all(files):
             raise ValueError("give all three of --q, --k and --v, or none")
         if any(x is not None for x in (tokens, heads, dim)):
             raise ValueError("--tokens/--heads/--dim make random inputs; not with --q/--k/--v")
-        q, k, v = (_load_npy(p, n) for p, n in zip(files, "QKV"))
-        check_shapes(q, k, v)
-        return q, k, v, "files"
+        return None
     tokens = 256 if tokens is None else tokens
     heads = 1 if heads is None else heads
     dim = 64 if dim is None else dim
     for name, value in (("--tokens", tokens), ("--heads", heads), ("--dim", dim)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    q, k, v = random_inputs(1, heads, tokens, dim, seed)
-    return q[0], k[0], v[0], f"random (seed {seed})"
+    return heads, tokens, dim
 
 
-def _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed) -> None:
-    """Refuses option combinations that contradict each other or the mode; loads a fitted
-    mode's bundle once here, so that a missing one fails before any simulation."""
+def _check_memory(config: SimulationConfig, shape, mode: str, model, what: str,
+                  confirmed: bool) -> None:
+    """Refuse a run whose estimated peak memory (the mode's run and its references) is more
+    than the machine has available, unless --yes."""
+    powers = 4
+    if model is not None:
+        powers = len(model.cell.power_coefficients_A(model.read_on_V))
+    references = tuple(name for name in ("ideal", "linear") if name != mode)
+    needed = estimate_peak_bytes(config, shape, powers=powers, references=references,
+                                 mode=mode)
+    check_memory(needed, what, confirmed)
+
+
+def _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed):
+    """Refuses option combinations that contradict each other or the mode; loads a hardware
+    mode's model once here, so that a missing bundle fails before any simulation, and returns
+    it (None for ideal)."""
     if no_decay and (decay_factor is not None or token_period is not None):
         raise ValueError("--no-decay cannot be combined with --decay-factor or --token-period")
     if decay_factor is not None and token_period is not None:
@@ -221,10 +311,12 @@ def _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatc
         model = model_for_mode("fitted", fits_dir)  # fail fast on a missing bundle
         if mismatch_seed is not None and model.mismatch is None:
             raise ValueError(f"the fits bundle {fits_dir} has no mismatch distributions")
-    elif fits_dir is not None:
+        return model
+    if fits_dir is not None:
         raise ValueError(f"--fits is only used with --mode fitted, not {mode}")
-    elif mismatch_seed is not None:
+    if mismatch_seed is not None:
         raise ValueError("--mismatch-seed needs --mode fitted: mismatch comes from the fits bundle")
+    return None if mode == "ideal" else model_for_mode(mode)
 
 
 def _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay_factor,
@@ -302,7 +394,8 @@ def _save_attention(path: str, result, references: dict) -> None:
     if result.subtile_outputs is not None:
         arrays["subtile_outputs"] = result.subtile_outputs
         arrays["subtile_indices"] = result.subtile_indices()
-    np.savez(path, **arrays)
+    with open(path, "wb") as stream:   # a stream: np.savez appends no suffix to it
+        np.savez(stream, **arrays)
 
 
 def _format_report(report: dict) -> str:
@@ -329,27 +422,37 @@ def _format_report(report: dict) -> str:
 
 
 @click.command("simulate", cls=OneLineErrors)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--heads", type=click.IntRange(min=1), default=12, show_default=True)
-@click.option("--tokens", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--window", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True)
+@click.option("--heads", type=click.IntRange(1, MAX_HEADS), default=12, show_default=True)
+@click.option("--tokens", type=click.IntRange(1, MAX_TOKENS), default=1024, show_default=True)
+@click.option("--dim", type=click.IntRange(1, MAX_DIM), default=64, show_default=True)
+@click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=1024, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("--fits", "fits_dir", type=str, default=None,
               help="Fits bundle for the fitted entry [fits/; paper coefficients if it has none].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json):
+@click.option("--yes", "-y", "confirmed", is_flag=True,
+              help="Run even when the estimated memory is more than the machine has "
+                   "available (refused without it).")
+def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json, confirmed):
     """Time the paper and fitted modes against the float32 matmul floor and NumPy softmax.
 
     The floor is one float32 product per polynomial power for each of the two dot products, at
     full size; softmax is dense float32 NumPy attention. All are measured in the same run.
+    Both hold a (tokens x tokens) matrix per head: a run whose estimated memory is more than
+    the machine has available is refused unless --yes is given.
 
     \b
     Example:
       gcsim bench simulate --json
     """
     try:
+        check_bench_memory(batch, heads, tokens, dim, window, confirmed)
         result = run_bench(batch, heads, tokens, dim, window, repeats, fits_dir=fits_dir)
-    except (ValueError, OSError, FitsBundleError) as exc:
+    except (ValueError, OSError, GcsimError, FitsBundleError) as exc:
         raise click.ClickException(one_line(exc)) from None
+    except MemoryError:
+        raise click.ClickException("out of memory: the benchmark needed more than the machine "
+                                   "could give; make it smaller: fewer --tokens, --heads or "
+                                   "--batch") from None
     click.echo(json.dumps(result, indent=2) if as_json else format_bench(result))
