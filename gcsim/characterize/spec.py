@@ -41,6 +41,8 @@ LARGE_SWEEP_POINTS = 1_000_000
 # More points than this is refused outright: the grid and its netlists are built in memory
 # (measured: 0.55 kB a point for the grid alone).
 MAX_SWEEP_POINTS = 10_000_000
+# Longest time limit of one ngspice run, s (a week).
+MAX_TIMEOUT_S = 604_800
 
 # ------------------------------------------------------------------------- value types
 # Each check raises ValueError with the reason only: the schema error adds file and key.
@@ -143,6 +145,10 @@ class AnalysisSection(FileTable):
     def _positive_timeout(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be > 0")
+        if value > MAX_TIMEOUT_S:
+            # Past this it is a typing error, and past ~1e9 s the worker's timers overflow.
+            raise ValueError(f"{value:g} s is more than a week ({MAX_TIMEOUT_S:,} s), the "
+                             "longest one ngspice run may take")
         return value
 
     @model_validator(mode="after")
