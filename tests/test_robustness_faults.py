@@ -22,7 +22,8 @@ from gcsim.cli import main
 
 from test_robustness import SPEC, TEMPLATE
 
-# Sixteen transient runs of about 0.25 s each: long enough to interrupt half-way.
+# 48 transient runs of about 0.06 s each (about 1.5 s on 2 workers): long enough to interrupt
+# half-way even on a loaded machine.
 SLOW_SPEC = """\
 netlist = "gain_cell_pulse.cir"
 [analysis]
@@ -39,19 +40,19 @@ param = "v_store"
 column = "stored_voltage_V"
 start = 0.0
 stop = 0.9
-num = 4
+num = 8
 [[axes]]
 param = "t_pulse"
 column = "t_pulse_s"
 start = 0.0
 stop = "15n"
-num = 4
+num = 6
 [[measure]]
 column = "charge_C"
 vector = "v(q_int)"
 scale = 1e-12
 """
-SLOW_RUNS = 16
+SLOW_RUNS = 48
 
 
 def invoke(*args):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tempfile
 import zipfile
 from pathlib import Path
@@ -66,6 +67,9 @@ class ResultCache:
             return
         path = self._path(key)
         temporary = None
+        # Ctrl-C or SIGTERM waits for the entry to be written whole (a few ms): raised inside
+        # np.savez, it would leave a half-closed zip whose finaliser prints a traceback.
+        deferred = _defer_interrupts()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Written beside the entry, then renamed over it: a reader never sees half an
@@ -81,6 +85,20 @@ class ResultCache:
         finally:
             if temporary and os.path.exists(temporary):
                 os.unlink(temporary)
+            _restore_interrupts(deferred)
+
+
+def _defer_interrupts():
+    """Block SIGINT and SIGTERM in this thread (they stay pending); the previous mask."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _restore_interrupts(previous) -> None:
+    """Unblock them again: a pending one is delivered here, after the entry is complete."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _file_mode() -> int:

@@ -37,7 +37,7 @@ def check_targets(paths, what: str = "output") -> list[Path]:
     """The targets as Paths, refused in one line when one exists and is not a regular file, or
     when two of them are the same file."""
     targets = [Path(path) for path in paths]
-    seen: dict[Path, Path] = {}
+    seen: dict[object, Path] = {}
     for path in targets:
         try:
             info = os.lstat(path)
@@ -50,7 +50,9 @@ def check_targets(paths, what: str = "output") -> list[Path]:
                     "a folder" if stat.S_ISDIR(info.st_mode) else "a device, FIFO or socket")
             raise OutputError(f"{what} {path}: exists and is {kind}, not a regular file; "
                               "gcsim will not replace it")
-        key = Path(os.path.abspath(path))
+        # The real path (folders reached through symlinks), or for an existing file its
+        # inode (hard links): two names for one file are one target.
+        key = (info.st_dev, info.st_ino) if info is not None else os.path.realpath(path)
         if key in seen:
             raise OutputError(f"{what} {path}: the same file as {seen[key]}; one would "
                               "overwrite the other")
