@@ -349,3 +349,18 @@ def test_a_minimal_bundle_says_what_stands_in_for_each_missing_fit(tmp_path):
         "no readout_loading.json", "no cell_conductance.json"]
     assert load_fitted_models(__import__("gcsim.core.resources", fromlist=["FITS"]).FITS
                               ).notes["stand_ins"] == []
+
+
+def test_the_cli_says_what_stands_in(tmp_path):
+    from gcsim.fit.bundle import write_parameter_bundle
+    from gcsim.hw import PAPER
+
+    write_parameter_bundle(tmp_path / "b", [c * 1e-6 for c in PAPER.cell_coefficients_uA],
+                           time_constant_s=5e-3, asymptote_V=0.45, slope_s_per_C=1e4,
+                           t_max_s=15e-9)
+    args = ["simulate", "attention", "--mode", "fitted", "--fits", str(tmp_path / "b"),
+            "--tokens", "64", "--window", "64"]
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 0 and "note: fits bundle: no signed_converter.json" in text.output
+    report = __import__("json").loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert len(report["stand_ins"]) == 5

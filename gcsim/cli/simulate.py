@@ -189,6 +189,8 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
+        for line in report.get("stand_ins", []):
+            click.echo(f"note: fits bundle: {line}", err=True)
         click.echo(_format_report(report))
 
 
@@ -225,6 +227,8 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         q, k, v = (x[0] for x in random_inputs(1, *random_shape, seed))
     result, references = _simulate_with_references(q, k, v, mode, fits_dir, config)
     report = _attention_report(result, references, q, source, mode, config)
+    if model is not None and model.notes.get("stand_ins"):
+        report["stand_ins"] = list(model.notes["stand_ins"])
     if targets:
         save, plot = targets.get("save"), targets.get("plot")
         with replacing_all(*targets.values()) as temporaries:

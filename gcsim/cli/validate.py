@@ -112,6 +112,13 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             single = True   # word-line resistance couples the columns
         model_set = processes.resolve(models)
         model = load_fitted_models(fits_dir)
+        if model.notes.get("stand_ins"):
+            source_notes = {"stand_ins": list(model.notes["stand_ins"])}
+            if not as_json:
+                for line in source_notes["stand_ins"]:
+                    click.echo(f"note: fits bundle: {line}", err=True)
+        else:
+            source_notes = {}
         given = [p is not None for p in (q_path, k_path, v_path)]
         if any(given) and not all(given):
             raise InputError("give all of --q, --k and --v, or none (random inputs)")
@@ -123,6 +130,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             q, k, v = random_inputs(rows or 8, cols or 8, seed, params["vdd"])
             source = {"inputs": "random", "seed": seed}
         source["mc_seed"] = mc_seed
+        source.update(source_notes)
         token_period = None
         if max_age is not None:
             age = parse_number(max_age, "--max-age")
