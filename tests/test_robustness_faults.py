@@ -293,3 +293,20 @@ def test_an_unusable_cache_folder_is_skipped(work, monkeypatch):
         assert result.exit_code == 0 and not result.stderr, result.output
         assert json.loads((work / "out.json").read_text())["stats"]["runs"] == 1
     assert len(pd.read_csv(work / "out.csv")) == 3
+
+
+def test_a_stop_request_whose_exception_was_dropped_still_stops_the_pool():
+    """Python drops an exception raised inside a finaliser or fork hook; the SIGTERM handler
+    also records the request, and the pool's loop raises it at its next turn."""
+    from gcsim.core import interrupts
+    from gcsim.spice import engine
+
+    netlist = "* op\nV1 a 0 1\nR1 a 0 1k\n.op\n.end\n"
+    requests = [engine.RunRequest(netlist, ["a"]) for _ in range(3)]
+    interrupts.request("SIGTERM")
+    try:
+        with pytest.raises(interrupts.Interrupted):
+            list(engine.run_many(requests, workers=1))
+    finally:
+        interrupts.clear()
+    assert all(result.ok for _, result in engine.run_many(requests[:1], workers=1))

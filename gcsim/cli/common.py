@@ -10,7 +10,15 @@ import traceback
 
 import click
 
+from gcsim.core import interrupts
+
 _debug = False
+
+# --design on every command that builds netlists: a shipped design's name or a design file.
+design_option = click.option(
+    "--design", default=None, metavar="NAME|FILE",
+    help="Design whose values the netlists take: a shipped one (builtin) or a design .toml "
+         "(default: the models' process's design, builtin's on builtin).")
 
 
 def set_debug(value: bool) -> None:
@@ -22,23 +30,25 @@ def debugging() -> bool:
     return _debug or os.environ.get("GCSIM_DEBUG", "") not in ("", "0")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what `timeout` and batch schedulers send), raised in the CLI's process like
-    Ctrl-C, so every command's interrupt path runs: temporaries removed, one line, and the
-    finished runs kept in the cache for a resume."""
+# SIGTERM (what `timeout` and batch schedulers send) is raised in the CLI's process like
+# Ctrl-C, so every command's interrupt path runs: temporaries removed, one line, and the
+# finished runs kept in the cache for a resume.
+Terminated = interrupts.Interrupted
 
 
 def handle_sigterm_like_ctrl_c() -> None:
     """Install the SIGTERM handler in this (the CLI's) process. A worker forked from it
     later dies of SIGTERM as usual."""
     cli_pid = os.getpid()
+    interrupts.clear()
 
     def on_sigterm(signum, frame):
         if os.getpid() != cli_pid:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        raise Terminated()
+        interrupts.request("SIGTERM")   # raised again by the long loops if this is dropped
+        raise Terminated("SIGTERM")
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)

@@ -16,6 +16,7 @@ import signal
 import time
 from typing import Iterable, Iterator
 
+from gcsim.core import interrupts
 from gcsim.core.errors import NgspiceUnavailable
 from gcsim.spice.run import (RunRequest, RunResult, library_path, new_ngspice, preimport,
                              run_in_this_process, thread_setting)
@@ -23,6 +24,9 @@ from gcsim.spice.run import (RunRequest, RunResult, library_path, new_ngspice, p
 # The executor run_many() uses when given none (gcsim.spice.executors.use sets it); None: local.
 DEFAULT_EXECUTOR: contextvars.ContextVar = contextvars.ContextVar("gcsim_executor",
                                                                   default=None)
+
+# How often the pool's loop looks for a stop request whose exception Python dropped.
+POLL_S = 0.2
 
 
 def run_many(requests: Iterable[RunRequest], workers: int = 1,
@@ -73,8 +77,11 @@ def run_local(requests: Iterable[RunRequest], workers: int,
                 running[receiver] = (request, process, time.monotonic() + request.timeout_s)
             if not running:
                 return
+            interrupts.raise_if_requested()
+            # Woken at least every POLL_S to act on a stop request whose exception was dropped.
             deadline = min(limit for _, _, limit in running.values())
-            ready = mp.connection.wait(list(running), timeout=max(0.0, deadline - time.monotonic()))
+            ready = mp.connection.wait(list(running),
+                                       timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
             for receiver in ready:
                 request, process, _ = running.pop(receiver)
                 yield request, _answer(receiver, process)
