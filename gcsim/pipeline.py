@@ -64,10 +64,15 @@ class SweepOutcome:
 
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
                jobs: int | None = None, on_done: Callable[[SweepOutcome], None] | None = None,
-               only: set[str] | None = None, executor=None) -> list[SweepOutcome]:
+               only: set[str] | None = None, executor=None,
+               design: str | Path | None = None) -> list[SweepOutcome]:
     """Sweep every spec of `spec_dir` into `sweep_dir`; `executor` (gcsim.spice.executors) runs
-    the ngspice runs elsewhere, e.g. on Dask (default: local worker processes)."""
+    the ngspice runs elsewhere, e.g. on Dask (default: local worker processes). `design`: a
+    shipped design's name or a design file (default: the models' process's design)."""
     from gcsim.characterize.sweep import Sweep, write_outputs
+    from gcsim.core.design import load_design
+
+    chosen = load_design(design) if design is not None else None
 
     specs = [path for path in sorted(Path(spec_dir).glob("*.toml"))
              if only is None or path.stem in only]
@@ -78,7 +83,7 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
     for path in specs:
         spec = spec_module.load(path)
         result = Sweep(spec, models=models, workers=jobs, cache=ResultCache(),
-                       executor=executor).run()
+                       executor=executor, design=chosen).run()
         output = Path(sweep_dir) / f"{path.stem}.parquet"
         write_outputs(result, output, "parquet")
         outcome = SweepOutcome(path, output, len(result.table), len(result.failures),

@@ -8,6 +8,7 @@ the reference, the editor schemas and the error messages cannot drift apart.
 """
 
 from gcsim.characterize.spec import SPEC_SCHEMA
+from gcsim.core.design import DESIGN_SCHEMA
 from gcsim.fit.bundle import BUNDLE_SCHEMA
 from gcsim.fit.schema import FIT_FILE_SCHEMA
 from gcsim.spice.process import PROCESS_SCHEMA
@@ -15,6 +16,7 @@ from gcsim.spice.process import PROCESS_SCHEMA
 FORMATS: dict = {
     "sweep-spec": SPEC_SCHEMA,
     "process": PROCESS_SCHEMA,
+    "design": DESIGN_SCHEMA,
     "fit-file": FIT_FILE_SCHEMA,
     "fits-bundle": BUNDLE_SCHEMA,
 }

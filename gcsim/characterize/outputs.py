@@ -59,9 +59,12 @@ def corner_table(spec: Spec, corner: str | None, grid: list[dict[str, float]],
 def provenance(spec: Spec, template: Template, fixed: dict[str, float], overrides: dict,
                models: processes.ModelSet, model_sets: list[processes.ModelSet],
                hashes: dict[str, dict], ngspice: str, n_points: int, failure_rows: list[dict],
-               stats: dict, elapsed: float, workers: int, executor: str) -> dict:
+               stats: dict, elapsed: float, workers: int, executor: str,
+               design=None) -> dict:
     """The sidecar's record of how the table was made. ``models``: the corner in use (the
-    last one run); ``hashes``: the model files' hashes of each corner, by models name."""
+    last one run); ``hashes``: the model files' hashes of each corner, by models name;
+    ``design``: the gcsim.core.design.Design whose values the run took (None: the
+    template's defaults)."""
     base = template.render(fixed, models.lines(), [])
     mc = spec.montecarlo
     names = [m.name for m in model_sets]
@@ -75,6 +78,8 @@ def provenance(spec: Spec, template: Template, fixed: dict[str, float], override
         "overrides": overrides,
         "parameters": {**template.defaults, **fixed},
         "models": names[0] if len(names) == 1 else names,
+        "design": design.name if design is not None else None,
+        "design_sha256": design.sha256 if design is not None else None,
         "supply_V": models.supply_V,
         "model_files_sha256": hashes[names[0]] if len(names) == 1 else hashes,
         "netlist": str(template.path),

@@ -14,6 +14,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from gcsim.core import resources
+from gcsim.core.design import Design, default_design, load_design
 from gcsim.core.errors import NgspiceUnavailable, SpecError
 from gcsim.spice import engine
 from gcsim.spice import process as processes
@@ -38,7 +40,9 @@ class Sweep:
     def __init__(self, spec: Spec, overrides: dict[str, float] | None = None,
                  models: str | None = None, workers: int | None = None,
                  cache: ResultCache | None = None, progress: bool | None = None,
-                 executor=None):
+                 executor=None, design: Design | str | None = None):
+        """``design``: a Design, or a shipped design's name or a design file; None: the
+        models' process's default design (builtin's on builtin, none elsewhere yet)."""
         self.spec = spec
         # Where the runs happen (gcsim.spice.executors); None: local worker processes. The plan,
         # the netlists and their cache keys do not depend on it.
@@ -54,6 +58,16 @@ class Sweep:
         self.template.check_params({axis.param: axis.values[0] for axis in spec.axes})
         check_vectors(spec, self.template)     # before any run: a typo would fail them all
         self.model_sets = model_sets(spec, models)
+        self.design = _design_for(design, self.model_sets[0], self.template)
+        if self.design is not None:
+            # The design sets every parameter the testbench declares and the spec does not
+            # sweep; the spec's [parameters] and --set still override it.
+            swept = {axis.param.lower() for axis in spec.axes} | {"temp_c"}
+            values = {name: value for name, value in
+                      self.design.template_parameters(spec.netlist).items()
+                      if name in self.template.defaults and name.lower() not in swept}
+            self.fixed = self.template.check_params({**values, **spec.parameters,
+                                                     **self.overrides})
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.cache = cache if cache is not None else ResultCache()
         self.progress = progress
@@ -121,7 +135,8 @@ class Sweep:
             hashes, self.ngspice, n_points, failure_rows, stats,
             time.perf_counter() - started,
             workers=self.executor.threads() if self.executor else self.workers,
-            executor=self.executor.describe() if self.executor else "local")
+            executor=self.executor.describe() if self.executor else "local",
+            design=self.design)
         return SweepResult(table, failure_rows, metadata)
 
     def _failure_rows(self, failures: dict[int, str]) -> list[dict]:
@@ -195,6 +210,25 @@ class Sweep:
             self.cache.put(unit.key, {"failed": np.array([result.error or ""])})
         bar.update(len(unit.points))
         return []
+
+
+def _design_for(design: Design | str | None, models: processes.ModelSet,
+                template: Template) -> Design | None:
+    """The design a sweep runs on, refused in one line when it belongs to another process.
+    The default design applies to gcsim's own testbenches only: a user's netlist that
+    happens to declare a parameter named like a design's (v_in, vdd) keeps its own value
+    unless a design is asked for."""
+    if design is None:
+        shipped = resources.NETLISTS.resolve()
+        if not template.path.resolve().is_relative_to(shipped):
+            return None
+        return default_design(models.process)
+    if not isinstance(design, Design):
+        design = load_design(design)
+    if design.process != models.process:
+        raise SpecError(f"design {design.name} is for process {design.process}, and the "
+                        f"models are {models.name}: pick that process's models or design")
+    return design
 
 
 def _progress(total: int, name: str, enabled: bool | None):

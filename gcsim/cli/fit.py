@@ -12,7 +12,7 @@ import click
 
 from gcsim.spice import executors
 from gcsim.core import resources
-from gcsim.cli.common import fail
+from gcsim.cli.common import design_option, fail
 from gcsim.core.errors import GcsimError
 from gcsim.fit.schema import REQUIRED_PARAMETERS
 from gcsim.core.values import parse_number
@@ -167,8 +167,10 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, v_mid, re
 @click.option("--check", is_flag=True,
               help="Regenerate into a scratch folder and compare with FITS instead of "
                    "writing it; exit 1 on any difference other than dates.")
+@design_option
 @executors.click_options
-def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, executor, scheduler):
+def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, executor,
+                  scheduler):
     """Regenerate every fitted model: run every spec, then every fit.
 
     Unchanged sweeps come from the cache, so a second run takes seconds. The committed
@@ -196,6 +198,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, executor
     try:
         with runner:
             swept = run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, executor=runner,
+                       design=design,
                        on_done=lambda o: click.echo(
                            f"swept {o.spec.name:32s} {o.rows:6d} rows {o.failed:3d} failed "
                            f"{o.stats['cache_hits']:3d}/{o.stats['planned_runs']:<3d} runs "

@@ -10,7 +10,7 @@ import pandas as pd
 
 from gcsim.core import resources
 from gcsim.core.atomic import check_targets, replacing
-from gcsim.cli.common import one_line
+from gcsim.cli.common import design_option, one_line
 from gcsim.core.errors import GcsimError
 
 
@@ -24,7 +24,8 @@ from gcsim.core.errors import GcsimError
                                               "spec's own, 'builtin').")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="ngspice worker processes at once (default: cores).")
-def run_command(spec_dir, out_dir, models, jobs):
+@design_option
+def run_command(spec_dir, out_dir, models, jobs, design):
     """Run the main job: every characterisation sweep, every fit, then a one-screen summary.
 
     Tables land in OUT/sweeps/ (Parquet, with a JSON sidecar each), fits and their plots in
@@ -59,7 +60,8 @@ def run_command(spec_dir, out_dir, models, jobs):
 
     try:
         _check_targets(spec_dir, out_dir)
-        outcomes = run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept)
+        outcomes = run_sweeps(spec_dir, out_dir / "sweeps", models, jobs, on_done=swept,
+                              design=design)
         fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
                 on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"),
                 swept={outcome.table.stem for outcome in outcomes})
@@ -83,7 +85,7 @@ def run_command(spec_dir, out_dir, models, jobs):
         click.echo(table.to_string(index=False))
     from gcsim.cli.validate import final_validation
 
-    final_validation(out_dir, models, jobs)
+    final_validation(out_dir, models, jobs, design=design)
 
 
 def _check_targets(spec_dir: Path, out_dir: Path) -> None:

@@ -11,8 +11,9 @@ import click
 from gcsim.spice import executors
 from gcsim.characterize import spec as spec_module
 from gcsim.characterize.cache import ResultCache
-from gcsim.cli.common import fail
+from gcsim.cli.common import design_option, fail
 from gcsim.core import resources
+from gcsim.core.design import load_design
 from gcsim.core.errors import GcsimError
 from gcsim.core.values import parse_assignment
 
@@ -46,9 +47,10 @@ def shipped_spec(spec_file: Path) -> Path:
 @click.option("--yes", "-y", "confirmed", is_flag=True,
               help=f"Run a sweep of more than {spec_module.LARGE_SWEEP_POINTS:,} points "
                    "(refused without it: it could take hours).")
+@design_option
 @executors.click_options
 def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, progress,
-                  confirmed, executor, scheduler):
+                  confirmed, design, executor, scheduler):
     """Run the characterisation sweep SPEC through ngspice and save a tidy table.
 
     SPEC is a spec file, or the name of a spec gcsim ships (gain_cell_iv, sense_amp_transfer,
@@ -75,6 +77,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
 
     try:
         overrides = dict(parse_assignment(text) for text in assignments)
+        chosen = load_design(design) if design is not None else None
         runner = executors.from_options(executor, scheduler)
         spec_file = shipped_spec(spec_file)
         spec = spec_module.load(spec_file)
@@ -86,7 +89,8 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
         # The table and its sidecar are checked now, not after hours of ngspice runs.
         check_outputs(output)
         cache = ResultCache(enabled=not no_cache)
-        sweep = Sweep(spec, overrides, models, jobs, cache, progress, executor=runner)
+        sweep = Sweep(spec, overrides, models, jobs, cache, progress, executor=runner,
+                      design=chosen)
         with runner:
             result = sweep.run()
         sidecar = write_outputs(result, output, fmt)

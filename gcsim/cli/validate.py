@@ -14,9 +14,23 @@ from gcsim.core.errors import GcsimError
 from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.spice import executors
 from gcsim.core import resources
-from gcsim.cli.common import OneLineErrors, one_line
+from gcsim.cli.common import OneLineErrors, design_option, one_line
 
 EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
+
+
+def design_for(design: str | None, process: str):
+    """The design a tile takes its values from: --design, else the process's default (None:
+    the testbenches' defaults); refused in one line when it belongs to another process."""
+    from gcsim.core.design import default_design, load_design
+
+    if design is None:
+        return default_design(process)
+    chosen = load_design(design)
+    if chosen.process != process:
+        raise GcsimError(f"design {chosen.name} is for process {chosen.process}, and the "
+                         f"models are {process}: pick that process's models or design")
+    return chosen
 
 
 @click.group("validate")
@@ -70,7 +84,7 @@ def _common(func):
     ]
     for option in reversed(options):
         func = option(func)
-    return executors.click_options(func)
+    return executors.click_options(design_option(func))
 
 
 def _load(path: Path | None, name: str) -> np.ndarray | None:
@@ -91,7 +105,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
-         max_age=None, executor="local", scheduler=None) -> None:
+         max_age=None, executor="local", scheduler=None, design=None) -> None:
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
@@ -105,12 +119,14 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         if report_dir is not None:   # checked now, not after the ngspice runs
             compare.check_report_files(report_dir)
         limits = compare.parse_thresholds(thresholds)
+        model_set = processes.resolve(models)
+        chosen = design_for(design, model_set.process)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
-                                     parse_number(c_wire, "--c-wire"), readout == "signed")
+                                     parse_number(c_wire, "--c-wire"), readout == "signed",
+                                     design=chosen)
         params.mc_seed = mc_seed
         if single is False and params.r_wire > 0:
             single = True   # word-line resistance couples the columns
-        model_set = processes.resolve(models)
         model = load_fitted_models(fits_dir)
         if model.notes.get("stand_ins"):
             source_notes = {"stand_ins": list(model.notes["stand_ins"])}
@@ -130,6 +146,8 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             q, k, v = random_inputs(rows or 8, cols or 8, seed, params["vdd"])
             source = {"inputs": "random", "seed": seed}
         source["mc_seed"] = mc_seed
+        source["design"] = chosen.name if chosen is not None else None
+        source["design_sha256"] = chosen.sha256 if chosen is not None else None
         source.update(source_notes)
         token_period = None
         if max_age is not None:
@@ -199,8 +217,8 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                 single, readout, mc_seed, r_wire, c_wire, executor, scheduler, q_path, k_path,
-                 v_path):
+                 single, readout, mc_seed, r_wire, c_wire, design, executor, scheduler, q_path,
+                 k_path, v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
@@ -210,7 +228,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
     """
     _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
-         executor=executor, scheduler=scheduler)
+         executor=executor, scheduler=scheduler, design=design)
 
 
 @validate_group.command("retention", cls=OneLineErrors)
@@ -219,7 +237,8 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                      single, readout, mc_seed, r_wire, c_wire, executor, scheduler, max_age):
+                      single, readout, mc_seed, r_wire, c_wire, design, executor, scheduler,
+                      max_age):
     """Validate the decay model in the array: keys and values written at different times.
 
     SPICE holds each cell for its age on the retention testbench, then reads the tile from the
@@ -231,11 +250,11 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
     """
     _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
-         scheduler=scheduler)
+         scheduler=scheduler, design=design)
 
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,
-                     size: int = 64) -> None:
+                     size: int = 64, design: str | None = None) -> None:
     """`gcsim run`'s last step: a size x size tile against this run's fits (OUT/fits, or the
     committed fits/ when this run produced no complete bundle); prints the stage table and
     writes OUT/validate/. Failing stages are reported, not raised: the run itself succeeded."""
@@ -244,6 +263,7 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
     from gcsim.validate.scenarios import random_inputs, validate_tile
+    from gcsim.validate.timing import TileParams
 
     selector = models or "builtin"
     try:
@@ -252,9 +272,13 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
         except FitsBundleError:
             model = load_fitted_models(resources.FITS)
         q, k, v = random_inputs(size, size, seed=0)
-        result = validate_tile(q, k, v, model, processes.resolve(selector),
+        model_set = processes.resolve(selector)
+        chosen = design_for(design, model_set.process)
+        result = validate_tile(q, k, v, model, model_set,
                                jobs=jobs or max(1, os.cpu_count() or 1),
-                               extra={"inputs": "random", "seed": 0})
+                               params=TileParams.defaults(design=chosen),
+                               extra={"inputs": "random", "seed": 0,
+                                      "design": chosen.name if chosen else None})
         compare.write_report(result.report, result.stages, out_dir / "validate",
                              inputs={"q": q, "k": k, "v": v})
     except (GcsimError, FitsBundleError, ValueError, OSError) as exc:

@@ -245,6 +245,10 @@ class Provenance(BaseModel):
     models: str | list[str] | None = Field(
         None, description="device models the sweep ran on, e.g. 'builtin:tt' or 'sky130:ss'; "
                           "a bundle's fits must all agree")
+    design: str | None = Field(None, description="design whose values the sweep's netlist "
+                                                 "took (netlists/designs/NAME.toml or a file); "
+                                                 "null: the netlist's own defaults")
+    design_sha256: str | None = Field(None, description="SHA-256 of that design file")
     netlist: str | None = Field(None, description="netlist template the sweep ran")
     netlist_sha256: str | None = Field(None, description="SHA-256 of the rendered netlist")
     model_files_sha256: dict[str, Any] | None = Field(
@@ -618,6 +622,8 @@ def provenance_from_table(table_path: Path, column_map: dict[str, str] | None = 
             "spec": meta.get("spec_name"),
             "spec_path": relative(meta["spec_path"]) if meta.get("spec_path") else None,
             "models": meta.get("models"),
+            "design": meta.get("design"),
+            "design_sha256": meta.get("design_sha256"),
             "netlist": relative(meta["netlist"]) if meta.get("netlist") else None,
             "netlist_sha256": meta.get("netlist_sha256"),
             "model_files_sha256": {relative(k): v for k, v in

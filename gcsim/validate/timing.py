@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gcsim.core import resources
+from gcsim.core.design import Design
 from gcsim.core.errors import ParameterError
 from gcsim.spice.template import Template
 
@@ -34,9 +35,13 @@ class TileParams:
 
     @classmethod
     def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
-                 signed: bool | None = None) -> TileParams:
+                 signed: bool | None = None, design: Design | None = None) -> TileParams:
+        """The testbenches' parameter defaults, with ``design``'s values over them."""
         c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
+        if design is not None:
+            c2p = {**c2p, **design.template_parameters("charge_to_pulse")}
+            cell = {**cell, **design.template_parameters("gain_cell_pulse")}
         values = {name: c2p[name] for name in C2P_PARAMS}
         values.update({name: cell[name] for name in CELL_PARAMS})
         if r_wire < 0 or c_wire < 0:
@@ -48,6 +53,8 @@ class TileParams:
             if not signed_cir.is_file():
                 raise ParameterError(f"no signed converter netlist ({signed_cir})")
             sc = Template.load(signed_cir).defaults
+            if design is not None:
+                sc = {**sc, **design.template_parameters("signed_converter")}
             values.update({"s_i_ref": sc["i_ref"], "s_t_max": sc["t_max"],
                            "s_t_align": sc["t_align"]})
         return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
