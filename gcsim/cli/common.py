@@ -30,28 +30,32 @@ def debugging() -> bool:
     return _debug or os.environ.get("GCSIM_DEBUG", "") not in ("", "0")
 
 
-# SIGTERM (what `timeout` and batch schedulers send) is raised in the CLI's process like
-# Ctrl-C, so every command's interrupt path runs: temporaries removed, one line, and the
-# finished runs kept in the cache for a resume.
+# Ctrl-C (SIGINT) and SIGTERM (what `timeout` and batch schedulers send) both raise
+# Interrupted in the CLI's process, so every command's interrupt path runs: temporaries
+# removed, one line, and the finished runs kept in the cache for a resume.
 Terminated = interrupts.Interrupted
 
 
 def handle_sigterm_like_ctrl_c() -> None:
-    """Install the SIGTERM handler in this (the CLI's) process. A worker forked from it
-    later dies of SIGTERM as usual."""
+    """Install the SIGINT and SIGTERM handlers in this (the CLI's) process. Each also records
+    the request (gcsim.core.interrupts), which the worker pool raises again should Python drop
+    the handler's exception. A worker forked from this process dies of SIGTERM as usual (and
+    keeps SIGINT blocked: Ctrl-C is the parent's to handle)."""
     cli_pid = os.getpid()
     interrupts.clear()
 
-    def on_sigterm(signum, frame):
+    def on_stop(signum, frame):
         if os.getpid() != cli_pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        interrupts.request("SIGTERM")   # raised again by the long loops if this is dropped
-        raise Terminated("SIGTERM")
+        name = signal.Signals(signum).name
+        interrupts.request(name)   # raised again by the long loops if this is dropped
+        raise Terminated(name)
 
     try:
-        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
     except ValueError:   # not the main thread (an embedding application): leave it be
         pass
 
