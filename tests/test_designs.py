@@ -222,3 +222,13 @@ def test_default_design_leaves_a_users_testbench_alone():
     assert Sweep(spec, workers=1, progress=False).design is None
     asked = Sweep(spec, workers=1, progress=False, design="builtin")
     assert asked.fixed["v_in"] == 0.9
+
+
+def test_a_comment_does_not_change_the_design_hash(tmp_path):
+    """The hash is of the values: a comment edit must not make committed fits look stale,
+    while a changed value must change it."""
+    text = BUILTIN.read_text()
+    (tmp_path / "commented.toml").write_text("# a new comment\n" + text)
+    assert load_design(tmp_path / "commented.toml").sha256 == load_design("builtin").sha256
+    (tmp_path / "changed.toml").write_text(text.replace("c_store_F = 2e-15", "c_store_F = 3e-15"))
+    assert load_design(tmp_path / "changed.toml").sha256 != load_design("builtin").sha256

@@ -15,6 +15,7 @@ testbench declares (a spec's [parameters] and ``--set`` still override, a spec's
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -293,7 +294,8 @@ class Design(FileTable):
 
     @property
     def sha256(self) -> str | None:
-        """The sha256 of the design file's bytes (recorded in sweeps' and fits' provenance)."""
+        """The sha256 of the design's values (its TOML as canonical JSON; comments and order
+        do not count), recorded in sweeps' and fits' provenance."""
         return self._sha256
 
     @property
@@ -365,7 +367,9 @@ def load_design(name_or_path: str | Path) -> Design:
         raise SpecError(f"design file {path}: {' '.join(str(exc).split())}") from None
     design: Design = validated(Design, raw, f"design file {path}")
     design._path = path
-    design._sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    # The hash of what the file says, not of its bytes: a comment or a reordering changes no
+    # result, so it must not make the committed fits look stale.
+    design._sha256 = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
     return design
 
 
