@@ -522,7 +522,7 @@ def _key_descriptions(model: type[FileTable]) -> dict[str, str]:
     return {name: info.description or "" for name, info in model.model_fields.items()}
 
 
-# Key -> description of each table (the README's spec reference lists the same keys).
+# Key -> description of each table (docs/guide/specs.md lists the same keys).
 TOP_KEYS = _key_descriptions(SpecFile)
 ANALYSIS_KEYS = _key_descriptions(AnalysisSection)
 AXIS_KEYS = _key_descriptions(AxisEntry)

@@ -63,7 +63,7 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
     exit status is 3.
 
     With --executor dask the runs go to a Dask cluster instead (the same table, the same
-    cache); see the README's "Scale-out on Dask".
+    cache); see docs/guide/dask.md.
 
     \b
     Examples:

@@ -118,7 +118,7 @@ class ModelSet:
         per device, all copied for every instance), each role calls a copy of its device
         subcircuit that keeps only the bins covering those sizes. ngspice picks its bin by
         size, so the results are the same bit for bit, and every instance costs ngspice
-        about a third of the time (see README)."""
+        about a third of the time (docs/guide/processes.md)."""
         if seed is not None:
             if not self.mismatch_section:
                 raise SpecError(f"models {self.name}: no mismatch section for Monte Carlo")
@@ -536,7 +536,7 @@ def _user(path_text: str, section: str, base: Path | None) -> ModelSet:
     mapping = roles_file(library)
     if not mapping.is_file():
         raise SpecError(f"models: {library.name} has no role mapping: write {mapping.name} "
-                        "next to it (see README, 'Model libraries')")
+                        "next to it (see docs/guide/processes.md)")
     process = _load_process(mapping)
     section = _pick_section(process, library.name, section)
     return _mapped(process, mapping, str(path_text), library, section)
