@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ import pandas as pd
 from gcsim.characterize import spec as spec_module
 from gcsim.core.errors import GcsimError
 from gcsim.characterize.cache import ResultCache
+from gcsim.core.atomic import write_text_atomically
+from gcsim.core.design import Design
+from gcsim.fit.bundle import DESIGN_FILE
 from gcsim.fit import kinds, schema
 from gcsim.fit.table import fit_table, write_fit
 from gcsim.hw.published import PAPER
@@ -35,12 +39,15 @@ REGEN_OPTIONS = {
 }
 
 
-def context_options(kind_name: str) -> dict:
+def context_options(kind_name: str, design: Design | None = None) -> dict:
     """What a fit needs from the architecture rather than from its table: the ages the decay's
-    exponential must match (the published window of 1024 tokens x 0.8 µs), and the tile's V
-    readout timing (readout_loading). Recorded in each fit's provenance with its options."""
+    exponential must match (the design's window x its token period; the published 1024 tokens
+    x 0.8 µs without a design), and the tile's V readout timing (readout_loading). Recorded in
+    each fit's provenance with its options."""
     if kind_name == "decay":
-        return {"age_max_s": PAPER.window * PAPER.token_period_s}
+        if design is None:
+            return {"age_max_s": PAPER.window * PAPER.token_period_s}
+        return {"age_max_s": design.timing.window_tokens * design.timing.token_period_s}
     if kind_name == "readout_loading":
         return {"tile_timing_s": TileParams.defaults(signed=False).readout_timing_s()}
     return {}
@@ -60,6 +67,15 @@ class SweepOutcome:
     failed: int
     stats: dict
     table_data: pd.DataFrame | None = None   # the table itself: callers need not read it back
+    design: Design | None = None   # the design the sweep ran on (None: the netlists' defaults)
+
+
+def swept_design(outcomes: list[SweepOutcome]) -> Design | None:
+    """The one design the sweeps ran on; None when they ran on none or on different ones."""
+    designs = {o.design.sha256: o.design for o in outcomes if o.design is not None}
+    if len(designs) != 1 or any(o.design is None for o in outcomes):
+        return None
+    return next(iter(designs.values()))
 
 
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
@@ -82,12 +98,13 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
     outcomes = []
     for path in specs:
         spec = spec_module.load(path)
-        result = Sweep(spec, models=models, workers=jobs, cache=ResultCache(),
-                       executor=executor, design=chosen).run()
+        sweep = Sweep(spec, models=models, workers=jobs, cache=ResultCache(),
+                      executor=executor, design=chosen)
+        result = sweep.run()
         output = Path(sweep_dir) / f"{path.stem}.parquet"
         write_outputs(result, output, "parquet")
         outcome = SweepOutcome(path, output, len(result.table), len(result.failures),
-                               result.metadata["stats"], result.table)
+                               result.metadata["stats"], result.table, sweep.design)
         outcomes.append(outcome)
         if on_done:
             on_done(outcome)
@@ -106,10 +123,13 @@ class FitOutcome:
 def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
             on_done: Callable[[FitOutcome], None] | None = None,
             on_skip: Callable[[str, str], None] | None = None,
-            swept: set[str] | None = None) -> list[FitOutcome]:
+            swept: set[str] | None = None, design: Design | None = None) -> list[FitOutcome]:
     """Fit every kind whose sweep table is in `sweep_dir`: bundle files into `fits_dir`, plots
     (and the extra, non-bundle fits) into `plots_dir`. With `swept` (the sweeps this run made),
-    a table left in `sweep_dir` by an earlier run is not fitted: it may be stale."""
+    a table left in `sweep_dir` by an earlier run is not fitted: it may be stale. `design`, the
+    design the sweeps ran on, sets the decay's age window and is copied into the bundle as
+    design.toml (the simulator's operating point); without one a stale copy is removed."""
+    write_design(fits_dir, design)
     outcomes = []
     jobs = [(kind.name, kind.name, REGEN_OPTIONS.get(kind.name, {}), fits_dir)
             for kind in kinds.all_kinds()]
@@ -122,7 +142,8 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
                 on_skip(name, f"no {kind.sweep} sweep" + ("" if swept is None else
                                                           " in this run"))
             continue
-        record, data = fit_table(kind_name, table, **{**context_options(kind_name), **options})
+        record, data = fit_table(kind_name, table,
+                                 **{**context_options(kind_name, design), **options})
         json_path, plot_path = write_fit(record, data, Path(target) / f"{name}.json",
                                          Path(plots_dir) / f"{name}.png")
         outcome = FitOutcome(name, kind_name, record, json_path, plot_path)
@@ -130,6 +151,18 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
         if on_done:
             on_done(outcome)
     return outcomes
+
+
+def write_design(fits_dir: Path, design: Design | None) -> None:
+    """Copy the design file into the bundle as design.toml (atomically); without a design,
+    remove one an earlier run left there."""
+    target = Path(fits_dir) / DESIGN_FILE
+    if design is None:
+        if target.is_file():
+            target.unlink()
+        return
+    Path(fits_dir).mkdir(parents=True, exist_ok=True)
+    write_text_atomically(target, Path(design.path).read_text(), f"fits {DESIGN_FILE}")
 
 
 def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
@@ -216,6 +249,13 @@ def compare_fits(expected: Path, actual: Path, rel_tol: float = 1e-6) -> list[st
         a = json.loads((expected / name).read_text())
         b = json.loads((actual / name).read_text())
         differences += [f"{name}: {d}" for d in _diff(a, b, "", rel_tol)]
+    # The design copy: its values, not its bytes (comments and order do not count).
+    has = [(folder / DESIGN_FILE).is_file() for folder in (expected, actual)]
+    if has == [True, True]:
+        a, b = (tomllib.loads((folder / DESIGN_FILE).read_text()) for folder in (expected, actual))
+        differences += [f"{DESIGN_FILE}: {d}" for d in _diff(a, b, "", rel_tol)]
+    elif any(has):
+        differences.append(f"{DESIGN_FILE}: only in {expected if has[0] else actual}")
     return differences
 
 

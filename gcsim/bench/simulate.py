@@ -14,7 +14,8 @@ import numpy as np
 from gcsim.simulate.attention import SimulationConfig, prepare_inputs, simulate_attention
 from gcsim.simulate.memory import check_memory, estimate_peak_bytes
 from gcsim.hw import (
-    PAPER,
+    PAPER_OPERATING_POINT,
+    OperatingPoint,
     fitted_model_from_paper_coefficients,
     default_fits_dir,
     load_fitted_models,
@@ -22,25 +23,28 @@ from gcsim.hw import (
 )
 
 
-def random_inputs(batch: int, heads: int, tokens: int, dim: int, seed: int):
-    """Q in [0, 1], K and V in [0, 0.9] V: uniform over the physical ranges."""
+def random_inputs(batch: int, heads: int, tokens: int, dim: int, seed: int,
+                  operating_point: OperatingPoint = PAPER_OPERATING_POINT):
+    """Q in [0, 1], K and V over the operating point's DAC range (published: [0, 0.9] V):
+    uniform over the physical ranges."""
     rng = np.random.default_rng(seed)
     shape = (batch, heads, tokens, dim)
+    low, high = operating_point.stored_min_V, operating_point.stored_max_V
     q = rng.random(shape)
-    k = rng.random(shape) * PAPER.supply_V
-    v = rng.random(shape) * PAPER.supply_V
+    k = rng.random(shape) * (high - low) + low
+    v = rng.random(shape) * (high - low) + low
     return q, k, v
 
 
-def _floor_operands(q, k, v, window: int, seed: int):
+def _floor_operands(q, k, v, window: int, seed: int, mid_rail_V: float):
     """float32 operands of the products every polynomial-cell simulator must do at these shapes."""
     rng = np.random.default_rng(seed + 1)
     tokens = q.shape[-2]
     pulses = rng.random(q.shape[:-1] + (tokens,), dtype=np.float32)
     age = np.arange(tokens)[:, None] - np.arange(tokens)[None, :]
     pulses *= ((age >= 0) & (age < window)).astype(np.float32)
-    keys_t = np.ascontiguousarray(np.swapaxes(k - PAPER.mid_rail_V, -1, -2), dtype=np.float32)
-    return q.astype(np.float32), keys_t, pulses, (v - PAPER.mid_rail_V).astype(np.float32)
+    keys_t = np.ascontiguousarray(np.swapaxes(k - mid_rail_V, -1, -2), dtype=np.float32)
+    return q.astype(np.float32), keys_t, pulses, (v - mid_rail_V).astype(np.float32)
 
 
 def floor_products(queries, keys_t, pulses, values, powers: int) -> None:
@@ -102,10 +106,12 @@ def run_bench(
     include_float32: bool = True,
 ) -> dict:
     """Times the paper and fitted modes, the floor and softmax; returns seconds and ratios."""
-    q, k, v = random_inputs(batch, heads, tokens, dim, seed)
-    qd, kd, vd = prepare_inputs(q, k, v, SimulationConfig())
     fits_dir = fits_dir or default_fits_dir()
     fitted = load_fitted_models(fits_dir) if fits_dir else fitted_model_from_paper_coefficients()
+    # The inputs span the fitted model's DAC range (its bundle's design; published without).
+    point = fitted.operating_point
+    q, k, v = random_inputs(batch, heads, tokens, dim, seed, point)
+    qd, kd, vd = prepare_inputs(q, k, v, SimulationConfig(), point)
     powers = fitted.cell.degree + 1
     cases = {
         "paper": (paper_model(), "float64"),
@@ -118,7 +124,7 @@ def run_bench(
         cases["fitted_ideal_readout"] = (
             dataclasses.replace(fitted, loading=None, label=f"{fitted.label}, ideal readout"),
             "float64")
-    queries, keys_t, pulses, values = _floor_operands(qd, kd, vd, window, seed)
+    queries, keys_t, pulses, values = _floor_operands(qd, kd, vd, window, seed, point.mid_rail_V)
 
     runners = {
         "floor": lambda: floor_products(queries, keys_t, pulses, values, powers),

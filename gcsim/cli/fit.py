@@ -185,7 +185,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
       gcsim regen --check
       gcsim regen --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    from gcsim.pipeline import compare_fits, fit_all, run_sweeps
+    from gcsim.pipeline import compare_fits, fit_all, run_sweeps, swept_design
     from gcsim.pipeline import headline as describe
 
     try:
@@ -205,7 +205,8 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
                            "cached"))
         outcomes = fit_all(reports_dir / "sweeps", target, reports_dir / "fits",
                            on_skip=lambda name, why: click.echo(f"skipped {name}: {why}"),
-                           swept={outcome.table.stem for outcome in swept})
+                           swept={outcome.table.stem for outcome in swept},
+                           design=swept_design(swept))
         for outcome in outcomes:
             click.echo(f"fitted {outcome.name:22s} -> {outcome.json_path}")
             for label, value in describe(outcome.record):

@@ -36,7 +36,7 @@ def run_command(spec_dir, out_dir, models, jobs, design):
     Example:
       gcsim run --out reports
     """
-    from gcsim.pipeline import fit_all, headline, run_sweeps
+    from gcsim.pipeline import fit_all, headline, run_sweeps, swept_design
     from gcsim.characterize.summary import FIGURES, format_value
 
     started = time.perf_counter()
@@ -64,7 +64,8 @@ def run_command(spec_dir, out_dir, models, jobs, design):
                               design=design)
         fit_all(out_dir / "sweeps", out_dir / "fits", out_dir / "fits", on_done=fitted,
                 on_skip=lambda name, why: click.echo(f"skipped fit {name}: {why}"),
-                swept={outcome.table.stem for outcome in outcomes})
+                swept={outcome.table.stem for outcome in outcomes},
+                design=swept_design(outcomes))
     except GcsimError as exc:
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:

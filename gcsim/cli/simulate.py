@@ -32,7 +32,7 @@ from gcsim.simulate.memory import (
     estimate_peak_bytes,
 )
 from gcsim.bench.simulate import check_bench_memory, format_bench, random_inputs, run_bench
-from gcsim.hw import PAPER, FitsBundleError, model_for_mode
+from gcsim.hw import PAPER, PAPER_OPERATING_POINT, FitsBundleError, at_operating_point, model_for_mode
 
 
 def _load_npy(path: str, name: str) -> np.ndarray:
@@ -66,21 +66,21 @@ def _summary_line(name: str, metrics: dict) -> str:
     )
 
 
-def _plot(path: str, result, q, k, v, ideal, seed: int) -> None:
+def _plot(path: str, result, q, k, v, ideal, seed: int, point=PAPER_OPERATING_POINT) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
-    q4, k4 = as_4d(np.clip(q, 0, 1), "Q"), as_4d(np.clip(k, 0, PAPER.supply_V), "K")
+    q4, k4 = as_4d(np.clip(q, 0, 1), "Q"), as_4d(np.clip(k, point.stored_min_V, point.stored_max_V), "K")
     # Sample band entries at random rather than listing all of them: T x W can be 10^8.
     flat = rng.integers(0, result.S.size, size=min(40000, result.S.size))
     b, h, t, w = np.unravel_index(flat, result.S.shape)
     j = t - result.band + 1 + w
     inside = j >= 0
     b, h, t, w, j = b[inside], h[inside], t[inside], w[inside], j[inside]
-    ideal_dot = np.einsum("nd,nd->n", q4[b, h, t], k4[b, h, j] - PAPER.mid_rail_V)
+    ideal_dot = np.einsum("nd,nd->n", q4[b, h, t], k4[b, h, j] - point.mid_rail_V)
     s_units = result.S[b, h, t, w] / result.charge_unit_C
 
     out = np.asarray(result.output).ravel()
@@ -89,7 +89,7 @@ def _plot(path: str, result, q, k, v, ideal, seed: int) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     axes[0].scatter(ideal_dot, s_units, s=2, alpha=0.4)
-    axes[0].set_xlabel("ideal dot product q . (k - 0.45 V)  [V]")
+    axes[0].set_xlabel(f"ideal dot product q . (k - {point.mid_rail_V:g} V)  [V]")
     axes[0].set_ylabel("S  [µA x T_max]")
     axes[0].set_title(f"{result.mode}: column charge S")
     axes[1].scatter(ref[sel], out[sel], s=2, alpha=0.4)
@@ -120,9 +120,11 @@ def simulate_group() -> None:
 @click.option("--fits", "fits_dir", type=str, default=None,
               help="Fits bundle directory for --mode fitted [default: the repository's fits/].")
 @click.option("--q", "q_path", type=str, default=None, help="Queries .npy, values in [0, 1].")
-@click.option("--k", "k_path", type=str, default=None, help="Keys .npy, stored volts in [0, 0.9].")
+@click.option("--k", "k_path", type=str, default=None,
+              help="Keys .npy, stored volts in the model's DAC range (published: [0, 0.9]; "
+                   "fitted: the bundle's design.toml).")
 @click.option("--v", "v_path", type=str, default=None,
-              help="Values .npy, stored volts in [0, 0.9].")
+              help="Values .npy, stored volts in the model's DAC range (as --k).")
 @click.option("--tokens", type=click.IntRange(1, MAX_TOKENS), default=None,
               help="Random inputs: tokens [256].")
 @click.option("--heads", type=click.IntRange(1, MAX_HEADS), default=None,
@@ -152,8 +154,8 @@ def simulate_group() -> None:
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
 @click.option("--save", "save_path", type=str, default=None,
-              help="Write S, phi, output and more to this .npz (a name without a suffix gets "
-                   ".npz).")
+              help="Write S, phi, output, the inputs q, k, v and more to this .npz (a name "
+                   "without a suffix gets .npz).")
 @click.option("--plot", "plot_path", type=str, default=None,
               help="Write a PNG of S and the output against the ideal values (a .png name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -223,10 +225,13 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         sizes = f"--tokens {tokens} --heads {heads} --dim {dim}"
     _check_memory(config, shape, mode, model, f"{sizes} with --window {window} and --array "
                                                f"{array_size}", confirmed)
+    point = model.operating_point if model is not None else PAPER_OPERATING_POINT
     if random_shape is not None:
-        q, k, v = (x[0] for x in random_inputs(1, *random_shape, seed))
-    result, references = _simulate_with_references(q, k, v, mode, fits_dir, config)
+        q, k, v = (x[0] for x in random_inputs(1, *random_shape, seed, point))
+    result, references = _simulate_with_references(q, k, v, mode, model, config)
     report = _attention_report(result, references, q, source, mode, config)
+    report["operating_point"] = {"stored_range_V": [point.stored_min_V, point.stored_max_V],
+                                 "mid_rail_V": point.mid_rail_V}
     if model is not None and model.notes.get("stand_ins"):
         report["stand_ins"] = list(model.notes["stand_ins"])
     if targets:
@@ -234,9 +239,9 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
         with replacing_all(*targets.values()) as temporaries:
             written = dict(zip(targets, temporaries))
             if save:
-                _save_attention(written["save"], result, references)
+                _save_attention(written["save"], result, references, (q, k, v))
             if plot:
-                _plot(written["plot"], result, q, k, v, references["ideal"], seed)
+                _plot(written["plot"], result, q, k, v, references["ideal"], seed, point)
         if save:
             report["saved"] = str(save)
         if plot:
@@ -343,15 +348,20 @@ def _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay
     )
 
 
-def _simulate_with_references(q, k, v, mode, fits_dir, config: SimulationConfig):
+def _simulate_with_references(q, k, v, mode, model, config: SimulationConfig):
     """The mode's result, and the ideal and linear modes' (other than itself) on the same
-    inputs and options, without intermediates, to compare it with."""
-    result = simulate_attention(q, k, v, mode, fits_dir=fits_dir, config=config)
+    inputs and options, without intermediates, to compare it with. The references work at
+    the mode's operating point (DAC range and mid-rail; the published one for ideal)."""
+    result = simulate_attention(q, k, v, mode, model=model, config=config)
     reference_config = SimulationConfig(**{**config.__dict__, "keep_intermediates": False})
     references = {}
     for name in ("ideal", "linear"):
         if name != mode:
-            references[name] = simulate_attention(q, k, v, name, config=reference_config)
+            reference = model
+            if name == "linear" and model is not None:
+                reference = at_operating_point(model_for_mode("linear"), model.operating_point)
+            references[name] = simulate_attention(q, k, v, name, model=reference,
+                                                  config=reference_config)
     return result, references
 
 
@@ -381,10 +391,11 @@ def _attention_report(result, references: dict, q, source: str, mode: str,
     return report
 
 
-def _save_attention(path: str, result, references: dict) -> None:
+def _save_attention(path: str, result, references: dict, inputs=None) -> None:
     """The output, the references' outputs and the kept intermediates, with what indexes
-    them, as one .npz."""
+    them, and the inputs as given (q, k, v: before their DACs), as one .npz."""
     arrays = {
+        **({name: np.asarray(x) for name, x in zip("qkv", inputs)} if inputs else {}),
         "output": result.output,
         **{f"{n}_output": r.output for n, r in references.items()},
         "S": result.S,

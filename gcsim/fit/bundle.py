@@ -20,6 +20,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, WithJsonSch
 from pydantic_core import PydanticCustomError
 
 from gcsim import __version__
+from gcsim.core.design import Design, load_design
+from gcsim.core.errors import GcsimError
 from gcsim.fit import schema
 from gcsim.fit.basis import degree_for_terms, polynomial_basis
 from gcsim.fit.schema import FitFile, FitFileError, FitRecord, param
@@ -155,10 +157,16 @@ CELL_FILES = _names_with(CELL_FILE)   # the first present drives the cell
 BUNDLE_SCHEMA = BundleManifest
 
 
+# The copy of the design the bundle's sweeps ran on (gcsim regen and gcsim run write it): the
+# hardware model takes its operating point from it.
+DESIGN_FILE = "design.toml"
+
+
 @dataclass
 class FitsBundle:
     directory: Path
     records: dict[str, FitRecord]   # by kind
+    design: Design | None = None    # DESIGN_FILE, when the bundle has one
 
     def __contains__(self, kind: str) -> bool:
         return kind in self.records
@@ -191,8 +199,28 @@ def load_bundle(directory: str | Path) -> FitsBundle:
         reason = (error["ctx"]["reason"] if error["type"] == _REASON
                   else f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
         raise FitFileError(f"fits bundle {root}: {reason}") from None
-    return FitsBundle(root, {FILES[name]: schema.record_of(model, raw)
-                             for name, (model, raw) in read.items()})
+    records = {FILES[name]: schema.record_of(model, raw) for name, (model, raw) in read.items()}
+    return FitsBundle(root, records, _design(root, records))
+
+
+def _design(root: Path, records: dict[str, FitRecord]) -> Design | None:
+    """The bundle's design.toml, None without one; refused when its values are not the ones
+    a fit records its sweep ran on (design_sha256 in its provenance)."""
+    path = root / DESIGN_FILE
+    if not os.path.lexists(path):
+        return None
+    try:
+        design = load_design(path)
+    except GcsimError as exc:
+        raise FitFileError(f"fits bundle {root}: {exc}") from None
+    for kind, record in records.items():
+        recorded = (record.provenance or {}).get("design_sha256")
+        if recorded and recorded != design.sha256:
+            raise FitFileError(f"fits bundle {root}: {DESIGN_FILE} (design {design.name}, "
+                               f"sha256 {design.sha256[:12]}...) is not the design {kind}.json "
+                               f"was swept on (sha256 {str(recorded)[:12]}...); copy that "
+                               "design's file there or regenerate the fits")
+    return design
 
 
 def write_parameter_bundle(directory: str | Path, coefficients_A, *, time_constant_s: float,

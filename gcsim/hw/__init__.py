@@ -11,11 +11,14 @@ from gcsim.hw.components import (
     PolynomialCell,
     linear_gain_A_per_V,
 )
+from gcsim.hw.operating import OperatingPoint
 from gcsim.hw.modes import FitsBundleError, default_fits_dir, load_fitted_models, model_for_mode
 from gcsim.hw.published import (
     MICROAMPERE,
     PAPER,
+    PAPER_OPERATING_POINT,
     PublishedConstants,
+    at_operating_point,
     fitted_model_from_paper_coefficients,
     linear_model,
     paper_cell,
@@ -24,9 +27,9 @@ from gcsim.hw.published import (
 )
 
 __all__ = [
-    "MICROAMPERE", "PAPER", "CellMismatch", "ExponentialDecay", "FitsBundleError",
-    "HardwareModel", "MismatchSample", "PolynomialCell", "PublishedConstants",
-    "default_fits_dir", "degree_for_terms", "fitted_model_from_paper_coefficients",
+    "MICROAMPERE", "PAPER", "PAPER_OPERATING_POINT", "CellMismatch", "ExponentialDecay", "FitsBundleError",
+    "HardwareModel", "MismatchSample", "OperatingPoint", "PolynomialCell", "PublishedConstants",
+    "at_operating_point", "default_fits_dir", "degree_for_terms", "fitted_model_from_paper_coefficients",
     "hardware_model", "linear_gain_A_per_V", "linear_model", "load_fitted_models",
     "model_for_mode", "paper_cell", "paper_model", "polynomial_basis", "published_readout_chain",
 ]  # fmt: skip

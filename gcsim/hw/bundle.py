@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from gcsim.fit.bundle import FitsBundle
+from gcsim.fit.bundle import DESIGN_FILE, FitsBundle
 from gcsim.fit.schema import FitFileError
 from gcsim.hw.components import CellMismatch, ExponentialDecay, HardwareModel, PolynomialCell
 from gcsim.hw.loading import ReadoutLoading
-from gcsim.hw.published import PAPER, published_readout_chain
+from gcsim.hw.operating import OperatingPoint
+from gcsim.hw.published import PAPER_OPERATING_POINT, published_readout_chain
 from gcsim.hw.stages import ChargeToPulse, Readout, SignedConverter
 
 
@@ -120,10 +121,25 @@ STAND_INS = {
 }
 
 
+# What stands in for a bundle without the design its sweeps ran on.
+DESIGN_STAND_IN = (f"no {DESIGN_FILE}: the published operating point "
+                   f"({PAPER_OPERATING_POINT.describe()})")
+
+
 def stand_ins(bundle: FitsBundle) -> list[str]:
-    """One line per optional fit the bundle lacks, saying what stands in for it."""
-    return [f"no {kind}.json: {what}" for kind, what in STAND_INS.items()
-            if kind not in bundle.records]
+    """One line per optional fit (and the design) the bundle lacks, saying what stands in."""
+    lines = [f"no {kind}.json: {what}" for kind, what in STAND_INS.items()
+             if kind not in bundle.records]
+    if bundle.design is None:
+        lines.append(DESIGN_STAND_IN)
+    return lines
+
+
+def operating_point(bundle: FitsBundle) -> OperatingPoint:
+    """The operating point of the design the bundle carries; the published one without."""
+    if bundle.design is None:
+        return PAPER_OPERATING_POINT
+    return OperatingPoint.from_design(bundle.design)
 
 
 def hardware_model(bundle: FitsBundle) -> HardwareModel:
@@ -135,6 +151,7 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
     c2p = _charge_to_pulse(bundle)
     output = _output_converter(bundle)
     mismatch = _mismatch(bundle)
+    point = operating_point(bundle)
     if decay.time_constant_s <= 0 or c2p.slope_s_per_C <= 0 or c2p.t_max_s <= 0:
         raise FitFileError(f"fits bundle {bundle.directory}: non-positive time constant, "
                            "slope or t_max")
@@ -148,9 +165,10 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
         output_converter=output,
         read_on_V=read_on_V,
         default_decay_factor=None,
-        default_token_period_s=PAPER.token_period_s,
+        default_token_period_s=point.token_period_s,
         mismatch=mismatch,
         pulse_edge_time_s=edge_time_s,
         loading=_loading(bundle, c2p),
         notes={"stand_ins": stand_ins(bundle)},
+        operating_point=point,
     )

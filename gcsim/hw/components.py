@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gcsim.fit.basis import degree_for_terms, polynomial_basis
+from gcsim.hw.constants import PAPER_OPERATING_POINT
+from gcsim.hw.operating import OperatingPoint
 from gcsim.hw.stages import ChargeToPulse, Readout, SignedConverter
 
 
@@ -112,6 +114,9 @@ class HardwareModel:
     # (gcsim.hw.loading.ReadoutLoading); None: ideal readout.
     loading: object | None = None
     notes: dict = field(default_factory=dict)
+    # DAC ranges, mid-rail, read level, T_max, token period and array layout: the published
+    # one unless the model was built from a bundle that carries its design.
+    operating_point: OperatingPoint = PAPER_OPERATING_POINT
 
     def resolve_decay_factor(
         self, decay_factor: float | None = None, token_period_s: float | None = None

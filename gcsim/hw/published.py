@@ -4,8 +4,8 @@ and the `paper`, `linear` and published-coefficient `fitted` models built from i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
+from gcsim.hw.constants import MICROAMPERE, PAPER, PAPER_OPERATING_POINT, PublishedConstants
 from gcsim.hw.components import (
     ExponentialDecay,
     HardwareModel,
@@ -14,43 +14,11 @@ from gcsim.hw.components import (
 )
 from gcsim.hw.stages import ChargeToPulse, Readout, SignedConverter
 
-MICROAMPERE = 1e-6
-
-
-@dataclass(frozen=True)
-class PublishedConstants:
-    """Every number of the published behavioural model (MISSION.md, Leroux et al. 2025), once.
-
-    The cell polynomial is in µA, with x = V_store - 0.45 V and V_in in volts. Charges of the
-    published model are in units of 1 µA x T_max (here 15 fC).
-    """
-
-    cell_coefficients_uA: tuple[float, ...] = (
-        0.17393044, 0.15653739, 0.14088365, 0.12679529, 5.51975209,
-        4.96777688, 4.4709992, -1.44776001, -1.30298401, 46.05483778,
-    )  # fmt: skip
-    supply_V: float = 0.9
-    mid_rail_V: float = 0.45
-    read_on_V: float = 0.9  # read word line during the query pulse
-    pulse_max_s: float = 15e-9  # T_max
-    score_saturation_units: float = 80.0  # S_sat of the HardSigmoid, in µA x T_max
-    output_full_scale_units: float = 40.0  # full scale of the signed converter, in µA x T_max
-    decay_factor: float = 1.6e-4  # per token of age
-    retention_time_constant_s: float = 5e-3
-    token_period_s: float = 0.8e-6
-    query_levels: int = 16
-    stored_levels: int = 8
-    output_levels: int = 32
-    array_size: int = 64
-    window: int = 1024
-
-    @property
-    def charge_unit_C(self) -> float:
-        """The published model's charge unit, 1 µA for one full pulse T_max, in coulombs."""
-        return MICROAMPERE * self.pulse_max_s
-
-
-PAPER = PublishedConstants()
+# The published constants live in gcsim.hw.constants (the components default to their
+# operating point); they are re-exported here, the published model's home.
+__all__ = ["MICROAMPERE", "PAPER", "PAPER_OPERATING_POINT", "PublishedConstants",
+           "at_operating_point", "fitted_model_from_paper_coefficients", "linear_model",
+           "paper_cell", "paper_model", "published_readout_chain"]
 
 
 def published_readout_chain(constants: PublishedConstants = PAPER):
@@ -87,6 +55,7 @@ def paper_model(constants: PublishedConstants = PAPER) -> HardwareModel:
         read_on_V=constants.read_on_V,
         default_decay_factor=constants.decay_factor,
         default_token_period_s=constants.token_period_s,
+        operating_point=constants.operating_point,
     )
 
 
@@ -121,4 +90,20 @@ def fitted_model_from_paper_coefficients(constants: PublishedConstants = PAPER) 
         name="fitted",
         label="fitted (paper coefficients; no fits bundle)",
         default_decay_factor=None,
+    )
+
+
+def at_operating_point(model: HardwareModel, point) -> HardwareModel:
+    """A published-law model (paper, linear) moved to another operating point: its cell and
+    decay centred on the point's mid-rail and read at its read-on level, the same law about it.
+    The model itself when it is already there."""
+    if model.operating_point == point:
+        return model
+    return dataclasses.replace(
+        model,
+        cell=dataclasses.replace(model.cell, v_mid_V=point.mid_rail_V),
+        decay=dataclasses.replace(model.decay, asymptote_V=point.mid_rail_V),
+        read_on_V=point.read_on_V,
+        default_token_period_s=point.token_period_s,
+        operating_point=point,
     )

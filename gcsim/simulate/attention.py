@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gcsim.hw import PAPER, HardwareModel, MismatchSample, model_for_mode
+from gcsim.hw import (PAPER, PAPER_OPERATING_POINT, HardwareModel, MismatchSample,
+                      OperatingPoint, model_for_mode)
 from gcsim.hw.loading import ReadoutLoading
 from gcsim.hw.stages import GainCellArray, InputDAC, query_pulse_width_s
 from gcsim.simulate.windows import (
@@ -31,8 +32,8 @@ class SimulationConfig:
 
     window: int | None = PAPER.window
     array_size: int = PAPER.array_size
-    query_levels: int = PAPER.query_levels
-    stored_levels: int = PAPER.stored_levels
+    query_levels: int | None = None  # None: the model's operating point's
+    stored_levels: int | None = None  # None: the model's operating point's
     quantize_inputs: bool = True
     quantize_output: bool = True
     clip_inputs: bool = True
@@ -54,8 +55,10 @@ class SimulationConfig:
         if self.window is not None:
             positive_int("window", self.window)
         positive_int("array size", self.array_size)
-        positive_int("query levels", self.query_levels, 2)
-        positive_int("stored levels", self.stored_levels, 2)
+        if self.query_levels is not None:
+            positive_int("query levels", self.query_levels, 2)
+        if self.stored_levels is not None:
+            positive_int("stored levels", self.stored_levels, 2)
         positive_int("block size", self.block_queries)
         if self.decay_factor is not None and self.token_period_s is not None:
             raise ValueError("give either a decay factor or a token period, not both")
@@ -159,15 +162,22 @@ def check_shapes(q, k, v) -> None:
         raise ValueError(f"Q, K and V must have the same shape; got {listed}")
 
 
-def prepare_inputs(q, k, v, config: SimulationConfig):
-    """Checks shapes and writes Q, K, V through their DACs; returns (B, H, T, D) float64 arrays."""
+def prepare_inputs(q, k, v, config: SimulationConfig,
+                   operating_point: OperatingPoint = PAPER_OPERATING_POINT):
+    """Checks shapes and writes Q, K, V through their DACs (K and V over the operating point's
+    stored range); returns (B, H, T, D) float64 arrays."""
     check_shapes(q, k, v)
     q4, k4, v4 = as_4d(q, "Q"), as_4d(k, "K"), as_4d(v, "V")
+    point = operating_point
+    query_levels = config.query_levels if config.query_levels is not None else point.query_levels
+    stored_levels = (config.stored_levels if config.stored_levels is not None
+                     else point.stored_levels)
     query_dac = InputDAC(
-        0.0, 1.0, config.query_levels, config.clip_inputs, config.quantize_inputs, "Q"
+        0.0, 1.0, query_levels, config.clip_inputs, config.quantize_inputs, "Q"
     )
     key_dac = InputDAC(
-        0.0, PAPER.supply_V, config.stored_levels, config.clip_inputs, config.quantize_inputs, "K"
+        point.stored_min_V, point.stored_max_V, stored_levels, config.clip_inputs,
+        config.quantize_inputs, "K"
     )
     value_dac = replace(key_dac, name="V")
     return query_dac.convert(q4), key_dac.convert(k4), value_dac.convert(v4)
@@ -213,19 +223,23 @@ def simulate_attention(
 ) -> AttentionResult:
     """Runs attention over Q, K, V ((T, D), (H, T, D) or (B, H, T, D)) in one of MODES.
 
-    `model` overrides the mode's default hardware model (e.g. a fitted model built in code).
+    `model` overrides the mode's default hardware model (e.g. a fitted model built in code);
+    the inputs go through its operating point's DACs. In ideal mode a given model only sets
+    the operating point (the stored range and the mid-rail the weights are signed about).
     """
     config = config or SimulationConfig()
     config.validate()
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "ideal":
+        point = model.operating_point if model is not None else PAPER_OPERATING_POINT
         # The ideal reference sees the (clipped) values themselves, not their DAC levels.
         exact = replace(config, quantize_inputs=False)
-        qd, kd, vd = prepare_inputs(q, k, v, exact)
-        return ideal_attention(qd, kd, vd, config, output_shape=np.shape(q))
-    qd, kd, vd = prepare_inputs(q, k, v, config)
+        qd, kd, vd = prepare_inputs(q, k, v, exact, point)
+        return ideal_attention(qd, kd, vd, config, output_shape=np.shape(q),
+                               mid_rail_V=point.mid_rail_V)
     model = model or model_for_mode(mode, fits_dir)
+    qd, kd, vd = prepare_inputs(q, k, v, config, model.operating_point)
     return _simulate_hardware(qd, kd, vd, model, config, output_shape=np.shape(q))
 
 
@@ -443,8 +457,10 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
     )
 
 
-def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None) -> AttentionResult:
-    """Softmax attention in float64 on the signed values: softmax(q (k-0.45)^T / sqrt(D)) (v-0.45).
+def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None,
+                    mid_rail_V: float = PAPER.mid_rail_V) -> AttentionResult:
+    """Softmax attention in float64 on the signed values: softmax(q (k-0.45)^T / sqrt(D)) (v-0.45),
+    with the operating point's mid-rail (`mid_rail_V`) for 0.45.
 
     Same causal sliding window; no DAC levels, decay or converters. Computed in blocks of queries.
     """
@@ -452,8 +468,8 @@ def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None) -> 
     window = config.window or n_tokens
     band = min(window, n_tokens)
     block = config.block_queries
-    keys = kd - PAPER.mid_rail_V
-    values = vd - PAPER.mid_rail_V
+    keys = kd - mid_rail_V
+    values = vd - mid_rail_V
     scale = 1.0 / math.sqrt(head_dim)
     output = np.zeros((batch, heads, n_tokens, head_dim))
     keep = config.keep_intermediates
