@@ -21,22 +21,36 @@ from gcsim.core.design import Design
 from gcsim.fit.bundle import DESIGN_FILE
 from gcsim.fit import kinds, schema
 from gcsim.fit.table import fit_table, write_fit
-from gcsim.hw.published import PAPER
+from gcsim.hw.operating import OperatingPoint
+from gcsim.hw.published import PAPER, PAPER_OPERATING_POINT
 from gcsim.validate.timing import TileParams
 
 # The options `gcsim regen` fits with; each is stated in the fit file's provenance.
-#  - nonlinearity: at the array's read on-level only, like the published coefficients (whose
-#    C_0j / C_00 = 0.9^j shows they were fitted at V_in = 0.9 V), with the minimax objective
-#    because its requirement is a bound on the maximum error.
+#  - nonlinearity: at the array's read on-level only (regen_options adds it: the design's, the
+#    published one without a design), like the published coefficients (whose C_0j / C_00 =
+#    0.9^j shows they were fitted at V_in = 0.9 V), with the minimax objective because its
+#    requirement is a bound on the maximum error.
 #  - charge_per_pulse: least squares; minimax would trade the small edge-charge term for the
 #    long pulses' error and make the edge time meaningless (343 ps against 126 ps). Order 5,
 #    not the published 3: the cubic's 1 % FS error per cell is systematic per stored level, so
 #    it adds up over a 64-row column (a 64x64 tile's A stage: 2.56 % FS isolated error with
 #    order 3, 1.08 % with 5, 0.77 % with 7); 5 costs 6 array products per decaying read, not 4.
 REGEN_OPTIONS = {
-    "nonlinearity": {"order": 3, "v_in_V": 0.9, "objective": "minimax"},
+    "nonlinearity": {"order": 3, "objective": "minimax"},
     "charge_per_pulse": {"order": 5, "edge_order": 3, "objective": "lsq"},
 }
+
+
+def regen_options(kind_name: str, design: Design | None = None) -> dict:
+    """REGEN_OPTIONS of a kind, with the nonlinearity's read voltage `v_in_V` set to the read-on
+    level of the operating point the sweeps ran at (the design's; the published one without a
+    design)."""
+    options = dict(REGEN_OPTIONS.get(kind_name, {}))
+    if kind_name == "nonlinearity":
+        point = (OperatingPoint.from_design(design) if design is not None
+                 else PAPER_OPERATING_POINT)
+        options = {"order": options.pop("order"), "v_in_V": point.read_on_V, **options}
+    return options
 
 
 def context_options(kind_name: str, design: Design | None = None) -> dict:
@@ -131,7 +145,7 @@ def fit_all(sweep_dir: Path, fits_dir: Path, plots_dir: Path,
     design.toml (the simulator's operating point); without one a stale copy is removed."""
     write_design(fits_dir, design)
     outcomes = []
-    jobs = [(kind.name, kind.name, REGEN_OPTIONS.get(kind.name, {}), fits_dir)
+    jobs = [(kind.name, kind.name, regen_options(kind.name, design), fits_dir)
             for kind in kinds.all_kinds()]
     jobs += [(name, kind, options, plots_dir) for name, (kind, options) in EXTRA_FITS.items()]
     for name, kind_name, options, target in jobs:
@@ -165,6 +179,10 @@ def write_design(fits_dir: Path, design: Design | None) -> None:
     write_text_atomically(target, Path(design.path).read_text(), f"fits {DESIGN_FILE}")
 
 
+# The published model's charge unit, which S_sat and the converter's full scale are quoted in.
+PAPER_UNIT = f"µA x {PAPER.pulse_max_s * 1e9:g} ns"
+
+
 def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
     """The figures `gcsim fit`, `gcsim run` and `gcsim regen` print for a fit."""
     m = r.metrics
@@ -175,11 +193,13 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
     if r.kind in ("nonlinearity", "charge_per_pulse"):
         at = m.get("at_read_on_level")
         if at:
-            rows.append(("  at V_in = 0.9 V", f"{at['max_error_pct_fs']:.2f} % FS max"))
+            rows.append((f"  at V_in = {at['v_in_V']:g} V",
+                         f"{at['max_error_pct_fs']:.2f} % FS max"))
         name = "current_at_range_ends" if r.kind == "charge_per_pulse" else None
         if name:
             low, high = r.value(name)
-            rows.append(("pulse current at 0 / 0.9 V", f"{low * 1e6:.2f} / {high * 1e6:.2f} µA"))
+            ends = " / ".join(f"{v:g}" for v in r.valid_range["stored_voltage_V"])
+            rows.append((f"pulse current at {ends} V", f"{low * 1e6:.2f} / {high * 1e6:.2f} µA"))
             rows.append(("edge time", f"{r.value('edge_time') * 1e12:.0f} ps"))
     elif r.kind == "decay":
         rows.append(("tau (simulator, window)", f"{r.value('time_constant') * 1e3:.3g} ms, "
@@ -198,14 +218,16 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
                                      f"{r.value('linear_range_high') * 1e12:.3g} pC"))
     elif r.kind == "charge_to_pulse":
         rows.append(("S_sat", f"{r.value('saturation_charge') * 1e12:.4g} pC "
-                              f"({r.value('saturation_charge') / 15e-15:.1f} µA x 15 ns)"))
+                              f"({r.value('saturation_charge') / PAPER.charge_unit_C:.1f} "
+                              f"{PAPER_UNIT})"))
         rows.append(("T_max", f"{r.value('t_max') * 1e9:.4g} ns, offset "
                               f"{r.value('offset') * 1e15:.3g} fC"))
         if "threshold" in r.parameters:
             rows.append(("no pulse below", f"{r.value('threshold') * 1e15:.3g} fC"))
     elif r.kind == "signed_converter":
         rows.append(("full scale", f"{r.value('full_scale') * 1e15:.4g} fC "
-                                   f"({r.value('full_scale') / 15e-15:.1f} µA x 15 ns)"))
+                                   f"({r.value('full_scale') / PAPER.charge_unit_C:.1f} "
+                                   f"{PAPER_UNIT})"))
     elif r.kind == "write":
         energy = r.parameters.get("energy_per_write", {}).get("value")
         rows.append(("write time", f"{r.value('write_time') * 1e9:.3g} ns"
@@ -219,10 +241,15 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
                      f"{r.value('current_coefficient'):+.3g} mV/mA "
                      f"{r.value('charge_coefficient') * 1e-9:+.3g} mV/pC"))
     elif r.kind == "cell_conductance":
-        x = np.array([-0.45, 0.0, 0.45])
+        # At the ends of the stored range and at mid-rail, as offsets from mid-rail.
+        mid = float(r.value("v_mid"))
+        stored = np.array([r.valid_range["stored_voltage_V"][0], mid,
+                           r.valid_range["stored_voltage_V"][1]], dtype=float)
+        x = stored - mid
         on = np.polynomial.polynomial.polyval(x, r.value("on_coefficients")) * 1e6
         off = np.polynomial.polynomial.polyval(x, r.value("off_coefficients")) * 1e6
-        rows.append(("g at 0 / 0.45 / 0.9 V", "read " + " / ".join(f"{g:.3g}" for g in on)
+        rows.append((f"g at {' / '.join(f'{v:g}' for v in stored)} V",
+                     "read " + " / ".join(f"{g:.3g}" for g in on)
                      + " µS, rest " + " / ".join(f"{g:.3g}" for g in off) + " µS"))
     return rows
 

@@ -40,7 +40,8 @@ def bundle_dir(tmp_path):
     root = write_parameter_bundle(
         tmp_path / "fits", [c * 1e-6 for c in PAPER.cell_coefficients_uA],
         time_constant_s=5e-3, asymptote_V=0.45, slope_s_per_C=T_MAX / 1.2e-12, t_max_s=T_MAX,
-        saturation_C=3.6e-12, output_full_scale_C=0.6e-12)
+        saturation_C=3.6e-12, output_full_scale_C=0.6e-12,
+        v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     _edit(root / "sense_amp.json", energy_per_integration=(INTEGRATION, "J"))
     _edit(root / "charge_to_pulse.json", energy_per_conversion=(C2P, "J"),
           comparator_delay=(0.5e-9, "s"))

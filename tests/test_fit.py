@@ -214,7 +214,8 @@ def test_wrong_kind_and_missing_file(tmp_path):
 
 def test_bundle_loads_as_one_object_and_builds_the_fitted_model(tmp_path):
     write_parameter_bundle(tmp_path / "b", PAPER_A, time_constant_s=5e-3, asymptote_V=0.45,
-                           slope_s_per_C=15e-9 / 1.2e-12, t_max_s=15e-9)
+                           slope_s_per_C=15e-9 / 1.2e-12, t_max_s=15e-9,
+                           v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     bundle = load_bundle(tmp_path / "b")
     assert {"nonlinearity", "decay", "charge_to_pulse"} <= set(bundle.records)
     model = hardware_model(bundle)
@@ -277,7 +278,8 @@ def test_non_numeric_table_values_are_refused(tmp_path):
 
 def test_export_paper_coefficients_order_and_units(tmp_path):
     bundle = write_parameter_bundle(tmp_path / "b", PAPER_A, time_constant_s=5e-3,
-                                    asymptote_V=0.45, slope_s_per_C=1e4, t_max_s=15e-9)
+                                    asymptote_V=0.45, slope_s_per_C=1e4, t_max_s=15e-9,
+                                    v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     result = invoke("export", "paper-coefficients", bundle / "nonlinearity.json")
     assert result.exit_code == 0, result.output
     exported = json.loads(result.output)

@@ -7,7 +7,7 @@ from gcsim.characterize import spec
 from gcsim.fit.cell import fit_charge_per_pulse, fit_nonlinearity
 from gcsim.fit.decay import fit_decay
 from gcsim.hw import PAPER
-from gcsim.pipeline import REGEN_OPTIONS, context_options
+from gcsim.pipeline import REGEN_OPTIONS, context_options, regen_options
 from gcsim.characterize.sweep import Sweep
 
 OPERATING_POINT = {"v_mid_V": PAPER.mid_rail_V, "read_on_V": PAPER.read_on_V}
@@ -26,7 +26,7 @@ def iv():
 
 
 def test_cubic_nonlinearity_within_3pct_of_full_scale_at_the_read_level(iv):
-    record = fit_nonlinearity(iv, **REGEN_OPTIONS["nonlinearity"], **OPERATING_POINT)
+    record = fit_nonlinearity(iv, **regen_options("nonlinearity"), **OPERATING_POINT)
     assert record.metrics["max_error_pct_fs"] < 3.0
     assert record.metrics["r2"] > 0.998
     assert record.metrics["full_scale_A"] == pytest.approx(13.3e-6, rel=0.02)

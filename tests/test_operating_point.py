@@ -18,7 +18,7 @@ from gcsim.fit.bundle import load_bundle
 from gcsim.fit.schema import FitFileError
 from gcsim.hw import PAPER, PAPER_OPERATING_POINT, OperatingPoint, load_fitted_models
 from gcsim.hw.bundle import DESIGN_STAND_IN
-from gcsim.pipeline import compare_fits, context_options
+from gcsim.pipeline import compare_fits, context_options, headline, regen_options
 from gcsim.simulate import SimulationConfig, simulate_attention
 from gcsim.simulate.attention import prepare_inputs
 
@@ -93,6 +93,41 @@ def test_decay_age_window_comes_from_the_design():
     builtin = load_design("builtin")
     assert context_options("decay", builtin) == context_options("decay")
     assert context_options("decay")["age_max_s"] == PAPER.window * PAPER.token_period_s
+
+
+def test_regen_reads_the_nonlinearity_at_the_designs_read_on_level(tmp_path):
+    builtin = load_design("builtin")
+    assert regen_options("nonlinearity", builtin) == regen_options("nonlinearity")
+    assert regen_options("nonlinearity")["v_in_V"] == PAPER.read_on_V
+    path = tmp_path / "builtin_1v8.toml"
+    path.write_text(_design_1v8())
+    assert regen_options("nonlinearity", load_design(path))["v_in_V"] == 1.8
+    assert regen_options("charge_per_pulse", builtin) == {"order": 5, "edge_order": 3,
+                                                           "objective": "lsq"}
+
+
+def test_headline_states_the_records_levels():
+    record = load_bundle(FITS).records["cell_conductance"]
+    record.parameters["v_mid"]["value"] = 0.9
+    record.valid_range["stored_voltage_V"] = [0.0, 1.8]
+    labels = [label for label, _ in headline(record)]
+    assert labels[-1] == "g at 0 / 0.9 / 1.8 V"
+
+
+def test_summary_figures_take_the_sweeps_mid_rail():
+    import pandas as pd
+
+    from gcsim.characterize.summary import iv_figures, retention_figures
+
+    iv = pd.DataFrame({"v_in_V": [0.9, 0.9, 1.8, 1.8], "stored_voltage_V": [0.0, 1.8] * 2,
+                       "i_out_A": [1e-9, 2e-9, -1e-6, 1e-6]})
+    figures = iv_figures(iv, 0.9)
+    assert figures["i_out_at_1p8V_A"] == 1e-6 and figures["max_abs_i_at_rest_A"] == 2e-9
+    assert np.isnan(iv_figures(iv, None)["max_abs_i_at_rest_A"])
+    retention = pd.DataFrame({"initial_voltage_V": 1.8, "temperature_C": 27.0,
+                              "time_s": [0.0, 1e-3, 2e-3], "stored_voltage_V": [1.8, 1.4, 1.2]})
+    assert retention_figures(retention, 0.9) == {"t_1_over_e_from_1.8V_at_27C_s": 2e-3}
+    assert retention_figures(retention, None) == {}
 
 
 def test_a_1v8_design_moves_the_dac_range_and_mid_rail(tmp_path):

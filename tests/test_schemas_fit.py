@@ -17,6 +17,7 @@ from gcsim.fit.bundle import (BUNDLE_SCHEMA, CELL_FILES, FILES, REQUIRED, load_b
                               write_parameter_bundle)
 from gcsim.fit.schema import (FIT_FILE_SCHEMA, KIND_PARAMETERS, REQUIRED_PARAMETERS,
                               FitFileError, FitRecord, param)
+from gcsim.hw import PAPER
 
 needs_fits = pytest.mark.skipif(not (resources.FITS / "decay.json").is_file(),
                                 reason="no committed fits bundle")
@@ -84,7 +85,8 @@ def test_declared_units_are_the_ones_the_writers_use(tmp_path):
     folders = [write_parameter_bundle(tmp_path / "hand", [1e-6] * 10, time_constant_s=5e-3,
                                       asymptote_V=0.45, slope_s_per_C=1e4, t_max_s=15e-9,
                                       saturation_C=3e-12, output_full_scale_C=6e-13,
-                                      mismatch=(0.03, 0.01))]
+                                      mismatch=(0.03, 0.01),
+                                      v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)]
     if (resources.FITS / "decay.json").is_file():
         folders.append(resources.FITS)
     seen = 0
@@ -135,7 +137,8 @@ def bundle(tmp_path):
         shutil.copytree(resources.FITS, target)
     else:
         write_parameter_bundle(target, [1e-6] * 10, time_constant_s=5e-3, asymptote_V=0.45,
-                               slope_s_per_C=1e4, t_max_s=15e-9)
+                               slope_s_per_C=1e4, t_max_s=15e-9,
+                               v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     return target
 
 
@@ -221,7 +224,8 @@ def test_shapes_and_integers_follow_the_kind(bundle):
 
     write_parameter_bundle(bundle / "hand", [1e-6] * 10, time_constant_s=5e-3,
                            asymptote_V=0.45, slope_s_per_C=1e4, t_max_s=15e-9,
-                           output_full_scale_C=6e-13)
+                           output_full_scale_C=6e-13,
+                           v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     converter = bundle / "hand" / "signed_converter.json"
     for bad, expected in ((1, "an integer >= 2, got 1"), (32.0, "an integer >= 2, got 32.0"),
                           ([32], "an integer >= 2, got [32]")):

@@ -342,7 +342,7 @@ def test_a_minimal_bundle_says_what_stands_in_for_each_missing_fit(tmp_path):
 
     write_parameter_bundle(tmp_path / "b", [c * 1e-6 for c in PAPER.cell_coefficients_uA],
                            time_constant_s=5e-3, asymptote_V=0.45, slope_s_per_C=1e4,
-                           t_max_s=15e-9)
+                           t_max_s=15e-9, v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     notes = load_fitted_models(tmp_path / "b").notes["stand_ins"]
     assert [line.split(":")[0] for line in notes] == [
         "no sense_amp.json", "no signed_converter.json", "no mismatch.json",
@@ -357,7 +357,7 @@ def test_the_cli_says_what_stands_in(tmp_path):
 
     write_parameter_bundle(tmp_path / "b", [c * 1e-6 for c in PAPER.cell_coefficients_uA],
                            time_constant_s=5e-3, asymptote_V=0.45, slope_s_per_C=1e4,
-                           t_max_s=15e-9)
+                           t_max_s=15e-9, v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
     args = ["simulate", "attention", "--mode", "fitted", "--fits", str(tmp_path / "b"),
             "--tokens", "64", "--window", "64"]
     text = CliRunner().invoke(main, args)

@@ -155,7 +155,8 @@ def write_bundle(directory, mismatch=None):
         mismatch = (mismatch["gain_sigma"], mismatch["vt_sigma_V"])
     return write_parameter_bundle(
         directory, [c * 1e-6 for c in PAPER.cell_coefficients_uA], time_constant_s=5e-3,
-        asymptote_V=0.45, slope_s_per_C=15e-9 / (80 * unit), t_max_s=15e-9, mismatch=mismatch)
+        asymptote_V=0.45, slope_s_per_C=15e-9 / (80 * unit), t_max_s=15e-9, mismatch=mismatch,
+        v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
 
 
 def test_fitted_mode_from_a_bundle_with_mismatch(tmp_path):

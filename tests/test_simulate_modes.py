@@ -117,7 +117,7 @@ def write_bundle(directory, coefficients_uA=C, time_constant_s=5e-3, asymptote_V
         asymptote_V=asymptote_V, slope_s_per_C=c2p["slope_s_per_C"], t_max_s=c2p["t_max_s"],
         c2p_offset_C=c2p["offset_C"], readout_gain=readout.get("gain", 1.0),
         readout_offset_C=readout.get("offset_C", 0.0), saturation_C=readout.get("saturation_C"),
-        mismatch=mismatch)
+        mismatch=mismatch, v_mid_V=PAPER.mid_rail_V, read_on_V=PAPER.read_on_V)
 
 
 def test_fitted_bundle_with_published_parameters_reproduces_paper(tmp_path):

@@ -24,12 +24,13 @@ from gcsim.validate.timing import TileParams
 from gcsim.validate.waveforms import clean_pulse
 
 BUILTIN = models.resolve("builtin")
+VDD = TileParams.defaults()["vdd"]   # the builtin tile's supply
 needs_fits = pytest.mark.skipif(not (resources.FITS / "charge_to_pulse.json").is_file(),
                                 reason="no committed fits bundle")
 
 
 def small_tile(rows=3, cols=4, seed=3):
-    q, k, v = random_inputs(rows, cols, seed)
+    q, k, v = random_inputs(rows, cols, seed, VDD)
     return Tile(q, k, v)
 
 
@@ -122,7 +123,7 @@ def test_split_run_equals_single_netlist():
 @needs_fits
 def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
     model = load_fitted_models(resources.FITS)
-    q, k, v = random_inputs(8, 8, seed=0)
+    q, k, v = random_inputs(8, 8, seed=0, vdd=VDD)
     result = validate_tile(q, k, v, model, BUILTIN, jobs=2)
     report = result.report
     for name in compare.STAGES:
@@ -174,7 +175,7 @@ def test_cli_tile_report_and_wrong_fit_exit_code(tmp_path):
 @needs_fits
 def test_retention_ages_the_cells_in_spice():
     model = load_fitted_models(resources.FITS)
-    q, k, v = random_inputs(4, 4, seed=1)
+    q, k, v = random_inputs(4, 4, seed=1, vdd=VDD)
     result = validate_tile(q, k, v, model, BUILTIN, scenario="retention", jobs=2,
                            token_period_s=2e-3)
     report = result.report
@@ -197,20 +198,20 @@ def test_cli_retention_warns_when_the_ages_outrun_the_decay_fit():
 
 # ----------------------------------------------------------------------------- bad input
 def test_check_inputs_refuses_bad_shapes_and_values():
-    q, k, v = random_inputs(4, 5, 0)
-    check_inputs(q, k, v)
+    q, k, v = random_inputs(4, 5, 0, VDD)
+    check_inputs(q, k, v, VDD)
     with pytest.raises(InputError, match="Q must be 1-D"):
-        check_inputs(k, k, v)
+        check_inputs(k, k, v, VDD)
     with pytest.raises(InputError, match="K must be"):
-        check_inputs(q, k.T, v)
+        check_inputs(q, k.T, v, VDD)
     bad = v.copy()
     bad[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        check_inputs(q, k, bad)
+        check_inputs(q, k, bad, VDD)
     with pytest.raises(InputError, match="physical range"):
-        check_inputs(q, k + 0.5, v)
+        check_inputs(q, k + 0.5, v, VDD)
     with pytest.raises(InputError, match="--rows 3"):
-        check_inputs(q, k, v, rows=3)
+        check_inputs(q, k, v, VDD, rows=3)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -224,7 +225,7 @@ def test_check_inputs_refuses_bad_shapes_and_values():
     ("wire", "not a number"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, case, message):
-    q, k, v = random_inputs(4, 4, 0)
+    q, k, v = random_inputs(4, 4, 0, VDD)
     if case == "shape":
         k = k[:, :3]
     if case == "nan":

@@ -1,21 +1,28 @@
-"""Headline figures of the gain-cell characterisation tables, for the one-screen summary."""
+"""Headline figures of the gain-cell characterisation tables, for the one-screen summary.
+
+Each figure function takes the table and the mid-rail the sweep ran at (its sidecar's `v_mid`,
+or its design's mid-rail; None when neither is known: the figures measured from mid-rail are
+then NaN or left out)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-MID_RAIL_V = 0.45
+def _volts(value: float) -> str:
+    """0.9 -> '0p9': a voltage inside a figure's name."""
+    return f"{value:g}".replace(".", "p")
 
 
-def iv_figures(table: pd.DataFrame) -> dict[str, float]:
+def iv_figures(table: pd.DataFrame, mid_rail_V: float | None) -> dict[str, float]:
     full = table[np.isclose(table["v_in_V"], table["v_in_V"].max())].sort_values("stored_voltage_V")
-    rest = table[np.isclose(table["v_in_V"], MID_RAIL_V)]
+    rest = (table[np.isclose(table["v_in_V"], mid_rail_V)] if mid_rail_V is not None
+            else table.iloc[:0])
     current = full["i_out_A"].to_numpy()
     stored = full["stored_voltage_V"].to_numpy()
     return {
-        "i_out_at_0V_A": float(current[0]),
-        "i_out_at_0p9V_A": float(current[-1]),
+        f"i_out_at_{_volts(stored[0])}V_A": float(current[0]),
+        f"i_out_at_{_volts(stored[-1])}V_A": float(current[-1]),
         "zero_crossing_V": float(np.interp(0.0, current, stored)) if np.all(np.diff(current) > 0)
         else float("nan"),
         "monotonic": bool(np.all(np.diff(current) > 0)),
@@ -23,7 +30,7 @@ def iv_figures(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def pulse_figures(table: pd.DataFrame) -> dict[str, float]:
+def pulse_figures(table: pd.DataFrame, mid_rail_V: float | None = None) -> dict[str, float]:
     longest = table[table["t_pulse_s"] == table["t_pulse_s"].max()]
     zero = table[table["t_pulse_s"] == table["t_pulse_s"].min()]
     return {
@@ -34,21 +41,24 @@ def pulse_figures(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def retention_figures(table: pd.DataFrame) -> dict[str, float]:
-    """Time for the deviation from mid-rail to fall to 1/e, from the highest initial voltage."""
+def retention_figures(table: pd.DataFrame, mid_rail_V: float | None) -> dict[str, float]:
+    """Time for the deviation from mid-rail to fall to 1/e, from the highest initial voltage
+    (none without a mid-rail)."""
     out = {}
+    if mid_rail_V is None:
+        return out
     top = table["initial_voltage_V"].max()
     for temperature, group in table[np.isclose(table["initial_voltage_V"], top)].groupby(
             "temperature_C"):
         group = group.sort_values("time_s")
-        deviation = (group["stored_voltage_V"] - MID_RAIL_V).abs().to_numpy()
+        deviation = (group["stored_voltage_V"] - mid_rail_V).abs().to_numpy()
         below = np.nonzero(deviation <= deviation[0] / np.e)[0]
         out[f"t_1_over_e_from_{top:g}V_at_{temperature:g}C_s"] = (
             float(group["time_s"].to_numpy()[below[0]]) if below.size else float("nan"))
     return out
 
 
-def bitline_figures(table: pd.DataFrame) -> dict[str, float]:
+def bitline_figures(table: pd.DataFrame, mid_rail_V: float | None = None) -> dict[str, float]:
     """Largest relative change of a full-width read's charge per 10 mV of bitline movement
     (the loading a readout with a moving virtual ground imposes)."""
     longest = table[table["t_pulse_s"] == table["t_pulse_s"].max()]

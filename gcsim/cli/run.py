@@ -38,6 +38,7 @@ def run_command(spec_dir, out_dir, models, jobs, design):
     """
     from gcsim.pipeline import fit_all, headline, run_sweeps, swept_design
     from gcsim.characterize.summary import FIGURES, format_value
+    from gcsim.fit.table import operating_point
 
     started = time.perf_counter()
     summary_rows = []
@@ -49,7 +50,11 @@ def run_command(spec_dir, out_dir, models, jobs, design):
                    f"{stats['elapsed_s']:6.1f} s  -> {outcome.table}")
         figures = FIGURES.get(outcome.spec.stem)
         if figures and outcome.rows:
-            for name, value in figures(outcome.table_data).items():
+            # The mid-rail the sweep ran at: its sidecar's v_mid, else its design's.
+            mid_rail = operating_point(outcome.table).get("v_mid_V")
+            if mid_rail is None and outcome.design is not None:
+                mid_rail = float(outcome.design.operating.mid_rail_V)
+            for name, value in figures(outcome.table_data, mid_rail).items():
                 summary_rows.append({"stage": outcome.spec.stem, "figure": name,
                                      "value": format_value(name, value)})
 

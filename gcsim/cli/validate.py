@@ -271,12 +271,12 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
             model = load_fitted_models(out_dir / "fits")
         except FitsBundleError:
             model = load_fitted_models(resources.FITS)
-        q, k, v = random_inputs(size, size, seed=0)
         model_set = processes.resolve(selector)
         chosen = design_for(design, model_set.process)
+        params = TileParams.defaults(design=chosen)
+        q, k, v = random_inputs(size, size, seed=0, vdd=params["vdd"])
         result = validate_tile(q, k, v, model, model_set,
-                               jobs=jobs or max(1, os.cpu_count() or 1),
-                               params=TileParams.defaults(design=chosen),
+                               jobs=jobs or max(1, os.cpu_count() or 1), params=params,
                                extra={"inputs": "random", "seed": 0,
                                       "design": chosen.name if chosen else None})
         compare.write_report(result.report, result.stages, out_dir / "validate",

@@ -38,6 +38,7 @@ from gcsim.core.errors import GcsimError
 from gcsim.energy.formatting import format_si
 from gcsim.energy.reference import (GPU_REFERENCES, PAPER_ENERGY_PER_HEAD_J, PAPER_HEADS,
                                     PAPER_LATENCY_S)
+from gcsim.hw.constants import PAPER
 
 
 class EnergyError(GcsimError):
@@ -75,9 +76,11 @@ OPERATIONS: dict[str, Operation] = {op.key: op for op in (
               "write", "write_time", 10e-9,
               "assumed 10 ns, the widest write pulse gain_cell_write.toml sweeps"),
     Operation("t_max", "s", "maximum pulse width T_max (query and phi pulses)",
-              "charge_to_pulse", "t_max", 15e-9, "assumed the paper's 15 ns"),
+              "charge_to_pulse", "t_max", PAPER.pulse_max_s,
+              f"assumed the paper's {PAPER.pulse_max_s * 1e9:g} ns"),
     Operation("signed_t_max", "s", "signed converter's output window",
-              "signed_converter", "t_max", 15e-9, "assumed the paper's 15 ns"),
+              "signed_converter", "t_max", PAPER.pulse_max_s,
+              f"assumed the paper's {PAPER.pulse_max_s * 1e9:g} ns"),
     Operation("comparator_delay", "s", "HardSigmoid comparator delay",
               "charge_to_pulse", "comparator_delay", 0.0, "assumed 0"),
     Operation("align_time", "s",

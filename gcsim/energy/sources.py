@@ -7,13 +7,23 @@ silent.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gcsim.core.errors import ParameterError
+from gcsim.core.values import parse_number
 from gcsim.energy.model import OPERATIONS, EnergyError, Operation, Quantity
+from gcsim.hw.constants import PAPER
+
+# The settling testbench's timing (netlists/sense_amp.cir .param names), for a settling table
+# whose sweep sidecar does not give it: the netlist's defaults, whose integration window t_int
+# is the published T_max.
+SETTLING_TIMING = {"t_rst": 2e-9, "t_gap": 0.5e-9, "t_int": PAPER.pulse_max_s,
+                   "t_edge": 100e-12, "t_hold": 1e-9}
 
 
 def resolve(bundle=None, sweeps_dir: str | Path | None = None,
@@ -61,12 +71,30 @@ def _fit_value(bundle, op: Operation):
     return float(value)
 
 
-def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, t_rst: float = 2e-9,
-                        t_gap: float = 0.5e-9, t_int: float = 15e-9, t_edge: float = 100e-12,
-                        t_hold: float = 1e-9) -> float:
+def settling_timing(table_path: str | Path) -> dict[str, float]:
+    """The settling sweep's timing from its sidecar's parameters (what the testbench ran
+    with); a name the sidecar lacks (or a table without one) takes SETTLING_TIMING's value."""
+    sidecar = Path(table_path).with_suffix(".json")
+    try:
+        parameters = json.loads(sidecar.read_text()).get("parameters") or {}
+    except (OSError, ValueError, AttributeError):
+        parameters = {}
+    timing = dict(SETTLING_TIMING)
+    for name in timing:
+        if name in parameters:
+            try:
+                timing[name] = parse_number(parameters[name], f"{sidecar}: parameters.{name}")
+            except ParameterError as exc:
+                raise EnergyError(str(exc)) from None
+    return timing
+
+
+def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, *, t_rst: float,
+                        t_gap: float, t_int: float, t_edge: float, t_hold: float) -> float:
     """Integrator settling from sense_amp_settling: the time after the input current ends until
     V(out) stays within `tolerance_V` of its value at the read instant (t_rst + t_gap + t_int +
-    t_edge + t_hold, the testbench's timing), worst case over the swept charges."""
+    t_edge + t_hold, the testbench's timing: `settling_timing`), worst case over the swept
+    charges."""
     needed = {"charge_in_C", "time_s", "v_out_V"}
     if not needed <= set(table.columns):
         raise EnergyError(f"settling table lacks columns {sorted(needed - set(table.columns))}")
@@ -103,7 +131,8 @@ def _from_sweeps(key: str, sweeps: Path, tolerance_V: float):
         data = table("sense_amp_settling")
         if data is None:
             return None
-        value = settling_from_sweep(data, tolerance_V)
+        value = settling_from_sweep(
+            data, tolerance_V, **settling_timing(sweeps / "sense_amp_settling.parquet"))
         return value, (f"sense_amp_settling.parquet: worst time for V(out) to stay within "
                        f"{tolerance_V * 1e3:g} mV after the column current ends")
     if key == "reset_time":

@@ -228,11 +228,12 @@ def write_parameter_bundle(directory: str | Path, coefficients_A, *, time_consta
                            c2p_offset_C: float = 0.0, readout_gain: float = 1.0,
                            readout_offset_C: float = 0.0, saturation_C: float | None = None,
                            output_full_scale_C: float | None = None, levels: int = 32,
-                           mismatch: tuple[float, float] | None = None, v_mid_V: float = 0.45,
-                           read_on_V: float = 0.9, note: str = "hand-written parameters"
-                           ) -> Path:
+                           mismatch: tuple[float, float] | None = None, v_mid_V: float,
+                           read_on_V: float, note: str = "hand-written parameters") -> Path:
     """Write a bundle from given parameters rather than from sweeps: for hand-made models, the
-    published model as a bundle, and tests. Provenance says where the numbers came from."""
+    published model as a bundle, and tests. Provenance says where the numbers came from. The
+    mid-rail `v_mid_V` and read-on level `read_on_V` are the operating point's (e.g.
+    gcsim.hw.PAPER.mid_rail_V / read_on_V for the published one): no default, so none is assumed."""
 
     root = Path(directory)
     order = degree_for_terms(len(coefficients_A))

@@ -33,8 +33,9 @@ class InputError(GcsimError):
     """Inputs of the wrong shape or outside the physical range."""
 
 
-def random_inputs(rows: int, cols: int, seed: int, vdd: float = 0.9):
-    """q (rows,) on the query DAC's 16 levels; k, v (cols, rows) on the 8 stored levels."""
+def random_inputs(rows: int, cols: int, seed: int, vdd: float):
+    """q (rows,) on the query DAC's 16 levels; k, v (cols, rows) on the 8 stored levels of
+    [0, vdd] (the tile's supply, `TileParams['vdd']`)."""
     rng = np.random.default_rng(seed)
     q = rng.integers(0, QUERY_LEVELS, rows) / (QUERY_LEVELS - 1)
     k = rng.integers(0, STORED_LEVELS, (cols, rows)) * vdd / (STORED_LEVELS - 1)
@@ -42,7 +43,7 @@ def random_inputs(rows: int, cols: int, seed: int, vdd: float = 0.9):
     return q, k, v
 
 
-def check_inputs(q, k, v, vdd: float = 0.9, rows: int | None = None, cols: int | None = None):
+def check_inputs(q, k, v, vdd: float, rows: int | None = None, cols: int | None = None):
     """Shapes q (R,), k and v (C, R); finite; q in [0, 1], k and v in [0, vdd]."""
     q, k, v = (np.asarray(x, dtype=float) for x in (q, k, v))
     if q.ndim != 1:
