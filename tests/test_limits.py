@@ -8,25 +8,15 @@ import time
 import tracemalloc
 
 import pytest
-from click.testing import CliRunner
 
-from gcsim.cli import main
+
+from conftest import error_line, invoke
 from gcsim.simulate import memory
 from gcsim.simulate.attention import SimulationConfig
 
 GIB = 1024 ** 3
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    assert result.exit_code not in (0, None), result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and "internal error" not in lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gcsim.cli import main
+
+from conftest import error_line, invoke
 
 TEMPLATE = """\
 * tiny.cir: one resistive divider
@@ -42,17 +42,6 @@ SIMULATE = ["simulate", "attention", "--tokens", "64", "--window", "64", "--dim"
 VALIDATE = ["validate", "tile", "--rows", "2", "--cols", "2", "--jobs", "1"]
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The single `Error: ...` line of a refused command."""
-    assert result.exit_code not in (0, None), result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and "internal error" not in lines[0]
-    return lines[0]
 
 
 def listing(folder: Path) -> list[str]:

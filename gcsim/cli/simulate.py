@@ -104,6 +104,12 @@ def _plot(path: str, result, q, k, v, ideal, seed: int, point=PAPER_OPERATING_PO
         plt.close(fig)
 
 
+# Both simulation commands refuse a run whose estimated memory exceeds what is available.
+yes_option = click.option("--yes", "-y", "confirmed", is_flag=True,
+                          help="Run even when the estimated memory is more than the machine "
+                               "has available (refused without it).")
+
+
 @click.group("simulate")
 def simulate_group() -> None:
     """Run attention heads through the behavioural gain-cell array models.
@@ -159,9 +165,7 @@ def simulate_group() -> None:
 @click.option("--plot", "plot_path", type=str, default=None,
               help="Write a PNG of S and the output against the ideal values (a .png name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--yes", "-y", "confirmed", is_flag=True,
-              help="Run even when the estimated memory is more than the machine has "
-                   "available (refused without it).")
+@yes_option
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                       mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
@@ -437,18 +441,22 @@ def _format_report(report: dict) -> str:
 
 
 @click.command("simulate", cls=OneLineErrors)
-@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True)
-@click.option("--heads", type=click.IntRange(1, MAX_HEADS), default=12, show_default=True)
-@click.option("--tokens", type=click.IntRange(1, MAX_TOKENS), default=1024, show_default=True)
-@click.option("--dim", type=click.IntRange(1, MAX_DIM), default=64, show_default=True)
-@click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=1024, show_default=True)
-@click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+              help="Sequences per batch.")
+@click.option("--heads", type=click.IntRange(1, MAX_HEADS), default=12, show_default=True,
+              help="Attention heads.")
+@click.option("--tokens", type=click.IntRange(1, MAX_TOKENS), default=1024, show_default=True,
+              help="Tokens per sequence.")
+@click.option("--dim", type=click.IntRange(1, MAX_DIM), default=64, show_default=True,
+              help="Head dimension.")
+@click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=1024, show_default=True,
+              help="Sliding window W in tokens.")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Times each entry runs; the best is reported (shared machines are noisy).")
 @click.option("--fits", "fits_dir", type=str, default=None,
               help="Fits bundle for the fitted entry [fits/; paper coefficients if it has none].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--yes", "-y", "confirmed", is_flag=True,
-              help="Run even when the estimated memory is more than the machine has "
-                   "available (refused without it).")
+@yes_option
 def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json, confirmed):
     """Time the paper and fitted modes against the float32 matmul floor and NumPy softmax.
 
