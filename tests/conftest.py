@@ -30,3 +30,13 @@ def error_line(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert "Traceback" not in result.output and "internal error" not in lines[0]
     return lines[0]
+
+
+def iv_table(tmp_path):
+    """A small external I-V table (no sweep sidecar) that `gcsim fit nonlinearity` takes."""
+    path = tmp_path / "iv.csv"
+    rows = ["stored_voltage_V,v_in_V,i_out_A"]
+    rows += [f"{v / 10:.2f},{vin},{(v / 10 - 0.45) * 1e-5 * vin}" for v in range(10)
+             for vin in (0.45, 0.9)]
+    path.write_text("\n".join(rows) + "\n")
+    return path

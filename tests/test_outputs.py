@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from gcsim.cli import main
 from gcsim.core.atomic import OutputError, replacing_all, write_text_atomically
 
+from conftest import iv_table
+
 
 def test_a_fifo_target_is_refused_and_left_alone(tmp_path):
     fifo = tmp_path / "pipe"
@@ -65,12 +67,7 @@ def test_new_files_honour_the_umask(tmp_path, umask):
 
 
 def _table(tmp_path):
-    path = tmp_path / "iv.csv"
-    rows = ["stored_voltage_V,v_in_V,i_out_A"]
-    rows += [f"{v / 10:.2f},{vin},{(v / 10 - 0.45) * 1e-5 * vin}" for v in range(10)
-             for vin in (0.45, 0.9)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return iv_table(tmp_path)
 
 
 def test_fit_to_a_png_name_is_refused_before_writing(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 
-from conftest import error_line, invoke
+from conftest import error_line, invoke, iv_table
 
 TEMPLATE = """\
 * tiny.cir: one resistive divider
@@ -290,11 +290,7 @@ def test_energy_names_the_files_it_wrote(tmp_path, umask_022):
 
 
 def test_fit_to_a_fifo_is_refused(tmp_path):
-    table = tmp_path / "iv.csv"
-    rows = ["stored_voltage_V,v_in_V,i_out_A"]
-    rows += [f"{v / 10:.2f},{vin},{(v / 10 - 0.45) * 1e-5 * vin}" for v in range(10)
-             for vin in (0.45, 0.9)]
-    table.write_text("\n".join(rows) + "\n")
+    table = iv_table(tmp_path)
     os.mkfifo(tmp_path / "fit.json")
     line = error_line(invoke("fit", "nonlinearity", table, "-o", tmp_path / "fit.json"))
     assert "fit.json: exists and is a device, FIFO or socket" in line
