@@ -266,7 +266,8 @@ def export_paper_coefficients(fit_file):
             raise GcsimError(f"{fit_file}: the published model has order 3; this fit has "
                              f"order {record.value('order')}")
         if abs(float(record.value("v_mid")) - PAPER.mid_rail_V) > 1e-12:
-            raise GcsimError(f"{fit_file}: the published model is centred on 0.45 V; this "
+            raise GcsimError(f"{fit_file}: the published model is centred on "
+                             f"{PAPER.mid_rail_V:g} V; this "
                              f"fit on {record.value('v_mid')} V")
     except GcsimError as exc:
         fail(exc)

@@ -79,7 +79,7 @@ class AttentionResult:
     """Output and intermediate signals of one simulation.
 
     `output` has the inputs' shape. Intermediates are 4-D, (batch, heads, tokens, ...):
-      S                (B, H, T, band) read-out column charge in coulombs (ideal: q . (k - 0.45))
+      S                (B, H, T, band) read-out column charge in coulombs (ideal: q . (k - mid-rail))
       phi              (B, H, T, band) HardSigmoid pulse width in seconds (ideal: softmax weight)
       subtile_outputs  (B, H, T, slots, D) counter output of each sub-tile, in [-1, 1]
     Band column w of token t is key j = t - band + 1 + w (see `key_positions`); slot s of token t is
@@ -459,8 +459,8 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
 
 def ideal_attention(qd, kd, vd, config: SimulationConfig, output_shape=None,
                     mid_rail_V: float = PAPER.mid_rail_V) -> AttentionResult:
-    """Softmax attention in float64 on the signed values: softmax(q (k-0.45)^T / sqrt(D)) (v-0.45),
-    with the operating point's mid-rail (`mid_rail_V`) for 0.45.
+    """Softmax attention in float64 on the signed values: softmax(q (k - m)^T / sqrt(D)) (v - m),
+    with m the operating point's mid-rail (`mid_rail_V`).
 
     Same causal sliding window; no DAC levels, decay or converters. Computed in blocks of queries.
     """
