@@ -275,7 +275,7 @@ def export_paper_coefficients(fit_file):
     click.echo(json.dumps({
         "coefficients_uA": coefficients,
         "order": [list(e) for e in polynomial_basis(3)],
-        "x": "stored_voltage_V - 0.45",
+        "x": f"stored_voltage_V - {float(record.value('v_mid')):g}",
         "v_in_V": float(record.value("read_on_level")),
         "source": str(fit_file),
         "kind": record.kind,

@@ -213,9 +213,11 @@ def format_summary(report: dict) -> str:
 @click.option("--q", "q_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Query, .npy of shape (rows,), values in [0, 1].")
 @click.option("--k", "k_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Keys, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
+              help="Keys, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
+                   "the design (builtin: 0.9 V).")
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Values, .npy of shape (cols, rows), stored voltages in [0, 0.9] V.")
+              help="Values, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
+                   "the design (builtin: 0.9 V).")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, design, executor, scheduler, q_path,
                  k_path, v_path):
