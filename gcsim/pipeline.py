@@ -46,6 +46,13 @@ def regen_options(kind_name: str, design: Design | None = None) -> dict:
     level of the operating point the sweeps ran at (the design's; the published one without a
     design)."""
     options = dict(REGEN_OPTIONS.get(kind_name, {}))
+    if design is not None:
+        orders = design.fits
+        options.update({"nonlinearity": {"order": orders.nonlinearity_order},
+                        "charge_per_pulse": {"order": orders.charge_order,
+                                             "edge_order": orders.edge_order},
+                        "cell_conductance": {"order": orders.conductance_order},
+                        }.get(kind_name, {}))
     if kind_name == "nonlinearity":
         point = (OperatingPoint.from_design(design) if design is not None
                  else PAPER_OPERATING_POINT)
@@ -63,7 +70,10 @@ def context_options(kind_name: str, design: Design | None = None) -> dict:
             return {"age_max_s": PAPER.window * PAPER.token_period_s}
         return {"age_max_s": design.timing.window_tokens * design.timing.token_period_s}
     if kind_name == "readout_loading":
-        return {"tile_timing_s": TileParams.defaults(signed=False).readout_timing_s()}
+        return {"tile_timing_s": TileParams.defaults(signed=False, design=design)
+                .readout_timing_s()}
+    if kind_name == "write" and design is not None:
+        return {"tolerance_V": design.tolerances.write_V}
     return {}
 
 
@@ -100,9 +110,9 @@ def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
     the ngspice runs elsewhere, e.g. on Dask (default: local worker processes). `design`: a
     shipped design's name or a design file (default: the models' process's design)."""
     from gcsim.characterize.sweep import Sweep, write_outputs
-    from gcsim.core.design import load_design
+    from gcsim.core.design import choose_design
 
-    chosen = load_design(design) if design is not None else None
+    chosen, models = choose_design(design, models)
 
     specs = [path for path in sorted(Path(spec_dir).glob("*.toml"))
              if only is None or path.stem in only]

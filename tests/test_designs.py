@@ -48,12 +48,12 @@ def test_builtin_design_validates_and_equals_the_netlist_defaults():
     used = set()
     for netlist in sorted(resources.NETLISTS.glob("*.cir")):
         defaults = Template.load(netlist).defaults
-        for name, value in design.template_parameters(netlist).items():
+        for name, value in design.template_parameters().items():
             if name in defaults:
                 used.add(name)
                 assert defaults[name] == value, f"{netlist.name}: {name}"
     # Every value the design maps reaches some testbench.
-    assert set(design.template_parameters()) <= used | {"i_ref"}
+    assert set(design.template_parameters()) <= used
 
 
 def test_netlists_hard_code_no_size():

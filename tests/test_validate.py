@@ -123,7 +123,7 @@ def test_split_run_equals_single_netlist():
 @needs_fits
 def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
     model = load_fitted_models(resources.FITS)
-    q, k, v = random_inputs(8, 8, seed=0, vdd=VDD)
+    q, k, v = random_inputs(8, 8, 0, VDD)
     result = validate_tile(q, k, v, model, BUILTIN, jobs=2)
     report = result.report
     for name in compare.STAGES:
@@ -175,7 +175,7 @@ def test_cli_tile_report_and_wrong_fit_exit_code(tmp_path):
 @needs_fits
 def test_retention_ages_the_cells_in_spice():
     model = load_fitted_models(resources.FITS)
-    q, k, v = random_inputs(4, 4, seed=1, vdd=VDD)
+    q, k, v = random_inputs(4, 4, 1, VDD)
     result = validate_tile(q, k, v, model, BUILTIN, scenario="retention", jobs=2,
                            token_period_s=2e-3)
     report = result.report
@@ -217,7 +217,7 @@ def test_check_inputs_refuses_bad_shapes_and_values():
 @pytest.mark.parametrize("case, message", [
     ("shape", "must be (cols, rows)"),
     ("nan", "NaN"),
-    ("range", "outside the physical range"),
+    ("range", "outside the design's range"),
     ("corrupt", "cannot read K"),
     ("partial", "give all of --q, --k and --v"),
     ("fits", "fits bundle"),

@@ -9,6 +9,7 @@ the rest of gcsim uses.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -22,10 +23,12 @@ from pydantic import (BeforeValidator, Field, PrivateAttr, WithJsonSchema, field
                       model_validator)
 
 from gcsim.core import resources
+from gcsim.core.design import Design, default_design
 from gcsim.core.errors import GcsimError, ParameterError, SpecError
 from gcsim.core.files import read_text
 from gcsim.core.tables import FileTable, TableError, validated
 from gcsim.spice.process import OPTIONAL_ROLES, ROLES
+from gcsim.core.terms import evaluate, is_expression
 from gcsim.core.values import MAX_NAME, check_name, parse_number, shown
 
 _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")     # matched whole (fullmatch)
@@ -93,7 +96,11 @@ def _corner(value: Any) -> Any:
 
 _NUMBER_OR_TEXT = {"anyOf": [{"type": "number"},
                              {"type": "string", "description": "a number with an optional "
-                                                               "SPICE suffix, e.g. '15n'"}]}
+                                                               "SPICE suffix, e.g. '15n'; in "
+                                                               "[parameters], axes and a "
+                                                               "measure's 'at' also an "
+                                                               "expression of design terms, "
+                                                               "e.g. 'v_mid - 0.45'"}]}
 # A finite number, written as a TOML number or a SPICE string ('15n', '1.2f', '3meg').
 SpiceNumber = Annotated[float, BeforeValidator(_spice_number), WithJsonSchema(_NUMBER_OR_TEXT)]
 # A template parameter, source or device name: a plain identifier SPICE cannot misread.
@@ -588,6 +595,19 @@ class Spec:
     temperatures: tuple[float, ...] | None = None
     montecarlo: MonteCarlo | None = None
     base: Path | None = None     # the spec's folder: relative paths start here
+    # The design whose values the spec's design-term expressions took (None: no expression,
+    # or the spec's process's default design).
+    design_name: str | None = None
+
+    @property
+    def uses_design_terms(self) -> bool:
+        return bool(_expressions(self.raw))
+
+    def for_design(self, design: Design | None) -> Spec:
+        """This spec with its design-term values taken from ``design``."""
+        if not self.uses_design_terms:
+            return self
+        return from_dict(self.raw, self.name, self.base, self.path, design)
 
     @property
     def n_points(self) -> int:
@@ -621,7 +641,10 @@ def check_size(spec: Spec, models: str | None = None, confirmed: bool = False) -
     return points
 
 
-def load(path: str | Path) -> Spec:
+def load(path: str | Path, design: Design | None = None) -> Spec:
+    """Read and check a spec. Values written in design terms (``stop = "vdd"``) take
+    ``design``'s values; without one, those of the spec's process's default design
+    (``Spec.for_design`` resolves them again for another design)."""
     path = Path(path)
     try:
         # A spec that lists a million values is about 10 MB of TOML; 64 MB is the limit.
@@ -632,7 +655,8 @@ def load(path: str | Path) -> Spec:
         raise SpecError(f"spec {path.name}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise SpecError(f"spec {path}: {exc.strerror}") from None
-    return from_dict(raw, name=path.name, base=path.resolve().parent, path=path.resolve())
+    return from_dict(raw, name=path.name, base=path.resolve().parent, path=path.resolve(),
+                     design=design)
 
 
 def _resolve_netlist(value: str, base: Path | None, name: str) -> Path:
@@ -645,11 +669,78 @@ def _resolve_netlist(value: str, base: Path | None, name: str) -> Path:
                     f"{', '.join(str(c.parent) for c in candidates)})")
 
 
+# Where a spec may write a value in design terms: (table, key) pairs of the raw TOML.
+_TERM_KEYS = {"axes": ("start", "stop", "values"), "measure": ("at",)}
+
+
+def _expressions(raw: dict) -> list[tuple[str, str]]:
+    """(location, text) of every value written as an expression of design terms."""
+    found = []
+    parameters = raw.get("parameters")
+    if isinstance(parameters, dict):
+        found += [(f"parameters.{key}", value) for key, value in parameters.items()
+                  if is_expression(value)]
+    for table, keys in _TERM_KEYS.items():
+        entries = raw.get(table)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            for key in keys:
+                value = entry.get(key)
+                items = enumerate(value) if isinstance(value, list) else [(None, value)]
+                found += [(f"{table}[{i}].{key}" + (f"[{j}]" if j is not None else ""), item)
+                          for j, item in items if is_expression(item) and item != "end"]
+    return found
+
+
+def _design_for_spec(raw: dict) -> Design | None:
+    """The default design of the process the spec's own ``models`` names."""
+    models = raw.get("models", "builtin")
+    process = models.rsplit(":", 1)[0] if isinstance(models, str) and ":" in models else models
+    return default_design(process) if isinstance(process, str) else None
+
+
+def resolve_terms(raw: dict, design: Design | None, name: str) -> dict:
+    """``raw`` with every design-term expression replaced by its value under ``design``
+    (default: the spec's process's default design)."""
+    expressions = _expressions(raw)
+    if not expressions:
+        return raw
+    if design is None:
+        design = _design_for_spec(raw)
+    if design is None:
+        where, text = expressions[0]
+        raise SpecError(f"{name}: {where}: {text!r} is written in design terms, and this "
+                        "sweep has no design: give one with --design")
+    terms = design.terms()
+    resolved = copy.deepcopy(raw)
+    for where, text in expressions:
+        try:
+            value = evaluate(text, terms, where)
+        except ParameterError as exc:
+            raise SpecError(f"{name}: {exc}") from None
+        table, _, rest = where.partition(".")
+        if table == "parameters":
+            resolved["parameters"][rest] = value
+            continue
+        index = int(table[table.index("[") + 1:-1])
+        key, _, item = rest.partition("[")
+        entry = resolved[table[:table.index("[")]][index]
+        if item:
+            entry[key][int(item[:-1])] = value
+        else:
+            entry[key] = value
+    return resolved
+
+
 def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
-              path: Path | None = None) -> Spec:
+              path: Path | None = None, design: Design | None = None) -> Spec:
     """Validate a parsed spec (``raw``, as read from TOML) against ``SpecFile`` and build the
-    ``Spec``; raise SpecError, one line naming ``name`` and the key."""
-    file: SpecFile = validated(SpecFile, raw, name)
+    ``Spec``; raise SpecError, one line naming ``name`` and the key. Values in design terms
+    take ``design``'s values (default: the spec's process's default design)."""
+    file: SpecFile = validated(SpecFile, resolve_terms(raw, design, name), name)
     netlist = _resolve_netlist(file.netlist, base, name)
     analysis = file.analysis
     transient = analysis.type == "tran"
@@ -661,4 +752,5 @@ def from_dict(raw: dict, name: str = "spec", base: Path | None = None,
         [axis.to_axis() for axis in file.axes], [m.to_measure() for m in file.measure],
         file.description, raw, tuple(file.corners) if file.corners else None,
         tuple(file.temperatures) if file.temperatures else None,
-        file.montecarlo.to_montecarlo() if file.montecarlo else None, base)
+        file.montecarlo.to_montecarlo() if file.montecarlo else None, base,
+        design.name if design is not None and _expressions(raw) else None)

@@ -43,13 +43,17 @@ class Sweep:
                  executor=None, design: Design | str | None = None):
         """``design``: a Design, or a shipped design's name or a design file; None: the
         models' process's default design (builtin's on builtin, none elsewhere yet)."""
+        self.model_sets = model_sets(spec, models)
+        self.template = Template.load(spec.netlist)
+        self.design = _design_for(design, self.model_sets[0], self.template)
+        # Values the spec writes in design terms ("vdd", "v_mid - 0.45") take this design's.
+        spec = spec.for_design(self.design)
         self.spec = spec
         # Where the runs happen (gcsim.spice.executors); None: local worker processes. The plan,
         # the netlists and their cache keys do not depend on it.
         if executor is None:
             executor = engine.DEFAULT_EXECUTOR.get()
         self.executor = executor if executor is not None and not executor.is_local else None
-        self.template = Template.load(spec.netlist)
         self.fixed = self.template.check_params({**spec.parameters, **(overrides or {})})
         self.overrides = dict(overrides or {})
         for name in self.overrides:
@@ -57,14 +61,12 @@ class Sweep:
                 raise SpecError(f"--set {name}: that parameter is swept by the spec")
         self.template.check_params({axis.param: axis.values[0] for axis in spec.axes})
         check_vectors(spec, self.template)     # before any run: a typo would fail them all
-        self.model_sets = model_sets(spec, models)
-        self.design = _design_for(design, self.model_sets[0], self.template)
         if self.design is not None:
             # The design sets every parameter the testbench declares and the spec does not
             # sweep; the spec's [parameters] and --set still override it.
             swept = {axis.param.lower() for axis in spec.axes} | {"temp_c"}
             values = {name: value for name, value in
-                      self.design.template_parameters(spec.netlist).items()
+                      self.design.template_parameters().items()
                       if name in self.template.defaults and name.lower() not in swept}
             self.fixed = self.template.check_params({**values, **spec.parameters,
                                                      **self.overrides})
@@ -222,6 +224,8 @@ def _design_for(design: Design | str | None, models: processes.ModelSet,
         shipped = resources.NETLISTS.resolve()
         if not template.path.resolve().is_relative_to(shipped):
             return None
+        if models.process not in ("builtin", "sky130"):
+            return None    # a user library: its design comes with --design
         return default_design(models.process)
     if not isinstance(design, Design):
         design = load_design(design)

@@ -140,10 +140,12 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             raise InputError("give all of --q, --k and --v, or none (random inputs)")
         if all(given):
             q, k, v = (_load(p, n) for p, n in ((q_path, "Q"), (k_path, "K"), (v_path, "V")))
-            q, k, v = check_inputs(q, k, v, params["vdd"], rows, cols)
+            low, high = params.stored_range
+            q, k, v = check_inputs(q, k, v, high, rows, cols, low=low)
             source = {"inputs": {"q": str(q_path), "k": str(k_path), "v": str(v_path)}}
         else:
-            q, k, v = random_inputs(rows or 8, cols or 8, seed, params["vdd"])
+            q, k, v = random_inputs(rows or 8, cols or 8, seed, params.stored_range[1],
+                                    params.stored_range[0])
             source = {"inputs": "random", "seed": seed}
         source["mc_seed"] = mc_seed
         source["design"] = chosen.name if chosen is not None else None
@@ -276,7 +278,8 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
         model_set = processes.resolve(selector)
         chosen = design_for(design, model_set.process)
         params = TileParams.defaults(design=chosen)
-        q, k, v = random_inputs(size, size, seed=0, vdd=params["vdd"])
+        q, k, v = random_inputs(size, size, 0, params.stored_range[1],
+                                params.stored_range[0])
         result = validate_tile(q, k, v, model, model_set,
                                jobs=jobs or max(1, os.cpu_count() or 1), params=params,
                                extra={"inputs": "random", "seed": 0,

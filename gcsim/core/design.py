@@ -83,8 +83,10 @@ class OperatingPoint(FileTable):
         "Level of the NMOS read word line rwl_n during a read pulse (netlist parameter v_in).",
         "V")
     read_on_p_V: Number = _field(
-        "Level of the PMOS read word line rwl_p during a read pulse. The published cell "
-        "mirrors rwl_n about mid-rail: 2 * mid_rail_V - read_on_n_V.", "V")
+        "Level of the PMOS read word line rwl_p during a read pulse. The architecture's read "
+        "is signed and symmetric: the testbenches and the tile mirror rwl_n about mid-rail, so "
+        "this must equal 2 * mid_rail_V - read_on_n_V (it is stated, and checked, so that a "
+        "design file reads completely).", "V")
     rest_V: Number = _field(
         "Level of both read word lines and of the bitline between reads: every read device's "
         "drain-source voltage is then zero, and so is the read current.", "V")
@@ -94,6 +96,11 @@ class OperatingPoint(FileTable):
         if not self.mid_rail_V < self.vdd_V:
             raise TableError(f"mid-rail {shown(self.mid_rail_V)} V is not below the supply "
                              f"{shown(self.vdd_V)} V", "mid_rail_V")
+        mirrored = 2 * self.mid_rail_V - self.read_on_n_V
+        if abs(self.read_on_p_V - mirrored) > 1e-9:
+            raise TableError(f"{shown(self.read_on_p_V)} V is not read_on_n_V mirrored about "
+                             f"mid-rail ({mirrored:.6g} V), as the netlists drive rwl_p",
+                             "read_on_p_V")
         return self
 
 
@@ -155,7 +162,8 @@ class Write(FileTable):
                                 "write device needs it to pass the top level).", "V")
     wwl_low_V: Number = _field("Write word line at rest (below 0 V to cut the write device's "
                                "leakage when the process needs it).", "V")
-    t_write_s: Positive = _field("Length of the write pulse, edges included.", "s")
+    t_write_s: Positive = _field("The write word line's rise plus its flat top (the fall "
+                                 "follows; netlist parameter t_write).", "s")
     t_rise_s: Positive = _field("Rise time of the write word line.", "s")
     t_fall_s: Positive = _field("Fall time of the write word line (a slow fall lowers the "
                                 "feedthrough's spread between levels).", "s")
@@ -258,6 +266,22 @@ class Tolerances(FileTable):
                                 "mid-rail (sense_amp.cir's settle_tol).", "V")
 
 
+class Fits(FileTable):
+    """How the design's curves are fitted: the polynomial orders its cell needs (a cell with
+    a dead band around mid-rail needs a higher order than a square-law one)."""
+
+    charge_order: int = Field(5, ge=1, le=15, description=(
+        "Order of the charge-per-pulse model's current term in the stored voltage (fitted "
+        "mode's cell)."))
+    edge_order: int = Field(3, ge=0, le=15, description=(
+        "Order of the charge-per-pulse model's edge-charge term."))
+    conductance_order: int = Field(4, ge=1, le=15, description=(
+        "Order of the cell-conductance polynomials (readout loading)."))
+    nonlinearity_order: int = Field(3, ge=1, le=15, description=(
+        "Order of the published-form nonlinearity fit (3: the published model's, which "
+        "`gcsim export paper-coefficients` needs)."))
+
+
 class Design(FileTable):
     """A design (netlists/designs/NAME.toml, or a file given to --design): one implementation
     of the architecture in one process. SI units throughout; each name carries its unit."""
@@ -276,6 +300,7 @@ class Design(FileTable):
     periphery: Periphery = Field(description="Integrator, converters and their devices.")
     timing: Timing = Field(description="Phases of a token and the array size.")
     tolerances: Tolerances = Field(description="The tolerances of the fits and checks.")
+    fits: Fits = Field(default_factory=Fits, description="The fits' polynomial orders.")
 
     _path: Path | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -303,12 +328,9 @@ class Design(FileTable):
         """The models selector of the design's process at its corner."""
         return f"{self.process}:{self.corner}"
 
-    def template_parameters(self, netlist: str | Path | None = None) -> dict[str, float]:
+    def template_parameters(self) -> dict[str, float]:
         """{netlist parameter name: value}: the design's values under the names the netlists'
-        ``.param`` lines declare. ``netlist`` (a testbench's path or stem) picks the values
-        a testbench gives a different meaning under a shared name: the signed converter's
-        i_ref is its own reference current, and the write testbench's t_edge is the word
-        line's edge (it has one edge parameter for both edges: the rise time)."""
+        ``.param`` lines declare (one name, one meaning, in every testbench)."""
         op, cell, periphery, timing = self.operating, self.cell, self.periphery, self.timing
         values = {
             "vdd": op.vdd_V, "v_mid": op.mid_rail_V, "v_in": op.read_on_n_V,
@@ -316,22 +338,34 @@ class Design(FileTable):
             "w_write": cell.w_write_m, "l_write": cell.l_write_m,
             "w_read_n": cell.w_read_n_m, "l_read_n": cell.l_read_n_m,
             "w_read_p": cell.w_read_p_m, "l_read_p": cell.l_read_p_m,
-            "v_wwl": self.write.wwl_high_V, "t_write": self.write.t_write_s,
+            "v_wwl": self.write.wwl_high_V, "v_wwl_low": self.write.wwl_low_V,
+            "t_write": self.write.t_write_s, "t_wwl_rise": self.write.t_rise_s,
+            "t_wwl_fall": self.write.t_fall_s, "dac_offset": self.dac.dac_offset_V,
             "c_int": periphery.c_int_F, "c_bl": periphery.c_bl_F,
             "i_bias": periphery.i_bias_A, "cc": periphery.cc_F, "rz": periphery.rz_ohm,
-            "i_ref": periphery.i_ref_A, "c_hold": periphery.c_hold_F,
+            "i_ref": periphery.i_ref_A, "i_ref_signed": periphery.i_ref_signed_A,
+            "c_hold": periphery.c_hold_F,
             "t_max": timing.t_max_s, "t_edge": timing.t_edge_s, "t_rst": timing.t_rst_s,
             "t_gap": timing.t_gap_s, "t_hold": timing.t_hold_s, "t_align": timing.t_align_s,
             "settle_tol": self.tolerances.settle_V,
         }
         for field_name, value in periphery.devices:
             values[field_name.removesuffix("_m")] = value
-        stem = Path(netlist).stem if netlist is not None else None
-        if stem == "signed_converter":
-            values["i_ref"] = periphery.i_ref_signed_A
-        elif stem == "gain_cell_write":
-            values["t_edge"] = self.write.t_rise_s
         return values
+
+    def terms(self) -> dict[str, float]:
+        """The names a spec's values may use (``stop = "vdd"``, ``start = "v_mid - 0.45"``):
+        every netlist parameter the design sets, and the DAC's stored range
+        (v_stored_min, v_stored_max), the PMOS read level (v_in_p), the token period, the
+        write tolerance, the HardSigmoid's saturation charge s_sat = i_ref * t_max and the
+        signed converter's full scale q_fs = i_ref_signed * t_max."""
+        return {**self.template_parameters(),
+                "v_stored_min": self.dac.stored_min_V, "v_stored_max": self.dac.stored_max_V,
+                "v_in_p": self.operating.read_on_p_V, "v_rest": self.operating.rest_V,
+                "token_period": self.timing.token_period_s,
+                "write_tol": self.tolerances.write_V,
+                "s_sat": self.periphery.i_ref_A * self.timing.t_max_s,
+                "q_fs": self.periphery.i_ref_signed_A * self.timing.t_max_s}
 
 
 DESIGN_SCHEMA = Design
@@ -374,6 +408,45 @@ def load_design(name_or_path: str | Path) -> Design:
 
 
 def default_design(process: str) -> Design | None:
-    """The design used when none is given: the builtin one on the builtin process; None on
-    another process (its netlists' own defaults apply until it ships a design)."""
-    return load_design("builtin") if process == "builtin" else None
+    """The design used when none is given: the shipped design named like the process
+    (netlists/designs/builtin.toml, sky130.toml); None for a process without one (a user
+    library: give its design with --design)."""
+    if "/" in process or "\\" in process or not (DESIGNS / f"{process}.toml").is_file():
+        return None
+    return load_design(process)
+
+
+def process_of(models: str) -> str:
+    """The process a models selector names: 'sky130:ss' -> 'sky130', 'path/lib.spice:tt' ->
+    'path/lib.spice' (a selector without a corner is the process itself)."""
+    return models.rsplit(":", 1)[0] if ":" in models else models
+
+
+def choose_design(design: str | Path | Design | None,
+                  models: str | None) -> tuple[Design | None, str | None]:
+    """--design and --models together: a design alone brings its process and corner
+    (--design sky130 runs on sky130:tt); models alone bring their process's shipped design
+    (--models sky130:ss runs the sky130 design at ss); both must name one process. Neither:
+    (None, None), so each spec keeps its own models and their default design."""
+    if design is None:
+        if models is None:
+            return None, None
+        return default_design(process_of(models)), models
+    chosen = design if isinstance(design, Design) else load_design(design)
+    if models is None:
+        return chosen, chosen.models
+    if process_of(models) != chosen.process:
+        raise SpecError(f"--design {chosen.name} is for process {chosen.process}, and --models "
+                        f"is {models}: give that process's models, or leave one of them out")
+    return chosen, models
+
+
+def default_fits(design: Design | None) -> Path:
+    """The committed bundle that goes with a design: fits/NAME/ for a shipped design (when it
+    exists), else the default design's (fits/builtin/)."""
+    if design is not None and design.path is not None and \
+            design.path.resolve().parent == DESIGNS.resolve():
+        folder = resources.fits_for(design.name)
+        if folder.is_dir():
+            return folder
+    return resources.FITS

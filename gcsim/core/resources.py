@@ -32,7 +32,14 @@ ROOT = _data_root()
 NETLISTS = ROOT / "netlists"
 MODELS = NETLISTS / "models"
 CHARACTERIZATION = ROOT / "characterization"
-FITS = ROOT / "fits"
+FITS_ROOT = ROOT / "fits"
+# The default design's committed bundle; fits/NAME/ holds design NAME's (fits_for).
+FITS = FITS_ROOT / "builtin"
+
+
+def fits_for(design: str) -> Path:
+    """The committed fits bundle of a shipped design (fits/NAME/)."""
+    return FITS_ROOT / design
 
 
 def cache_dir() -> Path:

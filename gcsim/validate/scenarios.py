@@ -33,18 +33,20 @@ class InputError(GcsimError):
     """Inputs of the wrong shape or outside the physical range."""
 
 
-def random_inputs(rows: int, cols: int, seed: int, vdd: float):
+def random_inputs(rows: int, cols: int, seed: int, high: float, low: float = 0.0):
     """q (rows,) on the query DAC's 16 levels; k, v (cols, rows) on the 8 stored levels of
-    [0, vdd] (the tile's supply, `TileParams['vdd']`)."""
+    [low, high] (the design's stored range, `TileParams.stored_range`)."""
     rng = np.random.default_rng(seed)
     q = rng.integers(0, QUERY_LEVELS, rows) / (QUERY_LEVELS - 1)
-    k = rng.integers(0, STORED_LEVELS, (cols, rows)) * vdd / (STORED_LEVELS - 1)
-    v = rng.integers(0, STORED_LEVELS, (cols, rows)) * vdd / (STORED_LEVELS - 1)
+    step = (high - low) / (STORED_LEVELS - 1)
+    k = low + rng.integers(0, STORED_LEVELS, (cols, rows)) * step
+    v = low + rng.integers(0, STORED_LEVELS, (cols, rows)) * step
     return q, k, v
 
 
-def check_inputs(q, k, v, vdd: float, rows: int | None = None, cols: int | None = None):
-    """Shapes q (R,), k and v (C, R); finite; q in [0, 1], k and v in [0, vdd]."""
+def check_inputs(q, k, v, high: float, rows: int | None = None, cols: int | None = None,
+                 low: float = 0.0):
+    """Shapes q (R,), k and v (C, R); finite; q in [0, 1], k and v in [low, high]."""
     q, k, v = (np.asarray(x, dtype=float) for x in (q, k, v))
     if q.ndim != 1:
         raise InputError(f"Q must be 1-D (rows,), got shape {q.shape}")
@@ -60,12 +62,14 @@ def check_inputs(q, k, v, vdd: float, rows: int | None = None, cols: int | None 
         raise InputError(f"--cols {cols} but K has {k.shape[0]} columns")
     if q.shape[0] < 1 or k.shape[0] < 2:
         raise InputError("a tile needs at least 1 row and 2 columns")
-    for name, x, hi in (("Q", q, 1.0), ("K", k, vdd), ("V", v, vdd)):
+    # A level computed as low + n * step may land a few ulps outside [low, high].
+    slack = 1e-9 * max(1.0, abs(high))
+    for name, x, lo, hi in (("Q", q, 0.0, 1.0), ("K", k, low, high), ("V", v, low, high)):
         if not np.all(np.isfinite(x)):
             raise InputError(f"{name} contains NaN or infinite values")
-        if x.min() < 0 or x.max() > hi:
-            raise InputError(f"{name} spans [{x.min():.4g}, {x.max():.4g}], outside the physical "
-                             f"range [0, {hi:g}]" + (" V" if name != "Q" else ""))
+        if x.min() < lo - slack or x.max() > hi + slack:
+            raise InputError(f"{name} spans [{x.min():.4g}, {x.max():.4g}], outside the "
+                             f"design's range [{lo:g}, {hi:g}]" + (" V" if name != "Q" else ""))
     return q, k, v
 
 
@@ -87,7 +91,8 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     started = time.perf_counter()
     params = params or TileParams.defaults()
     thresholds = thresholds or compare.parse_thresholds([])
-    q, k, v = check_inputs(q, k, v, params["vdd"])
+    low, high = params.stored_range
+    q, k, v = check_inputs(q, k, v, high, low=low)
     C, R = k.shape
     notes = []
     k_V, v_V = k, v

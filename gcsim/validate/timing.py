@@ -40,10 +40,14 @@ class TileParams:
         c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
         if design is not None:
-            c2p = {**c2p, **design.template_parameters("charge_to_pulse")}
-            cell = {**cell, **design.template_parameters("gain_cell_pulse")}
+            c2p = {**c2p, **design.template_parameters()}
+            cell = {**cell, **design.template_parameters()}
         values = {name: c2p[name] for name in C2P_PARAMS}
         values.update({name: cell[name] for name in CELL_PARAMS})
+        # The stored (K/V) range: the design's DAC; without a design, the whole supply.
+        values["v_stored_min"] = design.dac.stored_min_V if design is not None else 0.0
+        values["v_stored_max"] = (design.dac.stored_max_V if design is not None
+                                  else values["vdd"])
         if r_wire < 0 or c_wire < 0:
             raise ParameterError("wire R and C per pitch must be >= 0")
         signed_cir = resources.NETLISTS / "signed_converter.cir"
@@ -54,10 +58,15 @@ class TileParams:
                 raise ParameterError(f"no signed converter netlist ({signed_cir})")
             sc = Template.load(signed_cir).defaults
             if design is not None:
-                sc = {**sc, **design.template_parameters("signed_converter")}
-            values.update({"s_i_ref": sc["i_ref"], "s_t_max": sc["t_max"],
+                sc = {**sc, **design.template_parameters()}
+            values.update({"s_i_ref": sc["i_ref_signed"], "s_t_max": sc["t_max"],
                            "s_t_align": sc["t_align"]})
         return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
+
+    @property
+    def stored_range(self) -> tuple[float, float]:
+        """(lowest, highest) stored K/V voltage the tile's DAC writes."""
+        return self.values["v_stored_min"], self.values["v_stored_max"]
 
     def __getitem__(self, name: str) -> float:
         return self.values[name]
