@@ -105,7 +105,7 @@ def swept_design(outcomes: list[SweepOutcome]) -> Design | None:
 def run_sweeps(spec_dir: Path, sweep_dir: Path, models: str | None = None,
                jobs: int | None = None, on_done: Callable[[SweepOutcome], None] | None = None,
                only: set[str] | None = None, executor=None,
-               design: str | Path | None = None) -> list[SweepOutcome]:
+               design: str | Path | Design | None = None) -> list[SweepOutcome]:
     """Sweep every spec of `spec_dir` into `sweep_dir`; `executor` (gcsim.spice.executors) runs
     the ngspice runs elsewhere, e.g. on Dask (default: local worker processes). `design`: a
     shipped design's name or a design file (default: the models' process's design)."""

@@ -208,7 +208,7 @@ def test_check_inputs_refuses_bad_shapes_and_values():
     bad[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         check_inputs(q, k, bad, VDD)
-    with pytest.raises(InputError, match="physical range"):
+    with pytest.raises(InputError, match="design.s range"):
         check_inputs(q, k + 0.5, v, VDD)
     with pytest.raises(InputError, match="--rows 3"):
         check_inputs(q, k, v, VDD, rows=3)

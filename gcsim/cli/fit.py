@@ -157,7 +157,8 @@ def fit_command(kind, table, output, columns, order, edge_order, v_in, v_mid, re
 @click.option("--specs", "spec_dir", type=click.Path(file_okay=False, path_type=Path),
               default=resources.CHARACTERIZATION, show_default=True, help="Folder of specs.")
 @click.option("--fits", "fits_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=resources.FITS, show_default=True, help="Where the fit files go.")
+              default=None, help="Where the fit files go [default: the design's committed "
+                                 "bundle, fits/DESIGN/].")
 @click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("reports"), show_default=True,
               help="Where sweep tables (REPORTS/sweeps) and plots (REPORTS/fits) go.")
@@ -173,8 +174,9 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
                   scheduler):
     """Regenerate every fitted model: run every spec, then every fit.
 
-    Unchanged sweeps come from the cache, so a second run takes seconds. The committed
-    fits/ is exactly what this produces on builtin models (`--check` proves it).
+    Unchanged sweeps come from the cache, so a second run takes seconds. Each committed
+    bundle fits/DESIGN/ is exactly what this produces on that design (`--check` proves it):
+    --design sky130 (or --models sky130:tt) writes fits/sky130/.
 
     With --executor dask the sweeps run on a Dask cluster, with the same results and
     cache.
@@ -183,6 +185,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
     Examples:
       gcsim regen
       gcsim regen --check
+      gcsim regen --design sky130
       gcsim regen --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from gcsim.pipeline import compare_fits, fit_all, run_sweeps, swept_design
@@ -192,13 +195,26 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
         runner = executors.from_options(executor, scheduler)
     except GcsimError as exc:
         fail(exc)
+    from gcsim.core.design import DESIGNS, choose_design
+
+    try:
+        chosen, models = choose_design(design, models)
+        if fits_dir is None:
+            shipped = chosen is None or (chosen.path is not None and
+                                         chosen.path.resolve().parent == DESIGNS.resolve())
+            if not shipped:
+                raise GcsimError(f"--design {design}: a design of your own needs --fits DIR "
+                                 "(the committed fits/ holds the shipped designs' bundles)")
+            fits_dir = resources.fits_for(chosen.name) if chosen else resources.FITS
+    except GcsimError as exc:
+        fail(exc)
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="gcsim-regen-")) if check else None
     target = scratch / "fits" if check else fits_dir
     try:
         with runner:
             swept = run_sweeps(spec_dir, reports_dir / "sweeps", models, jobs, executor=runner,
-                       design=design,
+                       design=chosen,
                        on_done=lambda o: click.echo(
                            f"swept {o.spec.name:32s} {o.rows:6d} rows {o.failed:3d} failed "
                            f"{o.stats['cache_hits']:3d}/{o.stats['planned_runs']:<3d} runs "
@@ -217,7 +233,7 @@ def regen_command(spec_dir, fits_dir, reports_dir, models, jobs, check, design, 
                 for line in differences[:20]:
                     click.echo(f"differs: {line}", err=True)
                 raise GcsimError(f"{len(differences)} difference(s) between {fits_dir} and a "
-                                 "fresh regen; run `gcsim regen` and commit fits/")
+                                 f"fresh regen; run `gcsim regen` and commit {fits_dir}")
             click.echo(f"{fits_dir} matches a fresh regen (dates aside)")
     except GcsimError as exc:
         fail(exc)

@@ -10,13 +10,32 @@ from pathlib import Path
 import click
 import numpy as np
 
+from gcsim.core.design import choose_design, default_fits
 from gcsim.core.errors import GcsimError
 from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.spice import executors
-from gcsim.core import resources
 from gcsim.cli.common import OneLineErrors, design_option, one_line
 
 EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
+
+
+def check_bundle_matches(model, design, models, fits_dir) -> None:
+    """A bundle fitted on one design or process validated on another compares two different
+    circuits: refused in one line, never a silent fallback."""
+    from gcsim.core.design import process_of
+
+    bundle_models = model.notes.get("models") or []
+    processes = {process_of(m) for m in bundle_models}
+    if processes and models.process not in processes:
+        raise GcsimError(f"fits bundle {fits_dir} was fitted on {', '.join(bundle_models)}, and "
+                         f"the tile runs {models.name}: give --fits the bundle of that process "
+                         f"(e.g. fits/{models.process}) or --models of the bundle's")
+    recorded = model.notes.get("design_sha256")
+    if design is not None and recorded and recorded != design.sha256:
+        raise GcsimError(f"fits bundle {fits_dir} was fitted on design "
+                         f"{model.notes.get('design')} (sha256 {recorded[:12]}...), and the tile "
+                         f"runs design {design.name} (sha256 {design.sha256[:12]}...): give "
+                         "--fits that design's bundle, or --design the bundle's")
 
 
 def design_for(design: str | None, process: str):
@@ -56,10 +75,12 @@ def _common(func):
                      help="K-array columns = tokens (default 8, or from --k)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Random inputs on the DAC levels (q: 16 levels, k and v: 8)."),
-        click.option("--models", default="builtin", show_default=True,
-                     help="Device models: builtin, builtin:CORNER, sky130:CORNER, LIB:SECTION."),
-        click.option("--fits", "fits_dir", type=click.Path(path_type=Path), default=resources.FITS,
-                     show_default=True, help="Fits bundle for the behavioural model."),
+        click.option("--models", default=None,
+                     help="Device models: builtin, builtin:CORNER, sky130:CORNER, LIB:SECTION "
+                          "[default: the design's process and corner, builtin:tt]."),
+        click.option("--fits", "fits_dir", type=click.Path(path_type=Path), default=None,
+                     help="Fits bundle for the behavioural model [default: the design's "
+                          "committed bundle, fits/DESIGN/]."),
         click.option("--threshold", "thresholds", multiple=True, metavar="[STAGE=]PCT",
                      help="RMSE limit in % of full scale, per stage (S, phi, A, out) or for "
                           "all; repeatable. Default 2."),
@@ -119,8 +140,10 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         if report_dir is not None:   # checked now, not after the ngspice runs
             compare.check_report_files(report_dir)
         limits = compare.parse_thresholds(thresholds)
-        model_set = processes.resolve(models)
-        chosen = design_for(design, model_set.process)
+        chosen, models = choose_design(design, models)
+        model_set = processes.resolve(models or "builtin")
+        chosen = chosen if chosen is not None else design_for(None, model_set.process)
+        fits_dir = fits_dir if fits_dir is not None else default_fits(chosen)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
                                      parse_number(c_wire, "--c-wire"), readout == "signed",
                                      design=chosen)
@@ -128,6 +151,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         if single is False and params.r_wire > 0:
             single = True   # word-line resistance couples the columns
         model = load_fitted_models(fits_dir)
+        check_bundle_matches(model, chosen, model_set, fits_dir)
         if model.notes.get("stand_ins"):
             source_notes = {"stand_ins": list(model.notes["stand_ins"])}
             if not as_json:
@@ -259,9 +283,10 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,
                      size: int = 64, design: str | None = None) -> None:
-    """`gcsim run`'s last step: a size x size tile against this run's fits (OUT/fits, or the
-    committed fits/ when this run produced no complete bundle); prints the stage table and
-    writes OUT/validate/. Failing stages are reported, not raised: the run itself succeeded."""
+    """`gcsim run`'s last step: a size x size tile against this run's fits (OUT/fits; a run
+    that produced no complete bundle says so and validates nothing); prints the stage table
+    and writes OUT/validate/. Failing stages are reported, not raised: the run itself
+    succeeded."""
     from gcsim.spice import process as processes
     from gcsim.core.errors import GcsimError
     from gcsim.hw import FitsBundleError, load_fitted_models
@@ -269,14 +294,16 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
     from gcsim.validate.scenarios import random_inputs, validate_tile
     from gcsim.validate.timing import TileParams
 
-    selector = models or "builtin"
     try:
-        try:
-            model = load_fitted_models(out_dir / "fits")
-        except FitsBundleError:
-            model = load_fitted_models(resources.FITS)
+        chosen, selector = choose_design(design, models)
+        selector = selector or "builtin"
         model_set = processes.resolve(selector)
-        chosen = design_for(design, model_set.process)
+        chosen = chosen if chosen is not None else design_for(None, model_set.process)
+        # This run's bundle only: falling back to a committed one would validate fits this
+        # run did not make, under this run's name.
+        fits_dir = out_dir / "fits"
+        model = load_fitted_models(fits_dir)
+        check_bundle_matches(model, chosen, model_set, fits_dir)
         params = TileParams.defaults(design=chosen)
         q, k, v = random_inputs(size, size, 0, params.stored_range[1],
                                 params.stored_range[0])

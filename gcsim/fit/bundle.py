@@ -171,6 +171,16 @@ class FitsBundle:
     def __contains__(self, kind: str) -> bool:
         return kind in self.records
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The device models the bundle's sweeps ran on (one process and corner: the
+        manifest checks it), () when no fit records them."""
+        for record in self.records.values():
+            models = (record.provenance or {}).get("models")
+            if models:
+                return (models,) if isinstance(models, str) else tuple(models)
+        return ()
+
     def __getitem__(self, kind: str) -> FitRecord:
         return self.records[kind]
 

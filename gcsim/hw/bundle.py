@@ -169,6 +169,8 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
         mismatch=mismatch,
         pulse_edge_time_s=edge_time_s,
         loading=_loading(bundle, c2p),
-        notes={"stand_ins": stand_ins(bundle)},
+        notes={"stand_ins": stand_ins(bundle), "models": list(bundle.models),
+               "design": bundle.design.name if bundle.design is not None else None,
+               "design_sha256": bundle.design.sha256 if bundle.design is not None else None},
         operating_point=point,
     )
