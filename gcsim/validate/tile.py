@@ -198,7 +198,8 @@ def _supplies(p: TileParams) -> list[str]:
     vdd, v_mid = p["vdd"], p["v_mid"]
     return [
         f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
-        f"VMID2 mid2 0 {f(2 * v_mid)}", "VWWL wwl 0 0", f"VWBL wbl 0 {f(v_mid)}",
+        f"VMID2 mid2 0 {f(2 * v_mid)}", f"VWWL wwl 0 {f(p['v_wwl_low'])}",
+        f"VWBL wbl 0 {f(v_mid)}",
         f"VRST rst 0 PULSE({f(vdd)} 0 {f(p['t_rst'])} 50p 50p 1 2)",
         f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p['t_rst'])} 50p 50p 1 2)",
     ]
@@ -257,11 +258,39 @@ def _integrator(w: _Writer, array: str, c: int) -> None:
     w.lines.append(f"Cq{array}_{c} q{array}_{c} 0 {f(PROBE_C)}")
     w.lines.append(f"Rq{array}_{c} q{array}_{c} 0 1e15")
     w.lines.append(f"Ib{array}_{c} vddb {nb} {f(p['i_bias'])}")
-    w.lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos w=1u l=250n")
+    w.lines.append(f"Xmb{array}_{c} {nb} {nb} 0 0 core_nmos "
+                   + _sizes(p, w="w_bias", l="l_bias"))
     w.lines.append(f"Xsa{array}_{c} bi{array}_{c} out{array}_{c} {rst} {rstb} vref vdd {nb} "
-                   f"sense_amp c_int={f(p['c_int'])} cc={f(p['cc'])} rz={f(p['rz'])}")
+                   "sense_amp " + _sizes(p, **SENSE_AMP_SIZES))
     w.initial_conditions.append(f"v(q{array}_{c})=0")
     w.probe(f"q{array}_{c}")
+
+
+# {subcircuit parameter: tile parameter}: the instance lines of sense_amp.cir,
+# charge_to_pulse.cir and signed_converter.cir, so the tile runs the characterised circuits
+# at the design's sizes.
+SENSE_AMP_SIZES = {
+    "c_int": "c_int", "cc": "cc", "rz": "rz", "w_swn": "w_rst_n", "w_swp": "w_rst_p",
+    "l_sw": "l_sw", "w_ota_in": "w_ota_in", "l_ota_in": "l_ota_in", "w_ota_load": "w_ota_load",
+    "l_ota_load": "l_ota_load", "w_ota_tail": "w_ota_tail", "l_ota_tail": "l_ota_tail",
+    "w_ota_outn": "w_ota_outn", "w_ota_outp": "w_ota_outp", "l_ota_out": "l_ota_out"}
+_LOGIC_SIZES = {
+    "l_logic": "l_logic", "w_inv_n": "w_inv_n", "w_inv_p": "w_inv_p", "w_nand_n": "w_nand_n",
+    "w_nand_p": "w_nand_p", "w_drv_n": "w_drv_n", "w_drv_p": "w_drv_p",
+    "w_cmp_in": "w_cmp_in", "l_cmp_in": "l_cmp_in", "w_cmp_load": "w_cmp_load",
+    "l_cmp_load": "l_cmp_load", "w_cmp_tail": "w_cmp_tail", "l_cmp_tail": "l_cmp_tail",
+    "w_cmp_gain_n": "w_cmp_gain_n", "w_cmp_gain_p": "w_cmp_gain_p"}
+CHARGE_TO_PULSE_SIZES = {"w_sink": "w_sink_n", "l_sink": "l_mirror", "w_sw": "w_dis_n",
+                         "l_sw": "l_sw", **_LOGIC_SIZES}
+SIGNED_CONVERTER_SIZES = {
+    "w_sink": "w_sink_n", "w_src": "w_src_p", "l_mirror": "l_mirror", "w_swn": "w_dis_n",
+    "w_swp": "w_dis_p", "c_hold": "c_hold", "l_sw": "l_sw", "w_latch_n": "w_latch_n",
+    "w_latch_p": "w_latch_p", **_LOGIC_SIZES}
+
+
+def _sizes(p, **names: str) -> str:
+    """`subckt_param=value ...` for an instance line, each value the tile's parameter."""
+    return " ".join(f"{key}={f(p[name])}" for key, name in names.items())
 
 
 def _width_probe(w: _Writer, node: str, pulse: str, also_saved: str) -> None:
@@ -305,9 +334,11 @@ def _hardsigmoid_converter(w: _Writer, c: int) -> None:
     diode; its pulse `pulse_c` (and its width probe) is the HardSigmoid output phi."""
     p = w.params
     w.lines.append(f"Ir_{c} vddb nr_{c} {f(p['i_ref'])}")
-    w.lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos w=4u l=500n")
+    w.lines.append(f"Xmr_{c} nr_{c} nr_{c} 0 0 core_nmos "
+                   + _sizes(p, w="w_ref_n", l="l_mirror"))
     w.lines.append(f"Xcp_{c} outk_{c} bik_{c} vref gate gate_d pulse_{c} "
-                   f"cmp_{c} vdd nbk_{c} nr_{c} charge_to_pulse")
+                   f"cmp_{c} vdd nbk_{c} nr_{c} charge_to_pulse "
+                   + _sizes(p, **CHARGE_TO_PULSE_SIZES))
     _width_probe(w, f"w_{c}", f"pulse_{c}", f"pulse_{c}")
 
 
@@ -368,11 +399,14 @@ def _signed_converter(w: _Writer, d: int) -> None:
     pulse spulse_d (width probe ws_d) and latched sign s_d give the output."""
     p = w.params
     w.lines.append(f"Irs_{d} vddb nrs_{d} {f(p['s_i_ref'])}")
-    w.lines.append(f"Xmrs_{d} nrs_{d} nrs_{d} 0 0 core_nmos w=4u l=500n")
+    w.lines.append(f"Xmrs_{d} nrs_{d} nrs_{d} 0 0 core_nmos "
+                   + _sizes(p, w="w_ref_n", l="l_mirror"))
     w.lines.append(f"Irp_{d} prs_{d} 0 {f(p['s_i_ref'])}")
-    w.lines.append(f"Xmrp_{d} prs_{d} prs_{d} vddb vddb core_pmos w=12u l=500n")
+    w.lines.append(f"Xmrp_{d} prs_{d} prs_{d} vddb vddb core_pmos "
+                   + _sizes(p, w="w_ref_p", l="l_mirror"))
     w.lines.append(f"Xsc_{d} outv_{d} biv_{d} vref smp smpb gate2 gate2_d spulse_{d} s_{d} "
-                   f"vdd nbv_{d} nrs_{d} prs_{d} signed_converter")
+                   f"vdd nbv_{d} nrs_{d} prs_{d} signed_converter "
+                   + _sizes(p, **SIGNED_CONVERTER_SIZES))
     _width_probe(w, f"ws_{d}", f"spulse_{d}", f"s_{d}")
 
 

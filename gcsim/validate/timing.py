@@ -15,7 +15,16 @@ from gcsim.spice.template import Template
 C2P_PARAMS = ("vdd", "v_mid", "t_edge", "t_rst", "t_gap", "t_hold", "t_max", "t_align", "i_ref",
               "c_int", "i_bias", "cc", "rz", "temp_c")
 CELL_PARAMS = ("c_store", "w_write", "l_write", "w_read_n", "l_read_n", "w_read_p", "l_read_p",
-               "v_in")
+               "v_in", "v_wwl_low")
+# Periphery device sizes, from charge_to_pulse.cir (integrator, HardSigmoid converter) and
+# signed_converter.cir (its own devices): the tile instantiates the same subcircuits with them.
+C2P_DEVICES = ("w_bias", "l_bias", "w_rst_n", "w_rst_p", "l_sw", "w_ota_in", "l_ota_in",
+               "w_ota_load", "l_ota_load", "w_ota_tail", "l_ota_tail", "w_ota_outn",
+               "w_ota_outp", "l_ota_out", "w_ref_n", "l_mirror", "w_sink_n", "w_dis_n",
+               "l_logic", "w_inv_n", "w_inv_p", "w_nand_n", "w_nand_p", "w_drv_n", "w_drv_p",
+               "w_cmp_in", "l_cmp_in", "w_cmp_load", "l_cmp_load", "w_cmp_tail", "l_cmp_tail",
+               "w_cmp_gain_n", "w_cmp_gain_p")
+SIGNED_DEVICES = ("w_ref_p", "w_src_p", "w_dis_p", "w_latch_n", "w_latch_p", "c_hold")
 
 
 @dataclass
@@ -42,7 +51,7 @@ class TileParams:
         if design is not None:
             c2p = {**c2p, **design.template_parameters()}
             cell = {**cell, **design.template_parameters()}
-        values = {name: c2p[name] for name in C2P_PARAMS}
+        values = {name: c2p[name] for name in C2P_PARAMS + C2P_DEVICES}
         values.update({name: cell[name] for name in CELL_PARAMS})
         # The stored (K/V) range: the design's DAC; without a design, the whole supply.
         values["v_stored_min"] = design.dac.stored_min_V if design is not None else 0.0
@@ -61,6 +70,7 @@ class TileParams:
                 sc = {**sc, **design.template_parameters()}
             values.update({"s_i_ref": sc["i_ref_signed"], "s_t_max": sc["t_max"],
                            "s_t_align": sc["t_align"]})
+            values.update({name: sc[name] for name in SIGNED_DEVICES})
         return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
 
     @property
