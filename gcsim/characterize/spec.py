@@ -23,7 +23,7 @@ from pydantic import (BeforeValidator, Field, PrivateAttr, WithJsonSchema, field
                       model_validator)
 
 from gcsim.core import resources
-from gcsim.core.design import Design, default_design
+from gcsim.core.design import Design, default_design, process_of
 from gcsim.core.errors import GcsimError, ParameterError, SpecError
 from gcsim.core.files import read_text
 from gcsim.core.tables import FileTable, TableError, validated
@@ -669,37 +669,47 @@ def _resolve_netlist(value: str, base: Path | None, name: str) -> Path:
                     f"{', '.join(str(c.parent) for c in candidates)})")
 
 
-# Where a spec may write a value in design terms: (table, key) pairs of the raw TOML.
-_TERM_KEYS = {"axes": ("start", "stop", "values"), "measure": ("at",)}
+# Where a spec may write a value in design terms, as paths into the raw TOML ("*": every key
+# or index of a table or list).
+_TERM_PATHS = (("parameters", "*"), ("analysis", "step"), ("analysis", "stop"),
+               ("analysis", "max_step"), ("axes", "*", "start"), ("axes", "*", "stop"),
+               ("axes", "*", "values", "*"), ("measure", "*", "at"),
+               ("measure", "*", "sample", "start"), ("measure", "*", "sample", "stop"))
 
 
-def _expressions(raw: dict) -> list[tuple[str, str]]:
-    """(location, text) of every value written as an expression of design terms."""
-    found = []
-    parameters = raw.get("parameters")
-    if isinstance(parameters, dict):
-        found += [(f"parameters.{key}", value) for key, value in parameters.items()
-                  if is_expression(value)]
-    for table, keys in _TERM_KEYS.items():
-        entries = raw.get(table)
-        if not isinstance(entries, list):
-            continue
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                continue
-            for key in keys:
-                value = entry.get(key)
-                items = enumerate(value) if isinstance(value, list) else [(None, value)]
-                found += [(f"{table}[{i}].{key}" + (f"[{j}]" if j is not None else ""), item)
-                          for j, item in items if is_expression(item) and item != "end"]
-    return found
+def _walk(node: Any, path: tuple, where: tuple = ()):
+    """(location, value) of every value under ``path`` in ``node``; parts that are missing or
+    of another type are skipped (the schema refuses them)."""
+    if not path:
+        yield where, node
+        return
+    head, rest = path[0], path[1:]
+    if head == "*":
+        items = (node.items() if isinstance(node, dict) else
+                 enumerate(node) if isinstance(node, list) else ())
+    else:
+        items = [(head, node[head])] if isinstance(node, dict) and head in node else []
+    for key, child in items:
+        yield from _walk(child, rest, where + (key,))
+
+
+def _location(where: tuple) -> str:
+    text = ""
+    for part in where:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _expressions(raw: dict) -> list[tuple[tuple, str]]:
+    """(path, text) of every value written as an expression of design terms."""
+    return [(where, value) for path in _TERM_PATHS for where, value in _walk(raw, path)
+            if is_expression(value) and value != "end"]
 
 
 def _design_for_spec(raw: dict) -> Design | None:
     """The default design of the process the spec's own ``models`` names."""
     models = raw.get("models", "builtin")
-    process = models.rsplit(":", 1)[0] if isinstance(models, str) and ":" in models else models
-    return default_design(process) if isinstance(process, str) else None
+    return default_design(process_of(models)) if isinstance(models, str) else None
 
 
 def resolve_terms(raw: dict, design: Design | None, name: str) -> dict:
@@ -712,26 +722,19 @@ def resolve_terms(raw: dict, design: Design | None, name: str) -> dict:
         design = _design_for_spec(raw)
     if design is None:
         where, text = expressions[0]
-        raise SpecError(f"{name}: {where}: {text!r} is written in design terms, and this "
-                        "sweep has no design: give one with --design")
+        raise SpecError(f"{name}: {_location(where)}: {text!r} is written in design terms, "
+                        "and this sweep has no design: give one with --design")
     terms = design.terms()
     resolved = copy.deepcopy(raw)
     for where, text in expressions:
         try:
-            value = evaluate(text, terms, where)
+            value = evaluate(text, terms, _location(where))
         except ParameterError as exc:
             raise SpecError(f"{name}: {exc}") from None
-        table, _, rest = where.partition(".")
-        if table == "parameters":
-            resolved["parameters"][rest] = value
-            continue
-        index = int(table[table.index("[") + 1:-1])
-        key, _, item = rest.partition("[")
-        entry = resolved[table[:table.index("[")]][index]
-        if item:
-            entry[key][int(item[:-1])] = value
-        else:
-            entry[key] = value
+        node = resolved
+        for part in where[:-1]:
+            node = node[part]
+        node[where[-1]] = value
     return resolved
 
 
