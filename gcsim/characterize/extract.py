@@ -34,6 +34,15 @@ def extract(spec: Spec, unit: Unit, vectors: dict[str, np.ndarray]) -> dict[str,
     Raises ValueError when the run is incomplete, which counts as a failed run."""
     n = len(unit.points)
     out: dict[str, np.ndarray] = {}
+    if unit.instance_points:
+        samples = n // unit.instance_points
+        for m in spec.measures:
+            rows = [vectors[vector_name(m.vector, k)] for k in range(samples)]
+            if any(row.shape != (unit.instance_points,) for row in rows):
+                raise ValueError(f"dc sweep returned {rows[0].size} points per instance, "
+                                 f"expected {unit.instance_points}")
+            out[m.column] = np.concatenate(rows) * m.scale
+        return out
     if unit.dc_grid:
         for m in spec.measures:
             data = vectors[vector_name(m.vector)]

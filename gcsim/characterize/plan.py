@@ -25,6 +25,9 @@ class Unit:
     points: list[int]               # indexes into the sweep's grid
     dc_grid: bool                   # nested .dc (else: one instance per point)
     seed: int | None = None         # ngspice's seed (Monte Carlo with the library's mismatch)
+    # > 0: Monte Carlo samples as testbench instances under one shared nested .dc, each
+    # instance this many consecutive points (one sample's whole sweep).
+    instance_points: int = 0
     netlist: str = ""
     vectors: list[str] = field(default_factory=list)
     key: str = ""
@@ -232,14 +235,23 @@ def plan_units(spec: Spec, template: Template, grid: list[dict[str, float]],
     split_params = {p for p in varying if p in template.global_params}
     if grid_dc:
         split_params |= set(varying) - {a.param for a in swept_dc}
+    # Monte Carlo samples as instances of one netlist (each draws its own mismatch: the
+    # library's per device instance, or gcsim's Pelgrom shifts per instance), so a process
+    # library loads once per batch of samples instead of once per sample.
+    mc_batch = grid_dc and spec.montecarlo is not None and shares_dc_sources(spec, template)
+    if mc_batch:
+        split_params -= {d.dvth for d in spec.montecarlo.devices}
     groups: dict[tuple, list[int]] = {}
     for index, point in enumerate(grid):
         key = tuple(point[p] for p in sorted(split_params))
-        if pdk_mc:    # the library draws mismatch at load: one seed per run
+        if pdk_mc and not mc_batch:   # the library draws mismatch at load: a seed per run
             key = (labels[index]["mc_run"],) + key
         groups.setdefault(key, []).append(index)
     units = []
     for indexes in groups.values():
+        if mc_batch:
+            units += _sample_batches(spec, indexes, labels, pdk_mc)
+            continue
         seed = processes.run_seed(spec.montecarlo.seed, labels[indexes[0]]["mc_run"]) \
             if pdk_mc else None
         if grid_dc:
@@ -255,9 +267,47 @@ def plan_units(spec: Spec, template: Template, grid: list[dict[str, float]],
     return units
 
 
+def shares_dc_sources(spec: Spec, template: Template) -> bool:
+    """Whether the dc axes' sources can be shared by testbench instances: voltage sources of
+    the testbench whose own current no measure reads."""
+    sources = {a.dc_source.lower() for a in dc_axes(spec)}
+    measured = {parse_vector(m.vector)[1].lower() for m in spec.measures
+                if parse_vector(m.vector)[0] == "i"}
+    return all(s.startswith("v") and template.element_line(s) is not None
+               for s in sources) and not sources & measured
+
+
+def _sample_batches(spec: Spec, indexes: list[int], labels: list[dict],
+                    pdk_mc: bool) -> list[Unit]:
+    """Runs of whole Monte Carlo samples: each sample's dc points (in grid order, as the
+    nested .dc walks them) are one instance, and a run takes as many samples as fit in
+    ``spec.batch`` points (at least one). A run's seed is its first sample's."""
+    samples: dict[int, list[int]] = {}
+    for index in indexes:
+        samples.setdefault(labels[index]["mc_run"], []).append(index)
+    runs = list(samples.values())
+    per_run = max(1, spec.batch // len(runs[0]))
+    units = []
+    for start in range(0, len(runs), per_run):
+        chunk = runs[start:start + per_run]
+        seed = (processes.run_seed(spec.montecarlo.seed, labels[chunk[0][0]]["mc_run"])
+                if pdk_mc else None)
+        units.append(Unit([i for sample in chunk for i in sample], True, seed,
+                          instance_points=len(chunk[0])))
+    return units
+
+
 def split(unit: Unit, batch: int) -> list[Unit]:
-    """A failed run's points in smaller runs, not yet built: a nested .dc as instance batches
-    of ``batch`` points, an instance run in halves."""
+    """A failed run's points in smaller runs, not yet built: batched samples in halves (a
+    single sample as its own nested .dc), a nested .dc as instance batches of ``batch``
+    points, an instance run in halves."""
+    if unit.instance_points:
+        samples = len(unit.points) // unit.instance_points
+        if samples == 1:
+            return [Unit(list(unit.points), True, unit.seed)]
+        cut = (samples // 2) * unit.instance_points
+        return [Unit(unit.points[:cut], True, unit.seed, unit.instance_points),
+                Unit(unit.points[cut:], True, unit.seed, unit.instance_points)]
     if unit.dc_grid:
         return [Unit(unit.points[s:s + batch], False, unit.seed)
                 for s in range(0, len(unit.points), batch)]

@@ -20,7 +20,9 @@ def build(unit: Unit, spec: Spec, template: Template, models: processes.ModelSet
     """Fill in ``unit``'s netlist, vectors and key (and return it). ``fixed``: the parameters
     no axis sets; ``varying``: those that differ between the grid's points; ``ngspice``: the
     version that will run it, part of the key."""
-    if unit.dc_grid:
+    if unit.instance_points:
+        render, unit.vectors = _sample_instances(unit, spec, template, fixed, grid, varying)
+    elif unit.dc_grid:
         render, unit.vectors = _nested_dc(unit, spec, template, fixed, grid, varying)
     else:
         render, unit.vectors = _instances(unit, spec, template, fixed, grid, varying)
@@ -46,6 +48,37 @@ def _run_params(unit: Unit, fixed: dict[str, float], grid: list[dict[str, float]
     return {**fixed, **{p: first[p] for p in shared}}
 
 
+def _dc_card(spec: Spec) -> str:
+    """The nested .dc over the dc axes' sources."""
+    sweep = []
+    for axis in reversed(dc_axes(spec)):   # ngspice's first source varies fastest
+        step = (axis.values[-1] - axis.values[0]) / (len(axis.values) - 1) \
+            if len(axis.values) > 1 else 1.0
+        sweep += [axis.dc_source, repr(axis.values[0]), repr(axis.values[-1]), repr(step)]
+    return ".dc " + " ".join(sweep)
+
+
+def _sample_instances(unit: Unit, spec: Spec, template: Template, fixed: dict[str, float],
+                      grid: list[dict[str, float]], varying: list[str]
+                      ) -> tuple[Callable[[list[str]], str], list[str]]:
+    """A renderer of Monte Carlo samples as testbench instances under one nested .dc whose
+    sources every instance shares, and its vectors (each instance's, over the sweep)."""
+    swept = {a.param for a in dc_axes(spec)}
+    starts = unit.points[::unit.instance_points]
+    per_sample = [p for p in varying if p not in swept]
+    differing = {p for p in per_sample if len({grid[i][p] for i in starts}) > 1}
+    params = _run_params(unit, fixed, grid, set(per_sample) - differing)
+    instances = [{p: grid[i][p] for p in sorted(differing)} for i in starts]
+    sources = [a.dc_source for a in dc_axes(spec)]
+    saves = [save_card(m.vector, n) for n in range(len(instances)) for m in spec.measures]
+
+    def render(lines):
+        return template.render(params, lines, [_dc_card(spec)], instances=instances,
+                               save=sorted(set(saves)), shared_sources=sources)
+    return render, sorted({vector_name(m.vector, n) for n in range(len(instances))
+                           for m in spec.measures})
+
+
 def _nested_dc(unit: Unit, spec: Spec, template: Template, fixed: dict[str, float],
                grid: list[dict[str, float]], varying: list[str]
                ) -> tuple[Callable[[list[str]], str], list[str]]:
@@ -53,15 +86,8 @@ def _nested_dc(unit: Unit, spec: Spec, template: Template, fixed: dict[str, floa
     swept = dc_axes(spec)
     shared = set(varying) - {a.param for a in swept}
     params = _run_params(unit, fixed, grid, shared)
-    sweep = []
-    for axis in reversed(swept):   # ngspice's first source varies fastest
-        step = (axis.values[-1] - axis.values[0]) / (len(axis.values) - 1) \
-            if len(axis.values) > 1 else 1.0
-        sweep += [axis.dc_source, repr(axis.values[0]), repr(axis.values[-1]), repr(step)]
-
-    def render(lines):
-        return template.render(params, lines, [".dc " + " ".join(sweep)])
-    return render, sorted({vector_name(m.vector) for m in spec.measures})
+    return (lambda lines: template.render(params, lines, [_dc_card(spec)]),
+            sorted({vector_name(m.vector) for m in spec.measures}))
 
 
 def _instances(unit: Unit, spec: Spec, template: Template, fixed: dict[str, float],

@@ -26,6 +26,8 @@ _INSTANCE_CARDS = {".ic", ".nodeset"}
 # The template's model line names this file; gcsim replaces it with the selected process.
 MODEL_MARKER = "models/builtin.lib"
 WRAPPER = "gcsim_point"
+# Prefix of the global node a shared .dc source drives (Template.render's shared_sources).
+SHARED_NODE = "gcsim_dc_"
 
 _PARAM_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -163,12 +165,16 @@ class Template:
 
     def render(self, params: dict[str, float], model_lines: list[str], analysis: list[str],
                instances: list[dict[str, float]] | None = None,
-               save: list[str] | None = None) -> str:
+               save: list[str] | None = None, shared_sources: list[str] = ()) -> str:
         """Render a complete netlist.
 
         ``params`` overrides defaults for the whole run. With ``instances``, the testbench
         is wrapped in a subcircuit and placed once per entry, each with its own values of
-        the parameters the entry names (``instance_name(i)`` is its name).
+        the parameters the entry names (``instance_name(i)`` is its name). Each of
+        ``shared_sources`` (voltage sources of the testbench, with instances) becomes one
+        top-level source of that name driving a global node, which every instance's copy
+        follows through a unity VCVS: a ``.dc`` of the top-level source then sweeps every
+        instance at once.
         """
         values = dict(self.defaults)
         values.update(self.check_params(params))
@@ -189,8 +195,17 @@ class Template:
                     f"parameters {sorted(bad)} are global (used in .options or models) and "
                     "cannot differ between batched instances")
             header = " ".join(f"{name}={format_number(values[name])}" for name in varying)
+            body = list(self.body)
+            for source in shared_sources:
+                node = f"{SHARED_NODE}{source.lower()}"
+                line = self.element_line(source)
+                if line is None or not source.lower().startswith("v"):
+                    raise ParameterError(f"{self.path.name}: no voltage source {source} to share")
+                words = line.split()
+                body[body.index(line)] = f"E{words[0]} {words[1]} {words[2]} {node} 0 1"
+                lines += [f".global {node}", f"{words[0]} {node} 0 0"]
             lines.append(f".subckt {WRAPPER}" + (f" params: {header}" if header else ""))
-            lines += self.body
+            lines += body
             lines.append(f".ends {WRAPPER}")
             for number, entry in enumerate(instances):
                 checked = self.check_params(entry)
