@@ -46,9 +46,9 @@ def test_full_tile_device_counts_and_node_names():
     assert count(text, r"^Xk_\d+_\d+ ") == 3 * 4          # K cells, R x C
     assert count(text, r"^Xv_\d+_\d+ ") == 4 * 3          # V cells, C x R
     assert count(text, r"^Xsak_\d+ .* sense_amp ") == 4   # a readout per K column
-    assert count(text, r"^Xcp_\d+ .* charge_to_pulse$") == 4
+    assert count(text, r"^Xcp_\d+ .* charge_to_pulse( |$)") == 4
     assert count(text, r"^Xsav_\d+ .* sense_amp ") == 3   # a readout per V column
-    assert count(text, r"^Xsc_\d+ .* signed_converter$") == 3
+    assert count(text, r"^Xsc_\d+ .* signed_converter( |$)") == 3
     assert count(text, r"^Vqn_\d+ ") == 3 and count(text, r"^Ewn_\d+ ") == 4
     assert count(text, r"^\.subckt (gain_cell|sense_amp|charge_to_pulse|comparator) ") == 4
     # Cell (r=2, c=1) of K: its row's word lines, its column's bitline, stored k[1, 2].

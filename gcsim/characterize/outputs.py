@@ -67,6 +67,8 @@ def provenance(spec: Spec, template: Template, fixed: dict[str, float], override
     template's defaults)."""
     base = template.render(fixed, models.lines(), [])
     mc = spec.montecarlo
+    swept = {axis.param for axis in spec.axes} | ({"temp_c"} if spec.temperatures else set()) \
+        | ({d.dvth for d in mc.devices} if mc else set())
     names = [m.name for m in model_sets]
     return {
         "gcsim_version": __version__,
@@ -76,10 +78,15 @@ def provenance(spec: Spec, template: Template, fixed: dict[str, float], override
         "spec_path": str(spec.path) if spec.path else None,
         "spec": spec.raw,
         "overrides": overrides,
-        "parameters": {**template.defaults, **fixed},
+        # The values every point ran at: a swept parameter's template default never ran.
+        "parameters": {name: value for name, value in {**template.defaults, **fixed}.items()
+                       if name not in swept},
         "models": names[0] if len(names) == 1 else names,
         "design": design.name if design is not None else None,
         "design_sha256": design.sha256 if design is not None else None,
+        # The design's levels, for a fit whose table sweeps them (the I-V table sweeps v_in).
+        "design_operating_point": None if design is None else {
+            "v_mid_V": design.operating.mid_rail_V, "read_on_V": design.operating.read_on_n_V},
         "supply_V": models.supply_V,
         "model_files_sha256": hashes[names[0]] if len(names) == 1 else hashes,
         "netlist": str(template.path),

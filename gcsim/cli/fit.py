@@ -60,9 +60,9 @@ FLAGS = {"order": "--order", "edge_order": "--edge-order", "objective": "--objec
 @click.option("--column", "columns", multiple=True, metavar="GCSIM=YOURS",
               help="Map a column gcsim expects to your table's name for it, e.g. "
                    "--column i_out_A=Iout. Repeatable.")
-@click.option("--order", type=click.IntRange(1, 8), default=None,
+@click.option("--order", type=click.IntRange(1, 15), default=None,
               help="Polynomial order (nonlinearity, charge_per_pulse; default 3).")
-@click.option("--edge-order", type=click.IntRange(0, 8), default=None,
+@click.option("--edge-order", type=click.IntRange(0, 15), default=None,
               help="charge_per_pulse: order of the edge-charge polynomial (default 3).")
 @click.option("--v-in", "v_in", default=None,
               help="nonlinearity: fit only the rows at this read voltage (e.g. 0.9), like the "

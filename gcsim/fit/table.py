@@ -75,17 +75,25 @@ OPERATING_POINT = {"v_mid_V": "v_mid", "read_on_V": "v_in"}
 
 def operating_point(table_path: str | Path) -> dict[str, float]:
     """The operating point a gcsim sweep ran at, from its sidecar's parameters (the template's
-    defaults with the spec's settings); {} for a table gcsim did not make."""
+    defaults with the spec's and the design's settings, swept ones left out) and, for a level
+    the table sweeps, its design's; {} for a table gcsim did not make."""
     sidecar = Path(table_path).with_suffix(".json")
     try:
-        parameters = json.loads(sidecar.read_text()).get("parameters") or {}
+        record = json.loads(sidecar.read_text())
+        parameters = record.get("parameters") or {}
+        designed = record.get("design_operating_point") or {}
     except (OSError, ValueError, AttributeError):
         return {}
     point = {}
     for keyword, name in OPERATING_POINT.items():
-        if name in parameters:
+        # A parameter the sweep held fixed, else (when the table sweeps it) the design's.
+        for where, value in ((f"parameters.{name}", parameters.get(name)),
+                             (f"design_operating_point.{keyword}", designed.get(keyword))):
+            if value is None:
+                continue
             try:
-                point[keyword] = parse_number(parameters[name], f"{sidecar}: parameters.{name}")
+                point[keyword] = parse_number(value, f"{sidecar}: {where}")
+                break
             except ParameterError:
                 continue
     return point
