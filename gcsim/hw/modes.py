@@ -40,6 +40,6 @@ def model_for_mode(mode: str, fits_dir: str | Path | None = None) -> HardwareMod
             fits_dir = default_fits_dir()
             if fits_dir is None:
                 raise FitsBundleError("mode 'fitted' needs a fits bundle (--fits DIR); the "
-                                      "repository's fits/ holds none (run gcsim regen)")
+                                      "repository's fits/builtin/ holds none (run gcsim regen)")
         return load_fitted_models(fits_dir)
     raise ValueError(f"unknown mode {mode!r}; choose ideal, linear, paper or fitted")
