@@ -53,6 +53,10 @@ def resolve(bundle=None, sweeps_dir: str | Path | None = None,
         if found is not None:
             out[key] = Quantity(key, found[0], op.unit, "sweep", found[1])
             continue
+        designed = _from_design(key, getattr(bundle, "design", None))
+        if designed is not None:
+            out[key] = Quantity(key, designed[0], op.unit, "parameter", designed[1])
+            continue
         source = "parameter" if op.kind is None else "missing"
         where = f"no {op.kind}.{op.parameter} in the fits; " if op.kind else ""
         out[key] = Quantity(key, float(op.fallback), op.unit, source, where + op.fallback_note)
@@ -115,6 +119,24 @@ def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, *, t_rst
             settle = float(tw[min(index + 1, tw.size - 1)] - t_end)
         worst = max(worst, settle)
     return worst
+
+
+# Operations a design states as a timing (the value its testbenches and tile run with), by
+# (table, key) of the design file, for when neither a fit nor a sweep measures them.
+DESIGN_TIMINGS = {"align_time": ("timing", "t_align_s"), "settling": ("timing", "t_hold_s"),
+                  "reset_time": ("timing", "t_rst_s"), "t_max": ("timing", "t_max_s"),
+                  "signed_t_max": ("timing", "t_max_s")}
+
+
+def _from_design(key: str, design):
+    """(value, note) of a timing the bundle's design states; None without one."""
+    if design is None or key not in DESIGN_TIMINGS:
+        return None
+    table, name = DESIGN_TIMINGS[key]
+    value = float(getattr(getattr(design, table), name))
+    return value, (f"parameter: design {design.name}'s {table}.{name} ({value * 1e9:.3g} ns)"
+                   + ("; pass --sweeps to measure it" if key in ("settling", "reset_time")
+                      else ""))
 
 
 def _from_sweeps(key: str, sweeps: Path, tolerance_V: float):
