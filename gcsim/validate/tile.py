@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gcsim.spice import devices
 from gcsim.spice import process as processes
 from gcsim.core import resources
 from gcsim.core.errors import ParameterError
@@ -176,13 +177,13 @@ def _mismatch(p: TileParams, models: processes.ModelSet) -> Callable[[str], str]
 
 # ----------------------------------------------------------------------------- shared parts
 def _preamble(tile: Tile, p: TileParams, models: processes.ModelSet, part: str,
-              columns: list[int]) -> list[str]:
+              columns: list[int], model_lines: list[str]) -> list[str]:
     """Title, temperature, device models, the characterised subcircuits, and `tile_cell`: the
     gain cell at the characterised sizes with per-instance threshold shifts (dn, dp, dw)."""
     lines = [(f"* gcsim validate tile {tile.rows}x{tile.cols} ({part}, columns "
               f"{columns[0]}..{columns[-1]}) models {models.name}")]
     lines.append(f".options temp={f(p['temp_c'])}")
-    lines += models.lines()
+    lines += model_lines
     lines += _subcircuits()
     lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl params: dn=0 dp=0 dw=0")
     lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
@@ -466,7 +467,8 @@ def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str 
     """
     p = params
     columns = _check_part(tile, p, part, columns, pulses)
-    lines = _preamble(tile, p, models, part, columns)
+    model_lines = models.lines()
+    lines = _preamble(tile, p, models, part, columns, model_lines)
     w = _Writer(p, _mismatch(p, models))
     w.lines += _supplies(p)
     if part in ("full", "k"):
@@ -480,4 +482,11 @@ def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str 
     # its business.
     t_stop_s = p.t_vend if part == "k" else p.t_end - shift_s
     lines += w.lines + _control_cards(w, t_stop_s)
+    if models.prebin_file:
+        # As a sweep does: each role calls a copy of its device with only the model bins
+        # the tile's sizes use, and the library's big device file is not loaded at all.
+        sizes: dict[str, set] = {}
+        for device in devices.check_sizes("\n".join(lines), models):
+            sizes.setdefault(device.role, set()).add((device.w_m, device.l_m))
+        lines[2:2 + len(model_lines)] = models.lines(None, sizes)
     return Netlist("\n".join(lines) + "\n", w.vectors, part, columns)
