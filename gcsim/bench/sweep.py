@@ -122,6 +122,79 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
     }
 
 
+def bench_montecarlo(models: str = "builtin", runs: int = 100, workers: int | None = None,
+                     full_library_samples: int = 3) -> dict:
+    """Time the Monte Carlo spec (gain_cell_mismatch) as batched sample instances against
+    one ngspice run per sample, in this run, on the same design; and, for a library gcsim
+    loads trimmed (sky130), a few samples with the whole library loaded, as before.
+
+    The two ways draw different samples on a PDK (each instance draws its own offsets), so
+    they are compared as distributions: the per-sample read current at the top and bottom
+    of the stored range, by a two-sample Kolmogorov-Smirnov test."""
+    from scipy import stats
+
+    from gcsim.spice import process as process_module
+
+    model_set = processes.resolve(models)
+    workers = max(1, workers or os.cpu_count() or 1)
+    raw = spec_module.load(resources.CHARACTERIZATION / "gain_cell_mismatch.toml").raw
+    raw = {**raw, "montecarlo": {**raw["montecarlo"], "runs": runs}}
+    spec = spec_module.from_dict(raw, name=f"bench_montecarlo_{runs}",
+                                 base=resources.CHARACTERIZATION)
+
+    def sweep(instances: bool) -> Sweep:
+        chosen = Sweep(spec, models=models, workers=workers,
+                       cache=ResultCache(enabled=False), progress=False)
+        chosen.sample_instances = instances
+        return chosen
+
+    batched, batched_s = _timed_run(sweep(True))
+    per_sample, per_sample_s = _timed_run(sweep(False))
+    report = {
+        "models": model_set.name, "design": batched.metadata.get("design"), "samples": runs,
+        "points": len(batched.table), "workers": workers, "cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "batched_runs": batched.metadata["stats"]["runs"], "batched_s": _sig(batched_s),
+        "per_sample_runs": per_sample.metadata["stats"]["runs"],
+        "per_sample_s": _sig(per_sample_s),
+        "speedup": round(per_sample_s / batched_s, 2),
+    }
+    # Compared at the ends of the stored range, where the current is largest.
+    tables = {"batched": batched.table, "per_sample": per_sample.table}
+    for name, at in (("top", "max"), ("bottom", "min")):
+        values = {}
+        for way, table in tables.items():
+            level = getattr(table["stored_voltage_V"], at)()
+            values[way] = table[table["stored_voltage_V"] == level]["i_out_A"].to_numpy()
+        test = stats.ks_2samp(values["batched"], values["per_sample"])
+        report[f"current_at_{name}"] = {
+            way: {"mean_A": float(v.mean()), "sigma_A": float(v.std(ddof=1))}
+            for way, v in values.items()}
+        report[f"current_at_{name}"]["ks_pvalue"] = float(test.pvalue)
+        report[f"current_at_{name}"]["identical"] = bool(
+            np.array_equal(values["batched"], values["per_sample"]))
+    if model_set.prebin_file and full_library_samples:
+        # The whole library parsed per run, as every sky130 run did before trimming.
+        few = {**raw, "montecarlo": {**raw["montecarlo"], "runs": full_library_samples}}
+        small = spec_module.from_dict(few, name="bench_montecarlo_full_library",
+                                      base=resources.CHARACTERIZATION)
+        saved = process_module.PREBIN
+        process_module.PREBIN = False
+        try:
+            full = Sweep(small, models=models, workers=workers,
+                         cache=ResultCache(enabled=False), progress=False)
+            full.sample_instances = False
+            _, full_s = _timed_run(full)
+        finally:
+            process_module.PREBIN = saved
+        each = full_s / full_library_samples
+        report.update({"full_library_samples": full_library_samples,
+                       "full_library_per_sample_s": _sig(each),
+                       "full_library_extrapolated_s": _sig(each * runs),
+                       "speedup_vs_full_library": round(each * runs / batched_s, 2)})
+    return report
+
+
 def _timed_run(sweep):
     """A sweep's result and its wall time in seconds."""
     started = time.perf_counter()

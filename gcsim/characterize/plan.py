@@ -224,12 +224,15 @@ def dc_axes(spec: Spec) -> list:
 
 
 def plan_units(spec: Spec, template: Template, grid: list[dict[str, float]],
-               labels: list[dict], varying: list[str], pdk_mc: bool) -> list[Unit]:
+               labels: list[dict], varying: list[str], pdk_mc: bool,
+               sample_instances: bool = True) -> list[Unit]:
     """The runs that cover ``grid``, not yet built (no netlist or key).
 
     Points split into separate runs where they differ in a parameter one run cannot vary: a
     top-level one, or (nested .dc) any that is not a dc axis. ``pdk_mc``: the library draws
-    mismatch when it loads, so each Monte Carlo run is its own ngspice run with its seed."""
+    mismatch when it loads, so each Monte Carlo run is its own ngspice run with its seed,
+    unless ``sample_instances`` batches samples as instances (``gcsim bench sweep
+    --montecarlo`` times both ways)."""
     swept_dc = dc_axes(spec)
     grid_dc = bool(swept_dc) and all(a.linear or len(a.values) == 1 for a in swept_dc)
     split_params = {p for p in varying if p in template.global_params}
@@ -238,7 +241,8 @@ def plan_units(spec: Spec, template: Template, grid: list[dict[str, float]],
     # Monte Carlo samples as instances of one netlist (each draws its own mismatch: the
     # library's per device instance, or gcsim's Pelgrom shifts per instance), so a process
     # library loads once per batch of samples instead of once per sample.
-    mc_batch = grid_dc and spec.montecarlo is not None and shares_dc_sources(spec, template)
+    mc_batch = (sample_instances and grid_dc and spec.montecarlo is not None
+                and shares_dc_sources(spec, template))
     if mc_batch:
         split_params -= {d.dvth for d in spec.montecarlo.devices}
     groups: dict[tuple, list[int]] = {}

