@@ -102,6 +102,10 @@ def _common(func):
                      help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
         click.option("--c-wire", default="0", show_default=True,
                      help="Wire capacitance per cell pitch, farad (e.g. 0.1f)."),
+        click.option("--temperature", default=None, metavar="DEG_C",
+                     help="SPICE temperature of the tile, degrees C (default: the "
+                          "testbenches', 27). The model stays the fits' (nominal): this "
+                          "shows how far a fit holds."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -126,7 +130,8 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
-         max_age=None, executor="local", scheduler=None, design=None) -> None:
+         max_age=None, executor="local", scheduler=None, design=None,
+         temperature=None) -> None:
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
@@ -148,6 +153,10 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
                                      parse_number(c_wire, "--c-wire"), readout == "signed",
                                      design=chosen)
         params.mc_seed = mc_seed
+        if temperature is not None:
+            params.values["temp_c"] = parse_number(temperature, "--temperature")
+            if params["temp_c"] < -273.15:
+                raise GcsimError(f"--temperature {params['temp_c']:g}: below absolute zero")
         if single is False and params.r_wire > 0:
             single = True   # word-line resistance couples the columns
         model = load_fitted_models(fits_dir)
@@ -172,6 +181,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
                                     params.stored_range[0])
             source = {"inputs": "random", "seed": seed}
         source["mc_seed"] = mc_seed
+        source["temperature_C"] = params["temp_c"]
         source["design"] = chosen.name if chosen is not None else None
         source["design_sha256"] = chosen.sha256 if chosen is not None else None
         source.update(source_notes)
@@ -223,7 +233,9 @@ def format_summary(report: dict) -> str:
 
     spice = report["spice"]
     head = (f"validate {report['scenario']}: {report['rows']}x{report['cols']} tile, models "
-            f"{report['models']}, {report['fits']}\n"
+            f"{report['models']}"
+            + (f" at {report['temperature_C']:g} °C" if report.get("temperature_C") is not None
+               else "") + f", {report['fits']}\n"
             f"  SPICE: {spice['runs']} ngspice runs ({spice['mode']}, {spice['jobs']} jobs), "
             f"{spice['elapsed_s']:.1f} s (ngspice CPU {spice['cpu_s']:.1f} s); "
             f"total {report['elapsed_s']:.1f} s")
@@ -245,18 +257,19 @@ def format_summary(report: dict) -> str:
               help="Values, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
                    "the design (builtin: 0.9 V).")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                 single, readout, mc_seed, r_wire, c_wire, design, executor, scheduler, q_path,
-                 k_path, v_path):
+                 single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
+                 scheduler, q_path, k_path, v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
     Example:
       gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
       gcsim validate tile --rows 64 --cols 64 --executor dask --scheduler tcp://head:8786
+      gcsim validate tile --models sky130:ss --rows 16 --cols 16 --temperature 85
     """
     _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
-         executor=executor, scheduler=scheduler, design=design)
+         executor=executor, scheduler=scheduler, design=design, temperature=temperature)
 
 
 @validate_group.command("retention", cls=OneLineErrors)
@@ -265,8 +278,8 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
-                      single, readout, mc_seed, r_wire, c_wire, design, executor, scheduler,
-                      max_age):
+                      single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
+                      scheduler, max_age):
     """Validate the decay model in the array: keys and values written at different times.
 
     SPICE holds each cell for its age on the retention testbench, then reads the tile from the
@@ -278,7 +291,7 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
     """
     _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
-         scheduler=scheduler, design=design)
+         scheduler=scheduler, design=design, temperature=temperature)
 
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,
