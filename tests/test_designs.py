@@ -19,6 +19,8 @@ from gcsim.core.errors import SpecError
 from gcsim.fit.schema import provenance_from_table
 from gcsim.spice.template import Template
 
+from conftest import HAVE_SKY130, error_line, invoke
+
 BUILTIN = DESIGNS / "builtin.toml"
 UNIT_SUFFIXES = {"_V": "V", "_F": "F", "_m": "m", "_s": "s", "_A": "A", "_ohm": "ohm"}
 
@@ -232,3 +234,27 @@ def test_a_comment_does_not_change_the_design_hash(tmp_path):
     assert load_design(tmp_path / "commented.toml").sha256 == load_design("builtin").sha256
     (tmp_path / "changed.toml").write_text(text.replace("c_store_F = 2e-15", "c_store_F = 3e-15"))
     assert load_design(tmp_path / "changed.toml").sha256 != load_design("builtin").sha256
+
+
+@pytest.mark.skipif(not HAVE_SKY130, reason="sky130 models not installed: run 'make sky130'")
+def test_a_bundle_of_another_process_or_design_is_refused_in_one_line(tmp_path):
+    line = error_line(invoke("validate", "tile", "--models", "sky130:tt", "--fits",
+                             resources.fits_for("builtin"), "--rows", 2, "--cols", 2))
+    assert "was fitted on builtin:tt, and the tile runs sky130:tt" in line
+    # Same process, another design: the bundle records the design it was fitted on.
+    other = tmp_path / "other.toml"
+    other.write_text((DESIGNS / "sky130.toml").read_text().replace(
+        "c_store_F = 20e-15", "c_store_F = 25e-15"))
+    line = error_line(invoke("validate", "tile", "--design", other, "--fits",
+                             resources.fits_for("sky130"), "--rows", 2, "--cols", 2))
+    assert "was fitted on design sky130" in line and "runs design sky130" in line
+    line = error_line(invoke("validate", "tile", "--design", "sky130", "--models", "builtin"))
+    assert "--design sky130 is for process sky130, and --models is builtin" in line
+
+
+def test_regen_of_a_design_of_your_own_needs_fits(tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text((DESIGNS / "builtin.toml").read_text().replace('name = "builtin"',
+                                                                  'name = "mine"'))
+    line = error_line(invoke("regen", "--design", mine, "--reports", tmp_path / "r"))
+    assert "a design of your own needs --fits DIR" in line
