@@ -95,17 +95,20 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
     # at every analysis. One per process is faster even alone (a 64-row tile column: 0.63 s
     # against 0.78 s) and does not oversubscribe the cores next to the other workers.
     shared.exec_command(f"set num_threads={thread_setting()}")
-    try:
-        shared.load_circuit(request.netlist)
-    except NgSpiceCircuitError:
-        pass
-    collect()
-    try:
-        shared.clear_output()
-        shared.exec_command("run")
-    except NgSpiceCommandError:
-        pass
-    collect()
+    # ngspice writes files of its own into the working folder (bsim4v5.out: BSIM 4.5's
+    # parameter check, which sky130's native devices trigger): a scratch folder takes them.
+    with _scratch_folder():
+        try:
+            shared.load_circuit(request.netlist)
+        except NgSpiceCircuitError:
+            pass
+        collect()
+        try:
+            shared.clear_output()
+            shared.exec_command("run")
+        except NgSpiceCommandError:
+            pass
+        collect()
     vectors, missing = _read_vectors(shared, request.vectors, messages)
     elapsed = time.perf_counter() - started
     empty = [name for name, data in vectors.items() if data.size == 0]
@@ -149,6 +152,19 @@ def thread_setting() -> int:
 # spinit (SPICE_SCRIPTS), code models loaded as shared libraries (SPICE_LIB_DIR), `source`
 # paths (NGSPICE_INPUT_DIR). Workers run without them, on the installed defaults.
 _UNTRUSTED_ENVIRONMENT = ("SPICE_SCRIPTS", "SPICE_LIB_DIR", "NGSPICE_INPUT_DIR")
+
+
+@contextmanager
+def _scratch_folder():
+    """Work in a fresh temporary folder, removed afterwards with whatever was written there."""
+    previous = os.getcwd() if os.path.isdir(".") else None
+    with tempfile.TemporaryDirectory(prefix="gcsim-run-") as folder:
+        os.chdir(folder)
+        try:
+            yield folder
+        finally:
+            if previous is not None:
+                os.chdir(previous)
 
 
 @contextmanager
