@@ -33,8 +33,9 @@ def run_command(spec_dir, out_dir, models, jobs, design):
     from the cache.
 
     \b
-    Example:
+    Examples:
       gcsim run --out reports
+      gcsim run --models sky130:tt --out reports-sky130
     """
     from gcsim.pipeline import fit_all, headline, run_sweeps, swept_design
     from gcsim.characterize.summary import FIGURES, format_value
@@ -86,7 +87,11 @@ def run_command(spec_dir, out_dir, models, jobs, design):
         except OSError as exc:
             raise click.ClickException(f"cannot write {out_dir / 'summary.csv'}: "
                                        f"{exc.strerror or exc}") from None
-        click.echo(f"\nCharacterisation and fits (models: {models or 'builtin'}), "
+        from gcsim.core.design import choose_design
+
+        chosen, shown = choose_design(design, models)
+        click.echo(f"\nCharacterisation and fits (models: {shown or 'builtin'}, design: "
+                   f"{chosen.name if chosen else 'builtin'}), "
                    f"{time.perf_counter() - started:.1f} s; fits and plots in {out_dir / 'fits'}")
         click.echo(table.to_string(index=False))
     from gcsim.cli.validate import final_validation

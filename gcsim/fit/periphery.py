@@ -190,14 +190,30 @@ def fit_signed_converter(table: pd.DataFrame, levels: int = 32) -> FitRecord:
     ramp = (width > 0.01 * t_max) & (width < 0.99 * t_max)
     if ramp.sum() < 2:
         raise FitError("fewer than two points on the signed converter's ramp")
-    slope, intercept = _line(magnitude[ramp], width[ramp])
+    positive, negative = ramp & (q > 0), ramp & (q < 0)
+    if positive.sum() >= 2 and negative.sum() >= 2:
+        # width = slope * |q - charge_offset| + intercept, one slope for both signs: the
+        # integrator's offset at this corner shifts both ramps, which a fit of |q| averages
+        # away (an ss-corner converter then reads 6 % of full scale high on every column).
+        on = positive | negative
+        side = np.where(q > 0, 1.0, -1.0)[on]
+        slope, intercept, shift = solve_linear(
+            np.stack([side * q[on], np.ones(on.sum()), -side], axis=1), width[on])
+        slope, intercept = float(slope), float(intercept)
+        charge_offset = float(shift) / slope
+    else:
+        slope, intercept = _line(magnitude[ramp], width[ramp])
+        charge_offset = 0.0
     full_scale = (t_max - intercept) / slope
-    metrics = error_metrics(width, np.clip(slope * magnitude + intercept, 0, t_max), "s",
-                            full_scale=t_max)
+    metrics = error_metrics(
+        width, np.clip(slope * np.abs(q - charge_offset) + intercept, 0, t_max), "s",
+        full_scale=t_max)
     parameters = {
         "full_scale": param(full_scale, "C", "charge that maps to an output of +-1"),
         "slope": param(slope, "s/C"),
         "pulse_offset": param(intercept, "s"),
+        "charge_offset": param(charge_offset, "C", "input charge that reads as zero (the "
+                               "readout's offset)"),
         "t_max": param(t_max, "s"),
         "levels": param(levels, "1"),
     }
@@ -205,7 +221,7 @@ def fit_signed_converter(table: pd.DataFrame, levels: int = 32) -> FitRecord:
         counts = data["count"].to_numpy(float)
         distinct = np.unique(counts)
         sign = np.sign(q)
-        ideal = quantize(np.clip(q / full_scale, -1, 1), -1.0, 1.0, levels)
+        ideal = quantize(np.clip((q - charge_offset) / full_scale, -1, 1), -1.0, 1.0, levels)
         span = max(abs(distinct).max(), 1.0)
         measured = counts / span
         metrics["count"] = {"distinct_values": int(distinct.size),
@@ -217,8 +233,8 @@ def fit_signed_converter(table: pd.DataFrame, levels: int = 32) -> FitRecord:
         parameters["energy_per_conversion"] = param(float(np.median(data["energy_J"])), "J")
     return FitRecord(
         kind="signed_converter",
-        description="Signed converter: output = quantise(clip(charge / full_scale, -1, 1), "
-                    "levels)",
+        description="Signed converter: output = quantise(clip((charge - charge_offset) / "
+                    "full_scale, -1, 1), levels)",
         parameters=parameters,
         valid_range={"charge_in_C": [float(q.min()), float(q.max())]},
         metrics=metrics,

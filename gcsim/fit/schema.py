@@ -153,6 +153,7 @@ KIND_PARAMETERS: dict[str, dict[str, ParameterSpec]] = {
         "t_max": _r("s", "output window"),
         "levels": _r("1", "output quantisation levels", INTEGER, minimum=2),
         "pulse_offset": _p("s", "pulse width at zero charge"),
+        "charge_offset": _p("C", "input charge that reads as zero (the readout's offset)"),
         "count_full_scale": _p("1", "count that means +-1"),
         "energy_per_conversion": _p("J", "one signed conversion and count"),
     },

@@ -69,7 +69,9 @@ def _output_converter(bundle: FitsBundle) -> SignedConverter:
     if "signed_converter" not in bundle.records:
         return published_readout_chain()[2]
     record = bundle.records["signed_converter"]
-    return SignedConverter(float(record.value("full_scale")), int(record.value("levels")))
+    offset = record.parameters.get("charge_offset", {}).get("value", 0.0)
+    return SignedConverter(float(record.value("full_scale")), int(record.value("levels")),
+                           float(offset))
 
 
 def _mismatch(bundle: FitsBundle) -> CellMismatch | None:

@@ -120,18 +120,24 @@ class ChargeToPulse:
 
 @dataclass(frozen=True)
 class SignedConverter:
-    """Signed charge-to-pulse converter and counter: A -> clip(A / full_scale, -1, 1), quantised.
+    """Signed charge-to-pulse converter and counter: A -> clip((A - charge_offset) / full_scale,
+    -1, 1), quantised.
 
     Quantisation follows the published `step * round(x / step)` with step = 2 / (levels - 1).
     """
 
     full_scale_C: float
     levels: int = 32
+    charge_offset_C: float = 0.0    # the input charge that reads as zero (readout offset)
 
     def convert(self, charge_C: np.ndarray, quantize: bool = True, out=None) -> np.ndarray:
         """Counter output in [-1, 1] (dimensionless); `out` may be `charge_C` itself."""
         out = _output_buffer(charge_C, out)
-        np.divide(charge_C, self.full_scale_C, out=out)
+        if self.charge_offset_C:
+            np.subtract(charge_C, self.charge_offset_C, out=out)
+            np.divide(out, self.full_scale_C, out=out)
+        else:
+            np.divide(charge_C, self.full_scale_C, out=out)
         np.clip(out, -1.0, 1.0, out=out)
         if quantize:
             _quantize(out, -1.0, 1.0, self.levels, out=out)
