@@ -117,7 +117,7 @@ def test_headline_states_the_records_levels():
 def test_summary_figures_take_the_sweeps_mid_rail():
     import pandas as pd
 
-    from gcsim.characterize.summary import iv_figures, retention_figures
+    from gcsim.characterize.summary import format_value, iv_figures, retention_figures
 
     iv = pd.DataFrame({"v_in_V": [0.9, 0.9, 1.8, 1.8], "stored_voltage_V": [0.0, 1.8] * 2,
                        "i_out_A": [1e-9, 2e-9, -1e-6, 1e-6]})
@@ -126,8 +126,17 @@ def test_summary_figures_take_the_sweeps_mid_rail():
     assert np.isnan(iv_figures(iv, None)["max_abs_i_at_rest_A"])
     retention = pd.DataFrame({"initial_voltage_V": 1.8, "temperature_C": 27.0,
                               "time_s": [0.0, 1e-3, 2e-3], "stored_voltage_V": [1.8, 1.4, 1.2]})
-    assert retention_figures(retention, 0.9) == {"t_1_over_e_from_1.8V_at_27C_s": 2e-3}
+    figures = retention_figures(retention, 0.9)
+    assert figures["t_1_over_e_from_1.8V_at_27C_s"] == 2e-3
+    assert figures["drift_from_1.8V_at_27C_in_0.002s_V"] == pytest.approx(-0.6)
     assert retention_figures(retention, None) == {}
+    # A cell that holds its charge over the whole sweep (sky130) never reaches 1/e.
+    held = retention.assign(stored_voltage_V=[1.8, 1.7996, 1.7993])
+    figures = retention_figures(held, 0.9)
+    assert format_value("t_1_over_e_from_1.8V_at_27C_s",
+                        figures["t_1_over_e_from_1.8V_at_27C_s"]) == "beyond the sweep"
+    assert format_value("drift_from_1.8V_at_27C_in_0.002s_V",
+                        figures["drift_from_1.8V_at_27C_in_0.002s_V"]) == "-0.7 mV"
 
 
 def test_a_1v8_design_moves_the_dac_range_and_mid_rail(tmp_path):

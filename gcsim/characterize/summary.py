@@ -42,8 +42,8 @@ def pulse_figures(table: pd.DataFrame, mid_rail_V: float | None = None) -> dict[
 
 
 def retention_figures(table: pd.DataFrame, mid_rail_V: float | None) -> dict[str, float]:
-    """Time for the deviation from mid-rail to fall to 1/e, from the highest initial voltage
-    (none without a mid-rail)."""
+    """Time for the deviation from mid-rail to fall to 1/e, from the highest initial voltage,
+    and its drift over the whole sweep (none without a mid-rail)."""
     out = {}
     if mid_rail_V is None:
         return out
@@ -53,8 +53,12 @@ def retention_figures(table: pd.DataFrame, mid_rail_V: float | None) -> dict[str
         group = group.sort_values("time_s")
         deviation = (group["stored_voltage_V"] - mid_rail_V).abs().to_numpy()
         below = np.nonzero(deviation <= deviation[0] / np.e)[0]
+        # Not reached within the sweep (a cell that holds its charge): infinite, printed so.
         out[f"t_1_over_e_from_{top:g}V_at_{temperature:g}C_s"] = (
-            float(group["time_s"].to_numpy()[below[0]]) if below.size else float("nan"))
+            float(group["time_s"].to_numpy()[below[0]]) if below.size else float("inf"))
+        stored = group["stored_voltage_V"].to_numpy()
+        out[f"drift_from_{top:g}V_at_{temperature:g}C_in_{group['time_s'].max():g}s_V"] = \
+            float(stored[-1] - stored[0])
     return out
 
 
@@ -79,6 +83,10 @@ FIGURES = {"gain_cell_iv": iv_figures, "gain_cell_pulse": pulse_figures,
 def format_value(name: str, value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float) and np.isinf(value):
+        return "beyond the sweep"
+    if name.startswith("drift_") and name.endswith("_V"):
+        return f"{value * 1e3:+.3g} mV"
     for suffix, unit, scale in (("_A", "uA", 1e6), ("_C", "fC", 1e15), ("_s", "ms", 1e3),
                                 ("_V", "V", 1.0)):
         if name.endswith(suffix):
