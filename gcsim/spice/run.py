@@ -155,16 +155,23 @@ _UNTRUSTED_ENVIRONMENT = ("SPICE_SCRIPTS", "SPICE_LIB_DIR", "NGSPICE_INPUT_DIR")
 
 
 @contextmanager
+def _working_in(folder: str):
+    """Make ``folder`` the working folder, and go back afterwards (when there is a folder to
+    go back to: the previous one may have been removed)."""
+    previous = os.getcwd() if os.path.isdir(".") else None
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        if previous is not None:
+            os.chdir(previous)
+
+
+@contextmanager
 def _scratch_folder():
     """Work in a fresh temporary folder, removed afterwards with whatever was written there."""
-    previous = os.getcwd() if os.path.isdir(".") else None
-    with tempfile.TemporaryDirectory(prefix="gcsim-run-") as folder:
-        os.chdir(folder)
-        try:
-            yield folder
-        finally:
-            if previous is not None:
-                os.chdir(previous)
+    with tempfile.TemporaryDirectory(prefix="gcsim-run-") as folder, _working_in(folder):
+        yield folder
 
 
 @contextmanager
@@ -173,18 +180,15 @@ def private_folder():
     SPICE_USERINIT_DIR, so no .spiceinit or spice.rc of the user's folder or home runs: ngspice
     reads those at start-up only. The folder is removed right after, and the process goes
     back to where it was (a worker runs no other file-relative code)."""
-    previous = os.getcwd() if os.path.isdir(".") else None
     folder = tempfile.mkdtemp(prefix="gcsim-ngspice-")
     for name in _UNTRUSTED_ENVIRONMENT:
         os.environ.pop(name, None)
     os.environ["HOME"] = folder
     os.environ["SPICE_USERINIT_DIR"] = folder
-    os.chdir(folder)
     try:
-        yield folder
+        with _working_in(folder):
+            yield folder
     finally:
-        if previous is not None:
-            os.chdir(previous)
         try:
             os.rmdir(folder)
         except OSError:
