@@ -178,7 +178,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             source = {"inputs": {"q": str(q_path), "k": str(k_path), "v": str(v_path)}}
         else:
             q, k, v = random_inputs(rows or 8, cols or 8, seed, params.stored_range[1],
-                                    params.stored_range[0])
+                                    params.stored_range[0], **params.levels)
             source = {"inputs": "random", "seed": seed}
         source["mc_seed"] = mc_seed
         source["temperature_C"] = params["temp_c"]
@@ -319,7 +319,7 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
         check_bundle_matches(model, chosen, model_set, fits_dir)
         params = TileParams.defaults(design=chosen)
         q, k, v = random_inputs(size, size, 0, params.stored_range[1],
-                                params.stored_range[0])
+                                params.stored_range[0], **params.levels)
         result = validate_tile(q, k, v, model, model_set,
                                jobs=jobs or max(1, os.cpu_count() or 1), params=params,
                                extra={"inputs": "random", "seed": 0,

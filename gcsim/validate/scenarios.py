@@ -25,6 +25,7 @@ from gcsim.validate.spice import SpiceStages, run_tile
 from gcsim.validate.tile import Tile, build
 from gcsim.validate.timing import TileParams
 
+# The architecture's DAC levels, for inputs made without a design.
 QUERY_LEVELS, STORED_LEVELS = 16, 8
 NO_PULSE_S = 1e-12   # SPICE widths below this are a converter that stayed off
 
@@ -33,14 +34,16 @@ class InputError(GcsimError):
     """Inputs of the wrong shape or outside the physical range."""
 
 
-def random_inputs(rows: int, cols: int, seed: int, high: float, low: float = 0.0):
-    """q (rows,) on the query DAC's 16 levels; k, v (cols, rows) on the 8 stored levels of
-    [low, high] (the design's stored range, `TileParams.stored_range`)."""
+def random_inputs(rows: int, cols: int, seed: int, high: float, low: float = 0.0,
+                  stored_levels: int = STORED_LEVELS, query_levels: int = QUERY_LEVELS):
+    """q (rows,) on the query DAC's levels; k, v (cols, rows) on the stored levels of
+    [low, high] (the design's stored range and levels, `TileParams.stored_range` and
+    `TileParams.levels`; the architecture's 16 and 8 by default)."""
     rng = np.random.default_rng(seed)
-    q = rng.integers(0, QUERY_LEVELS, rows) / (QUERY_LEVELS - 1)
-    step = (high - low) / (STORED_LEVELS - 1)
-    k = low + rng.integers(0, STORED_LEVELS, (cols, rows)) * step
-    v = low + rng.integers(0, STORED_LEVELS, (cols, rows)) * step
+    q = rng.integers(0, query_levels, rows) / (query_levels - 1)
+    step = (high - low) / (stored_levels - 1)
+    k = low + rng.integers(0, stored_levels, (cols, rows)) * step
+    v = low + rng.integers(0, stored_levels, (cols, rows)) * step
     return q, k, v
 
 

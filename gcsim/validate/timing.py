@@ -57,6 +57,9 @@ class TileParams:
         values["v_stored_min"] = design.dac.stored_min_V if design is not None else 0.0
         values["v_stored_max"] = (design.dac.stored_max_V if design is not None
                                   else values["vdd"])
+        if design is not None:
+            values["stored_levels"] = design.dac.stored_levels
+            values["query_levels"] = design.dac.query_levels
         if r_wire < 0 or c_wire < 0:
             raise ParameterError("wire R and C per pitch must be >= 0")
         signed_cir = resources.NETLISTS / "signed_converter.cir"
@@ -72,6 +75,12 @@ class TileParams:
                            "s_t_align": sc["t_align"]})
             values.update({name: sc[name] for name in SIGNED_DEVICES})
         return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
+
+    @property
+    def levels(self) -> dict[str, int]:
+        """The design's stored and query DAC levels (random_inputs' keywords); {} without."""
+        return {name: int(self.values[name]) for name in ("stored_levels", "query_levels")
+                if name in self.values}
 
     @property
     def stored_range(self) -> tuple[float, float]:
