@@ -129,7 +129,8 @@ def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
     for name in compare.STAGES:
         stage = report["stages"][name]
         assert {"rmse_pct_fs", "max_abs_error", "correlation", "worst"} <= set(stage)
-        assert stage["correlation"] > 0.98, (name, stage)
+        # out is a count on both sides: a few entries a count apart cost correlation.
+        assert stage["correlation"] > (0.85 if name == "out" else 0.98), (name, stage)
         assert stage["rmse_pct_fs"] < 5.0, (name, stage)
     assert report["stages"]["S"]["passed"] and report["stages"]["phi"]["passed"]
     json.dumps(report)  # serialisable
@@ -289,3 +290,53 @@ def test_split_tile_on_dask_equals_local():
             remote = run_tile(tile, params, BUILTIN, jobs=2, split=True)
     for name in ("S_C", "phi_s", "A_C", "out"):
         assert np.array_equal(getattr(local, name), getattr(remote, name)), name
+
+
+def _stage(spice, model, name="A", full_scale=1.0, limits=None):
+    return compare.StageData(name, np.asarray(spice, float), np.asarray(model, float),
+                             full_scale, "dim", limits=limits)
+
+
+def test_each_limit_fails_a_model_just_beyond_it():
+    rng = np.random.default_rng(0)
+    spice = rng.uniform(-0.5, 0.5, 64)
+    noise = rng.normal(0, 1, 64)
+    noise /= np.sqrt(np.mean(noise ** 2))
+    noise -= noise.mean()
+    # RMSE just inside and just beyond 2 % (no bias, small maximum).
+    for scale, passed in ((0.0199, True), (0.0201, False)):
+        m = compare.metrics(_stage(spice, spice + scale * noise / np.sqrt(np.mean(noise ** 2))),
+                            2.0, max_error_pct=100.0)
+        assert m["passed"] is passed and (passed or m["failed_on"] == ["rmse"]), m
+    # A bias of 0.99 % passes, 1.01 % fails, however small the RMSE allows.
+    for bias, passed in ((0.0099, True), (0.0101, False)):
+        m = compare.metrics(_stage(spice, spice + bias), 2.0)
+        assert m["passed"] is passed and (passed or m["failed_on"] == ["bias"]), m
+    # One entry 8.1 % off among 63 exact ones: RMSE 1 %, bias 0.13 %, maximum beyond 8 %.
+    model = spice.copy()
+    model[5] += 0.081
+    m = compare.metrics(_stage(spice, model), 2.0, bias_pct=1.0)
+    assert m["failed_on"] == ["max"] and m["max_abs_error_pct_fs"] > 8.0
+    model[5] = spice[5] + 0.079
+    assert compare.metrics(_stage(spice, model), 2.0)["passed"]
+
+
+def test_trivial_entries_do_not_dilute_the_rmse():
+    # 60 columns saturated on both sides, 4 on the ramp 5 % off: 5 % RMSE, not 1.25 %.
+    spice = np.r_[np.full(60, 15e-9), [3e-9, 6e-9, 9e-9, 12e-9]]
+    model = np.r_[np.full(60, 15e-9), spice[60:] + 0.05 * 15e-9]
+    m = compare.metrics(_stage(spice, model, "phi", 15e-9, (0.0, 15e-9)), 2.0)
+    assert m["n_trivial"] == 60 and m["rmse_pct_fs"] == pytest.approx(5.0)
+    assert m["failed_on"] == ["rmse", "bias"]
+    # Without the limits every entry counts.
+    m = compare.metrics(_stage(spice, model, "phi", 15e-9), 2.0)
+    assert m["n_trivial"] == 0 and m["rmse_pct_fs"] == pytest.approx(1.25)
+
+
+def test_out_limits_are_one_count_by_default():
+    limits = compare.parse_thresholds([])
+    assert limits["out"] == pytest.approx(100 / 31) and limits["S"] == 2.0
+    assert compare.parse_thresholds(["out=5"])["out"] == 5.0
+    assert compare.parse_thresholds([], "--bias") == dict.fromkeys(compare.STAGES, 1.0)
+    with pytest.raises(ValueError, match="--max-error 'x=1': unknown stage 'x'"):
+        compare.parse_thresholds(["x=1"], "--max-error")

@@ -83,7 +83,13 @@ def _common(func):
                           "committed bundle, fits/DESIGN/]."),
         click.option("--threshold", "thresholds", multiple=True, metavar="[STAGE=]PCT",
                      help="RMSE limit in % of full scale, per stage (S, phi, A, out) or for "
-                          "all; repeatable. Default 2."),
+                          "all; repeatable. Default 2; out: one count (3.23)."),
+        click.option("--max-error", "max_errors", multiple=True, metavar="[STAGE=]PCT",
+                     help="Limit of the largest error, % of full scale, per stage or for all; "
+                          "repeatable. Default 8; out: one count (3.23)."),
+        click.option("--bias", "biases", multiple=True, metavar="[STAGE=]PCT",
+                     help="Limit of the mean error's magnitude, % of full scale, per stage or "
+                          "for all; repeatable. Default 1."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report."),
         click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
                      default=None, help="Write report.json, stages.png and inputs.npz here."),
@@ -144,7 +150,10 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
     try:
         if report_dir is not None:   # checked now, not after the ngspice runs
             compare.check_report_files(report_dir)
-        limits = compare.parse_thresholds(thresholds)
+        rmse_items, max_items, bias_items = thresholds
+        limits = compare.parse_thresholds(rmse_items)
+        max_limits = compare.parse_thresholds(max_items, "--max-error")
+        bias_limits = compare.parse_thresholds(bias_items, "--bias")
         chosen, models = choose_design(design, models)
         model_set = processes.resolve(models or "builtin")
         chosen = chosen if chosen is not None else design_for(None, model_set.process)
@@ -202,7 +211,8 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         with executors.from_options(executor, scheduler) as runner, executors.use(runner):
             result = validate_tile(q, k, v, model, model_set, scenario=scenario, jobs=jobs,
                                    split=not single, thresholds=limits, params=params,
-                                   token_period_s=token_period, extra=source)
+                                   token_period_s=token_period, extra=source,
+                                   max_errors=max_limits, biases=bias_limits)
         if report_dir is not None:
             try:
                 written = compare.write_report(result.report, result.stages, report_dir,
@@ -256,7 +266,8 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
                    "the design (builtin: 0.9 V).")
-def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases, as_json,
+                 report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
                  scheduler, q_path, k_path, v_path):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
@@ -267,7 +278,8 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
       gcsim validate tile --rows 64 --cols 64 --executor dask --scheduler tcp://head:8786
       gcsim validate tile --models sky130:ss --rows 16 --cols 16 --temperature 85
     """
-    _run("tile", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+    _run("tile", rows, cols, seed, models, fits_dir, (thresholds, max_errors, biases), as_json,
+         report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
          executor=executor, scheduler=scheduler, design=design, temperature=temperature)
 
@@ -277,7 +289,8 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report
 @click.option("--max-age", default="4m", show_default=True,
               help="Age of the oldest key (column 0), seconds; key j is read "
                    "max_age * (C-1-j)/(C-1) after its write.")
-def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+def retention_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases,
+                      as_json, report_dir, jobs,
                       single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
                       scheduler, max_age):
     """Validate the decay model in the array: keys and values written at different times.
@@ -289,7 +302,8 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, as_json, r
     Example:
       gcsim validate retention --rows 8 --cols 8 --max-age 4m
     """
-    _run("retention", rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
+    _run("retention", rows, cols, seed, models, fits_dir, (thresholds, max_errors, biases),
+         as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
          scheduler=scheduler, design=design, temperature=temperature)
 

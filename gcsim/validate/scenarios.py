@@ -12,6 +12,7 @@ from gcsim.spice import devices
 from gcsim.spice import process as processes
 from gcsim.core.atomic import replacing
 from gcsim.core.errors import GcsimError
+from gcsim.core.quantize import quantize
 from gcsim.hw import HardwareModel
 from gcsim.validate import compare
 from gcsim.validate.behaviour import (
@@ -87,13 +88,16 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
                   scenario: str = "tile", jobs: int = 2, split: bool = True,
                   thresholds: dict[str, float] | None = None, params: TileParams | None = None,
                   token_period_s: float | None = None, extra: dict | None = None,
-                  spice: SpiceStages | None = None) -> Validation:
+                  spice: SpiceStages | None = None, max_errors: dict[str, float] | None = None,
+                  biases: dict[str, float] | None = None) -> Validation:
     """Validate one tile. With `token_period_s`, key/value j was written (C - 1 - j) token
     periods before the read: SPICE holds the cells that long, the model applies its decay.
     `spice` reuses the SPICE stages of an earlier run of the same tile (another fit)."""
     started = time.perf_counter()
     params = params or TileParams.defaults()
     thresholds = thresholds or compare.parse_thresholds([])
+    max_errors = max_errors or compare.parse_thresholds([], "--max-error")
+    biases = biases or compare.parse_thresholds([], "--bias")
     low, high = params.stored_range
     q, k, v = check_inputs(q, k, v, high, low=low)
     C, R = k.shape
@@ -137,14 +141,25 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
                      "not clip")
 
     c2p = model.charge_to_pulse
+    # Both sides through the counter's quantisation (the published step * round(x / step)):
+    # the output is a count, and a model that lands within a count of SPICE is exact.
+    converter = model.output_converter
+    levels = converter.levels
+    out_spice = quantize(np.clip(out_spice, -1.0, 1.0), -1.0, 1.0, levels)
+    out_model = quantize(np.clip(behaviour.out, -1.0, 1.0), -1.0, 1.0, levels)
+    if out_iso is not None:
+        out_iso = quantize(np.clip(out_iso, -1.0, 1.0), -1.0, 1.0, levels)
+    notes.append(f"out: both sides quantised to the counter's {levels} levels")
     stages = [
         compare.StageData("S", spice.S_C, behaviour.S_C, c2p.saturation_charge_C, "column"),
-        compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso),
-        compare.StageData("A", spice.A_C, behaviour.A_C, model.output_converter.full_scale_C,
-                          "dim", A_iso),
-        compare.StageData("out", out_spice, behaviour.out, 2.0, "dim", out_iso),
+        compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso,
+                          limits=(0.0, c2p.t_max_s)),
+        compare.StageData("A", spice.A_C, behaviour.A_C, converter.full_scale_C, "dim", A_iso),
+        compare.StageData("out", out_spice, out_model, 2.0, "dim", out_iso,
+                          limits=(-1.0, 1.0)),
     ]
-    results = {s.name: compare.metrics(s, thresholds[s.name]) for s in stages}
+    results = {s.name: compare.metrics(s, thresholds[s.name], max_error_pct=max_errors[s.name],
+                                       bias_pct=biases[s.name]) for s in stages}
     report = {
         "spice_stages": {"S_C": spice.S_C.tolist(), "phi_s": spice.phi_s.tolist(),
                          "A_C": spice.A_C.tolist()},
