@@ -15,6 +15,7 @@ from gcsim.core.errors import GcsimError
 from gcsim.core.files import MAX_ARRAY_BYTES, check_regular
 from gcsim.spice import executors
 from gcsim.cli.common import OneLineErrors, design_option, one_line
+from gcsim.validate.scenarios import INPUT_SCENARIOS
 
 EXIT_FAILED = 3   # validation ran and a stage exceeded its threshold
 
@@ -137,11 +138,12 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None, executor="local", scheduler=None, design=None,
-         temperature=None) -> None:
+         temperature=None, inputs_name="random") -> None:
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
-    from gcsim.validate.scenarios import InputError, check_inputs, random_inputs, validate_tile
+    from gcsim.validate.scenarios import (InputError, check_inputs, scenario_inputs,
+                                          validate_tile)
     from gcsim.validate.timing import TileParams
     from gcsim.core.values import parse_number
 
@@ -186,9 +188,10 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
             q, k, v = check_inputs(q, k, v, high, rows, cols, low=low)
             source = {"inputs": {"q": str(q_path), "k": str(k_path), "v": str(v_path)}}
         else:
-            q, k, v = random_inputs(rows or 8, cols or 8, seed, params.stored_range[1],
-                                    params.stored_range[0], **params.levels)
-            source = {"inputs": "random", "seed": seed}
+            q, k, v = scenario_inputs(inputs_name, rows or 8, cols or 8, seed,
+                                      params.stored_range[1], params.stored_range[0],
+                                      **params.levels)
+            source = {"inputs": inputs_name, "seed": seed}
         source["mc_seed"] = mc_seed
         source["temperature_C"] = params["temp_c"]
         source["design"] = chosen.name if chosen is not None else None
@@ -263,13 +266,18 @@ def format_summary(report: dict) -> str:
 @click.option("--k", "k_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keys, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
                    "the design (builtin: 0.9 V).")
+@click.option("--inputs", "inputs_name", type=click.Choice(list(INPUT_SCENARIOS)),
+              default="random", show_default=True,
+              help="Named input scenario (random levels, attention-like structure, saturating "
+                   "columns, alternate rails, the worst column current); --q/--k/--v instead "
+                   "give your own.")
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
                    "the design (builtin: 0.9 V).")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases, as_json,
                  report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
-                 scheduler, q_path, k_path, v_path):
+                 scheduler, q_path, k_path, v_path, inputs_name):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
@@ -277,11 +285,13 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, bia
       gcsim validate tile --rows 64 --cols 64 --seed 0 --threshold phi=3 --report out/val
       gcsim validate tile --rows 64 --cols 64 --executor dask --scheduler tcp://head:8786
       gcsim validate tile --models sky130:ss --rows 16 --cols 16 --temperature 85
+      gcsim validate tile --rows 64 --cols 64 --inputs structured
     """
     _run("tile", rows, cols, seed, models, fits_dir, (thresholds, max_errors, biases), as_json,
          report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
-         executor=executor, scheduler=scheduler, design=design, temperature=temperature)
+         executor=executor, scheduler=scheduler, design=design, temperature=temperature,
+         inputs_name=inputs_name)
 
 
 @validate_group.command("retention", cls=OneLineErrors)

@@ -48,6 +48,64 @@ def random_inputs(rows: int, cols: int, seed: int, high: float, low: float = 0.0
     return q, k, v
 
 
+# Named input scenarios of `gcsim validate tile --inputs NAME`: random levels, and inputs that
+# reach where random ones rarely go.
+INPUT_SCENARIOS = {
+    "random": "every q, k and v drawn uniformly from the DAC levels",
+    "structured": "attention-like: smoothly correlated queries, four strong keys aligned with "
+                  "the query, the other keys and the values near mid-rail",
+    "saturating": "queries and keys in their upper halves: most K columns beyond S_sat",
+    "extremes": "every query at its maximum; keys and values at the lowest and the highest "
+                "level in alternate columns",
+    "worst-current": "every query and key at the maximum: the largest column current the "
+                     "readout sees, into every K and V integrator, V at alternate rails",
+}
+
+
+def scenario_inputs(name: str, rows: int, cols: int, seed: int, high: float,
+                    low: float = 0.0, stored_levels: int = STORED_LEVELS,
+                    query_levels: int = QUERY_LEVELS):
+    """q (rows,), k and v (cols, rows) of a named scenario (INPUT_SCENARIOS), on the DAC
+    levels of [low, high]."""
+    if name not in INPUT_SCENARIOS:
+        raise InputError(f"--inputs {name!r}: unknown scenario (known: "
+                         f"{', '.join(INPUT_SCENARIOS)})")
+    if name == "random":
+        return random_inputs(rows, cols, seed, high, low, stored_levels, query_levels)
+    rng = np.random.default_rng(seed)
+    top_q, top = query_levels - 1, stored_levels - 1
+    step = (high - low) / top
+
+    def stored(levels):
+        return low + np.asarray(levels) * step
+
+    alternate = (np.arange(cols) % 2 == 0)[:, None] * np.ones((1, rows), bool)
+    if name == "structured":
+        phase = rng.uniform(0, 2 * np.pi)
+        wave = 0.5 + 0.45 * np.sin(2 * np.pi * 2.5 * np.arange(rows) / rows + phase)
+        q = np.round(wave * top_q) / top_q
+        middle = (top // 2 - 1, top // 2 + 2)
+        k = stored(rng.integers(*middle, (cols, rows)))
+        v = stored(rng.integers(*middle, (cols, rows)))
+        strong = rng.choice(cols, size=min(4, cols), replace=False)
+        k[strong] = stored(np.where(q >= 0.5, top, 0))[None, :]
+        v[strong] = stored(rng.integers(0, top + 1, (len(strong), rows)))
+    elif name == "saturating":
+        q = rng.integers(top_q // 2, top_q + 1, rows) / top_q
+        k = stored(rng.integers(top // 2 + 1, top + 1, (cols, rows)))
+        v = stored(rng.integers(0, top + 1, (cols, rows)))
+    elif name == "extremes":
+        q = np.ones(rows)
+        k = stored(np.where(alternate, top, 0))
+        v = stored(np.where(alternate, 0, top))
+    else:  # worst-current
+        q = np.ones(rows)
+        k = stored(np.full((cols, rows), top))
+        even_dims = np.ones((cols, 1), bool) * (np.arange(rows) % 2 == 0)[None, :]
+        v = stored(np.where(even_dims, top, 0))
+    return q, k, v
+
+
 def check_inputs(q, k, v, high: float, rows: int | None = None, cols: int | None = None,
                  low: float = 0.0):
     """Shapes q (R,), k and v (C, R); finite; q in [0, 1], k and v in [low, high]."""

@@ -320,14 +320,16 @@ def _query_drivers(w: _Writer, tile: Tile) -> None:
 
 
 def _conversion_gates(w: _Writer) -> None:
-    """The HardSigmoid converters' discharge window (from t_conv) and output window (t_align
-    later), as in charge_to_pulse.cir."""
+    """The HardSigmoid converters' discharge window (from t_conv, until the output window
+    ends) and output window (t_align later, T_max long), exactly as charge_to_pulse.cir
+    drives the characterised converter: one timing source for testbench and tile."""
     p = w.params
     vdd, t_gate = p["vdd"], p.t_conv
-    open_s = p["t_max"] - _SWITCH_EDGE_S
-    w.lines.append(f"VG gate 0 PULSE(0 {f(vdd)} {f(t_gate)} 50p 50p {f(open_s)} 1)")
+    discharge_s = p["t_max"] + p["t_align"] - _SWITCH_EDGE_S
+    window_s = p["t_max"] - _SWITCH_EDGE_S
+    w.lines.append(f"VG gate 0 PULSE(0 {f(vdd)} {f(t_gate)} 50p 50p {f(discharge_s)} 1)")
     w.lines.append(f"VGD gate_d 0 PULSE(0 {f(vdd)} {f(t_gate + p['t_align'])} 50p 50p "
-                   f"{f(open_s)} 1)")
+                   f"{f(window_s)} 1)")
 
 
 def _hardsigmoid_converter(w: _Writer, c: int) -> None:
