@@ -17,7 +17,8 @@ from gcsim.cli import main
 from gcsim.core.errors import ParameterError
 from gcsim.hw import load_fitted_models
 from gcsim.validate import compare
-from gcsim.validate.scenarios import InputError, check_inputs, random_inputs, validate_tile
+from gcsim.validate.scenarios import (INPUT_SCENARIOS, InputError, check_inputs, random_inputs,
+                                      scenario_inputs, validate_tile)
 from gcsim.validate.spice import run_tile
 from gcsim.validate.tile import Tile, build
 from gcsim.validate.timing import TileParams
@@ -340,3 +341,24 @@ def test_out_limits_are_one_count_by_default():
     assert compare.parse_thresholds([], "--bias") == dict.fromkeys(compare.STAGES, 1.0)
     with pytest.raises(ValueError, match="--max-error 'x=1': unknown stage 'x'"):
         compare.parse_thresholds(["x=1"], "--max-error")
+
+
+@pytest.mark.parametrize("name", list(INPUT_SCENARIOS))
+def test_every_input_scenario_is_on_the_dac_levels(name):
+    q, k, v = scenario_inputs(name, 6, 10, 3, 1.75, 0.05)
+    assert q.shape == (6,) and k.shape == v.shape == (10, 6)
+    check_inputs(q, k, v, 1.75, low=0.05)
+    levels = (np.concatenate([k.ravel(), v.ravel()]) - 0.05) / ((1.75 - 0.05) / 7)
+    assert np.allclose(levels, np.round(levels)) and np.allclose(q * 15, np.round(q * 15))
+    again = scenario_inputs(name, 6, 10, 3, 1.75, 0.05)
+    assert all(np.array_equal(a, b) for a, b in zip((q, k, v), again))   # seeded
+
+
+def test_scenarios_reach_what_random_inputs_rarely_do():
+    q, k, v = scenario_inputs("worst-current", 4, 6, 0, 0.9)
+    assert (q == 1).all() and np.allclose(k, 0.9)
+    assert np.allclose(v[:, 0], 0.9) and np.allclose(v[:, 1], 0.0)
+    q, k, _ = scenario_inputs("saturating", 64, 64, 0, 0.9)
+    assert q.min() >= 0.4 and k.min() > 0.45
+    with pytest.raises(InputError, match="unknown scenario"):
+        scenario_inputs("nope", 2, 2, 0, 0.9)
