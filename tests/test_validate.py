@@ -362,3 +362,13 @@ def test_scenarios_reach_what_random_inputs_rarely_do():
     assert q.min() >= 0.4 and k.min() > 0.45
     with pytest.raises(InputError, match="unknown scenario"):
         scenario_inputs("nope", 2, 2, 0, 0.9)
+
+
+def test_a_column_charge_past_s_sat_on_both_sides_is_trivial():
+    """The HardSigmoid saturates either way; how far past S_sat the integrator's own
+    saturation leaves SPICE's charge no later stage sees."""
+    spice = np.array([5.0, 1.5, -3.0, 0.5])
+    model = np.array([9.0, 1.2, -2.0, 0.52])
+    m = compare.metrics(_stage(spice, model, "S", 1.0, (None, 1.0)), 2.0)
+    assert m["n_trivial"] == 2 and m["rmse_pct_fs"] == pytest.approx(
+        100 * np.sqrt((1.0 ** 2 + 0.02 ** 2) / 2))

@@ -60,20 +60,26 @@ class StageData:
     full_scale: float
     index_name: str             # what an index means: "column" / "dim"
     isolated: np.ndarray | None = None   # model stage fed with SPICE's previous stage
-    # The stage's saturated values, where both sides agreeing is trivial (None: none).
-    limits: tuple[float, float] | None = None
+    # The ends of the range the next stage resolves (None: unbounded that side): entries
+    # where both sides are at or beyond the same end agree trivially downstream.
+    limits: tuple[float | None, float | None] | None = None
 
 
 def trivial_entries(stage: StageData) -> np.ndarray:
-    """Entries where SPICE and the model agree by construction: both at the same end of the
-    stage's range (no pulse, or saturated)."""
+    """Entries where SPICE and the model agree by construction: both at or beyond the same
+    end of the range the next stage resolves (no pulse; a saturated converter; a column
+    charge past S_sat or past the signed converter's full scale, where the integrator's
+    own saturation, which no stage after it sees, decides the charge)."""
     spice, model = np.asarray(stage.spice, float), np.asarray(stage.model, float)
     if stage.limits is None:
         return np.zeros(spice.shape, bool)
     tol = TRIVIAL_FRACTION * stage.full_scale
+    low, high = stage.limits
     trivial = np.zeros(spice.shape, bool)
-    for end in stage.limits:
-        trivial |= (np.abs(spice - end) <= tol) & (np.abs(model - end) <= tol)
+    if low is not None:
+        trivial |= (spice <= low + tol) & (model <= low + tol)
+    if high is not None:
+        trivial |= (spice >= high - tol) & (model >= high - tol)
     return trivial
 
 

@@ -208,11 +208,14 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     if out_iso is not None:
         out_iso = quantize(np.clip(out_iso, -1.0, 1.0), -1.0, 1.0, levels)
     notes.append(f"out: both sides quantised to the counter's {levels} levels")
+    full_scale = converter.full_scale_C
     stages = [
-        compare.StageData("S", spice.S_C, behaviour.S_C, c2p.saturation_charge_C, "column"),
+        compare.StageData("S", spice.S_C, behaviour.S_C, c2p.saturation_charge_C, "column",
+                          limits=(None, c2p.saturation_charge_C)),
         compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso,
                           limits=(0.0, c2p.t_max_s)),
-        compare.StageData("A", spice.A_C, behaviour.A_C, converter.full_scale_C, "dim", A_iso),
+        compare.StageData("A", spice.A_C, behaviour.A_C, full_scale, "dim", A_iso,
+                          limits=(-full_scale, full_scale)),
         compare.StageData("out", out_spice, out_model, 2.0, "dim", out_iso,
                           limits=(-1.0, 1.0)),
     ]
