@@ -210,8 +210,12 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     notes.append(f"out: both sides quantised to the counter's {levels} levels")
     full_scale = converter.full_scale_C
     stages = [
+        # The model's readout clips S at the integrator's saturation, while SPICE measures
+        # the charge that still flows into a saturated integrator: past that (or past S_sat,
+        # where phi saturates) on both sides, an S entry is trivial.
         compare.StageData("S", spice.S_C, behaviour.S_C, c2p.saturation_charge_C, "column",
-                          limits=(None, c2p.saturation_charge_C)),
+                          limits=(-model.readout.saturation_C if model.readout.saturation_C
+                                  else None, c2p.saturation_charge_C)),
         compare.StageData("phi", spice.phi_s, behaviour.phi_s, c2p.t_max_s, "column", phi_iso,
                           limits=(0.0, c2p.t_max_s)),
         compare.StageData("A", spice.A_C, behaviour.A_C, full_scale, "dim", A_iso,
