@@ -264,16 +264,16 @@ def format_summary(report: dict) -> str:
 @click.option("--q", "q_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Query, .npy of shape (rows,), values in [0, 1].")
 @click.option("--k", "k_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Keys, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
-                   "the design (builtin: 0.9 V).")
+              help="Keys, .npy of shape (cols, rows), stored voltages in the design's DAC "
+                   "range (dac.stored_min_V to stored_max_V).")
 @click.option("--inputs", "inputs_name", type=click.Choice(list(INPUT_SCENARIOS)),
               default="random", show_default=True,
               help="Named input scenario (random levels, attention-like structure, saturating "
                    "columns, alternate rails, the worst column current); --q/--k/--v instead "
                    "give your own.")
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Values, .npy of shape (cols, rows), stored voltages in [0, vdd] of "
-                   "the design (builtin: 0.9 V).")
+              help="Values, .npy of shape (cols, rows), stored voltages in the design's DAC "
+                   "range (dac.stored_min_V to stored_max_V).")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases, as_json,
                  report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
