@@ -82,7 +82,8 @@ def scenario_inputs(name: str, rows: int, cols: int, seed: int, high: float,
     alternate = (np.arange(cols) % 2 == 0)[:, None] * np.ones((1, rows), bool)
     if name == "structured":
         phase = rng.uniform(0, 2 * np.pi)
-        wave = 0.5 + 0.45 * np.sin(2 * np.pi * 2.5 * np.arange(rows) / rows + phase)
+        margin = 0.05    # of the query range: the wave stays off both rails
+        wave = 0.5 + (0.5 - margin) * np.sin(2 * np.pi * 2.5 * np.arange(rows) / rows + phase)
         q = np.round(wave * top_q) / top_q
         middle = (top // 2 - 1, top // 2 + 2)
         k = stored(rng.integers(*middle, (cols, rows)))
