@@ -48,6 +48,10 @@ def fit_mismatch(table: pd.DataFrame, v_in_V: float | None = None,
                                    "sigma of the per-cell current gain g"),
         "stored_voltage_shift_sigma": param(float(shifts.std(ddof=1)), "V",
                                             "sigma of the per-cell shift s in I(V + s)"),
+        # A sample that conducts more also tends to shift one way (on builtin 0.44): the
+        # simulator draws the two jointly.
+        "gain_shift_correlation": param(float(np.corrcoef(gains, shifts)[0, 1]), "1",
+                                        "correlation of g and s across the samples"),
         "current_sigma_max": param(float(sigma_current.max()), "A"),
         "runs": param(int(runs.size), "1"),
     }
@@ -67,7 +71,8 @@ def fit_mismatch(table: pd.DataFrame, v_in_V: float | None = None,
     return FitRecord(
         kind="mismatch",
         description="Per-cell mismatch: I_cell(V) = g I(V + s), g ~ N(1, current_sigma_rel), "
-                    "s ~ N(0, stored_voltage_shift_sigma)",
+                    "s ~ N(0, stored_voltage_shift_sigma), drawn jointly with correlation "
+                    "gain_shift_correlation",
         parameters=parameters,
         valid_range={"stored_voltage_V": [float(stored.min()), float(stored.max())]},
         metrics=metrics,

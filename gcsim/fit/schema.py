@@ -160,6 +160,8 @@ KIND_PARAMETERS: dict[str, dict[str, ParameterSpec]] = {
     "mismatch": {
         "current_sigma_rel": _r("1", "relative spread of the cell current gain"),
         "stored_voltage_shift_sigma": _r("V", "spread of the equivalent stored-voltage shift"),
+        "gain_shift_correlation": _p("1", "correlation of the gain and the shift across the "
+                                          "samples (0 when absent)"),
         "current_sigma_max": _p("A", "largest spread of the cell current"),
         "runs": _p("1", "Monte Carlo runs the spread comes from", INTEGER, minimum=2),
         "readout_offset_sigma": _p("V", "spread of the readout offset"),

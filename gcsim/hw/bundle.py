@@ -79,8 +79,9 @@ def _mismatch(bundle: FitsBundle) -> CellMismatch | None:
     if "mismatch" not in bundle.records:
         return None
     record = bundle.records["mismatch"]
+    correlation = record.parameters.get("gain_shift_correlation", {}).get("value", 0.0)
     return CellMismatch(float(record.value("current_sigma_rel")),
-                        float(record.value("stored_voltage_shift_sigma")))
+                        float(record.value("stored_voltage_shift_sigma")), float(correlation))
 
 
 def _loading(bundle: FitsBundle, c2p: ChargeToPulse) -> ReadoutLoading | None:

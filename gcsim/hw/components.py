@@ -78,11 +78,16 @@ class CellMismatch:
 
     gain_sigma: float = 0.0
     vt_sigma_V: float = 0.0
+    correlation: float = 0.0    # of the gain and the shift: they are drawn jointly
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> MismatchSample:
-        gain = 1.0 + self.gain_sigma * rng.standard_normal(shape)
-        shift = self.vt_sigma_V * rng.standard_normal(shape)
-        return MismatchSample(gain=gain, vt_shift_V=shift)
+        gain_normal = rng.standard_normal(shape)
+        shift_normal = rng.standard_normal(shape)
+        if self.correlation:
+            rho = float(np.clip(self.correlation, -1.0, 1.0))
+            shift_normal = rho * gain_normal + np.sqrt(1.0 - rho * rho) * shift_normal
+        return MismatchSample(gain=1.0 + self.gain_sigma * gain_normal,
+                              vt_shift_V=self.vt_sigma_V * shift_normal)
 
 
 @dataclass(frozen=True)
