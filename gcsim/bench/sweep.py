@@ -13,31 +13,10 @@ from gcsim.spice import process as processes
 from gcsim.core import resources
 from gcsim.characterize import spec as spec_module
 from gcsim.characterize.cache import ResultCache
-from gcsim.spice.template import Template
 from gcsim.characterize.sweep import Sweep, Unit
-from gcsim.core.values import format_number
-
-# The gain cell's sized devices: (width parameter, length parameter, role).
-_CELL_DEVICES = (("w_write", "l_write", "write_nmos"), ("w_read_n", "l_read_n", "read_nmos"),
-                 ("w_read_p", "l_read_p", "read_pmos"))
-
-
-def _process_parameters(models: processes.ModelSet, template: Template) -> dict[str, float]:
-    """Supply and device sizes for a process other than builtin: the supply and mid-rail
-    from the process file, and each device at least its role's default size (the builtin
-    sizes are below sky130's minimums). Reported by the bench, never applied silently."""
-    if models.process == "builtin":
-        return {}
-    params = {"vdd": models.supply_V, "v_mid": models.supply_V / 2, "v_in": models.supply_V}
-    for w_param, l_param, role_name in _CELL_DEVICES:
-        role = models.roles[role_name]
-        params[w_param] = max(template.defaults[w_param], role.w_default_m or role.w_min_m)
-        params[l_param] = max(template.defaults[l_param], role.l_default_m or role.l_min_m)
-    return params
-
 
 def _pulse_spec(points: int, models: processes.ModelSet, batch: int | None,
-                workers: int = 1) -> tuple[spec_module.Spec, dict[str, float]]:
+                workers: int = 1) -> spec_module.Spec:
     raw = spec_module.load(resources.CHARACTERIZATION / "gain_cell_pulse.toml").raw
     raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]],
            "parameters": dict(raw.get("parameters", {})),
@@ -47,11 +26,7 @@ def _pulse_spec(points: int, models: processes.ModelSet, batch: int | None,
     n_pulse = max(2, math.ceil(points / n_store))
     raw["axes"][0].update(num=n_store)
     raw["axes"][1].update(num=n_pulse)
-    template = Template.load(resources.NETLISTS / raw["netlist"])
-    extra = _process_parameters(models, template)
-    if extra:
-        raw["parameters"].update({k: format_number(v) for k, v in extra.items()})
-        raw["axes"][0].update(stop=models.supply_V)
+    # Levels and sizes come from the process's design, as in any sweep of the shipped specs.
     if batch == 0:
         # As few library loads as the workers allow, with at most 200 points per run: the
         # per-instance cost is linear up to there (measured on sky130: about 38 ms of CPU
@@ -62,7 +37,7 @@ def _pulse_spec(points: int, models: processes.ModelSet, batch: int | None,
     if batch:
         raw["analysis"]["batch"] = batch
     return spec_module.from_dict(raw, name=f"bench_pulse_{n_store}x{n_pulse}",
-                                 base=resources.CHARACTERIZATION), extra
+                                 base=resources.CHARACTERIZATION)
 
 
 def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool = True,
@@ -79,7 +54,7 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
     workers = max(1, workers or os.cpu_count() or 1)
     if batch is None and model_set.process != "builtin":
         batch = 0
-    spec, adjusted = _pulse_spec(points, model_set, batch, workers)
+    spec = _pulse_spec(points, model_set, batch, workers)
     sweep = Sweep(spec, models=models, workers=workers, cache=ResultCache(enabled=False),
                   progress=progress)
     batched, batched_s = _timed_run(sweep)
@@ -118,7 +93,7 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
         "speedup": round(per_point_s / batched_s, 2),
         "max_abs_charge_diff_C": difference,
         "failed_points_batched": len(batched.failures),
-        "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
+        "design": sweep.design.name if sweep.design is not None else None,
     }
 
 
@@ -222,7 +197,7 @@ def bench_sweep_dask(points: int = 1000, models: str = "builtin", batch: int | N
         # 16 runs per grid (as _pulse_spec sizes it): two workers share them evenly.
         n_store = max(2, int(math.sqrt(points)))
         batch = max(1, math.ceil(n_store * max(2, math.ceil(points / n_store)) / 16))
-    spec, adjusted = _pulse_spec(points, model_set, batch, 2)
+    spec = _pulse_spec(points, model_set, batch, 2)
     runner = executors.DaskExecutor(scheduler) if scheduler else \
         executors.DaskExecutor(local_workers=2)
     timings: dict[int, list[float]] = {1: [], 2: []}
@@ -268,5 +243,5 @@ def bench_sweep_dask(points: int = 1000, models: str = "builtin", batch: int | N
         "local_s": round(local_s, 3),
         "local_points_per_s": round(n / local_s, 2),
         "tables_identical": bool(identical),
-        "parameters_for_process": {k: float(v) for k, v in adjusted.items()},
+        "design": local.design.name if local.design is not None else None,
     }

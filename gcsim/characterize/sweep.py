@@ -227,8 +227,8 @@ def _design_for(design: Design | str | None, models: processes.ModelSet,
         shipped = resources.NETLISTS.resolve()
         if not template.path.resolve().is_relative_to(shipped):
             return None
-        if models.process not in ("builtin", "sky130"):
-            return None    # a user library: its design comes with --design
+        # The process's shipped design (netlists/designs/PROCESS.toml); a user library has
+        # none, and its design comes with --design.
         return default_design(models.process)
     if not isinstance(design, Design):
         design = load_design(design)

@@ -65,7 +65,8 @@ FLAGS = {"order": "--order", "edge_order": "--edge-order", "objective": "--objec
 @click.option("--edge-order", type=click.IntRange(0, 15), default=None,
               help="charge_per_pulse: order of the edge-charge polynomial (default 3).")
 @click.option("--v-in", "v_in", default=None,
-              help="nonlinearity: fit only the rows at this read voltage (e.g. 0.9), like the "
+              help="nonlinearity: fit only the rows at this read voltage (the design's read-on "
+                   "level, e.g. builtin's 0.9 V), like the "
                    "published coefficients; default: the whole surface. mismatch: the read "
                    "voltage to use.")
 @click.option("--v-mid", "v_mid", default=None,

@@ -188,9 +188,8 @@ def bench_sweep_command(points, models, sample, batch, jobs, as_json, executor, 
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"pulse sweep, {report['points']} points, models {report['models']}")
-    if report["parameters_for_process"]:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in report["parameters_for_process"].items())
-        click.echo(f"  process supply and sizes: {shown}")
+    if report["design"]:
+        click.echo(f"  design: {report['design']} (its levels and sizes)")
     click.echo(f"  batched (gcsim, {report['batched_runs']} ngspice runs, "
                f"{report['workers']} workers): {report['batched_s']:8.2f} s   "
                f"({report['batched_points_per_s']:.1f} points/s)")
