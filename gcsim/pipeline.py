@@ -73,7 +73,8 @@ def context_options(kind_name: str, design: Design | None = None) -> dict:
         return {"tile_timing_s": TileParams.defaults(signed=False, design=design)
                 .readout_timing_s()}
     if kind_name == "write" and design is not None:
-        return {"tolerance_V": design.tolerances.write_V}
+        return {"tolerance_V": design.tolerances.write_V,
+                "write_time_s": design.write.t_write_s}
     return {}
 
 

@@ -346,7 +346,8 @@ def test_a_minimal_bundle_says_what_stands_in_for_each_missing_fit(tmp_path):
     notes = load_fitted_models(tmp_path / "b").notes["stand_ins"]
     assert [line.split(":")[0] for line in notes] == [
         "no sense_amp.json", "no signed_converter.json", "no mismatch.json",
-        "no readout_loading.json", "no cell_conductance.json", "no design.toml"]
+        "no readout_loading.json", "no cell_conductance.json", "no write.json",
+        "no design.toml"]
     assert load_fitted_models(__import__("gcsim.core.resources", fromlist=["FITS"]).FITS
                               ).notes["stand_ins"] == []
 

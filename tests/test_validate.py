@@ -187,11 +187,16 @@ def test_retention_ages_the_cells_in_spice():
 
 
 @needs_fits
-def test_cli_retention_warns_when_the_ages_outrun_the_decay_fit():
-    result = CliRunner().invoke(main, ["validate", "retention", "--rows", "3", "--cols", "3",
-                                       "--max-age", "4m", "--threshold", "100", "--json"])
+def test_cli_retention_refuses_ages_beyond_the_decay_fit_unless_asked_to_extrapolate():
+    args = ["validate", "retention", "--rows", "3", "--cols", "3", "--max-age", "4m",
+            "--threshold", "100", "--json"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0
+    assert "beyond the ages 0 ... 0.0008192 s the decay fit" in refused.output
+    assert "--extrapolate" in refused.output and "Traceback" not in refused.output
+    result = CliRunner().invoke(main, args + ["--extrapolate"])
     assert result.exit_code == 0, result.output
-    assert "beyond the 0.0008192 s of ages" in result.stderr
+    assert "the model extrapolates" in result.stderr
     assert json.loads(result.stdout)["warnings"][0].startswith("--max-age 0.004 s is beyond")
     inside = CliRunner().invoke(main, ["validate", "retention", "--rows", "3", "--cols", "3",
                                        "--max-age", "0.5m", "--threshold", "100"])
@@ -257,7 +262,8 @@ def test_cli_bad_input_is_one_line(tmp_path, case, message):
 def test_help_has_examples():
     for command in (["validate"], ["validate", "tile"], ["validate", "retention"]):
         result = CliRunner().invoke(main, command + ["--help"])
-        assert result.exit_code == 0 and "Example:" in result.output
+        assert result.exit_code == 0 and ("Example:" in result.output
+                                          or "Examples:" in result.output)
 
 
 def test_monte_carlo_draws_are_per_cell_and_the_same_in_every_part():

@@ -138,7 +138,7 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None, executor="local", scheduler=None, design=None,
-         temperature=None, inputs_name="random") -> None:
+         temperature=None, inputs_name="random", extrapolate=False) -> None:
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
@@ -198,15 +198,26 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         source["design_sha256"] = chosen.sha256 if chosen is not None else None
         source.update(source_notes)
         token_period = None
-        if max_age is not None:
-            age = parse_number(max_age, "--max-age")
+        if scenario == "retention":
+            if max_age is None:
+                # The window the design supports: its oldest key is window x token period old.
+                point = model.operating_point
+                age = (chosen.timing.window_tokens * chosen.timing.token_period_s
+                       if chosen is not None else point.window * point.token_period_s)
+            else:
+                age = parse_number(max_age, "--max-age")
             if not age > 0:
                 raise InputError("--max-age must be > 0")
             token_period = age / (k.shape[0] - 1)
+            source["max_age_s"] = age
             fitted_ages = model.decay.fitted_age_max_s
             if fitted_ages is not None and age > fitted_ages * (1 + 1e-9):
-                warning = (f"--max-age {age:.4g} s is beyond the {fitted_ages:.4g} s of ages the "
-                           "fitted decay was fitted over: the model extrapolates")
+                beyond = (f"--max-age {age:.4g} s is beyond the ages 0 ... {fitted_ages:.4g} s "
+                          f"the decay fit ({fits_dir}/decay.json) covers")
+                if not extrapolate:
+                    raise InputError(f"{beyond}; pass --extrapolate to run the model there "
+                                     "anyway")
+                warning = f"{beyond}: the model extrapolates"
                 source["warnings"] = [warning]
                 click.echo(f"warning: {warning}", err=True)
         # Every ngspice run of the tile (its columns, the retention holds) goes to the
@@ -296,26 +307,32 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, bia
 
 @validate_group.command("retention", cls=OneLineErrors)
 @_common
-@click.option("--max-age", default="4m", show_default=True,
+@click.option("--max-age", default=None,
               help="Age of the oldest key (column 0), seconds; key j is read "
-                   "max_age * (C-1-j)/(C-1) after its write.")
+                   "max_age * (C-1-j)/(C-1) after its write [default: the design's window x "
+                   "token period, the oldest key attention reads].")
+@click.option("--extrapolate", is_flag=True,
+              help="Allow a --max-age beyond the ages the decay fit covers (the report says "
+                   "the model extrapolates).")
 def retention_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases,
                       as_json, report_dir, jobs,
                       single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
-                      scheduler, max_age):
+                      scheduler, max_age, extrapolate):
     """Validate the decay model in the array: keys and values written at different times.
 
-    SPICE holds each cell for its age on the retention testbench, then reads the tile from the
-    aged voltages; the model applies its fitted decay to the same ages.
+    SPICE holds each cell for its age on the retention testbench (at --temperature), then
+    reads the tile from the aged voltages; the model applies its fitted decay, at the same
+    temperature, to the same ages.
 
     \b
-    Example:
-      gcsim validate retention --rows 8 --cols 8 --max-age 4m
+    Examples:
+      gcsim validate retention --rows 64 --cols 64
+      gcsim validate retention --rows 8 --cols 8 --max-age 0.4m --temperature 85
     """
     _run("retention", rows, cols, seed, models, fits_dir, (thresholds, max_errors, biases),
          as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, max_age=max_age, executor=executor,
-         scheduler=scheduler, design=design, temperature=temperature)
+         scheduler=scheduler, design=design, temperature=temperature, extrapolate=extrapolate)
 
 
 def final_validation(out_dir: Path, models: str | None, jobs: int | None,

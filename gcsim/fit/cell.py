@@ -223,10 +223,14 @@ class ChargePerPulse:
                 + np.polynomial.polynomial.polyval(x, self.edge_coefficients_C))
 
 
-def fit_write(table: pd.DataFrame, tolerance_V: float = 0.02) -> FitRecord:
+def fit_write(table: pd.DataFrame, tolerance_V: float = 0.02,
+              write_time_s: float | None = None) -> FitRecord:
     """Write characterisation: the shortest write pulse that lands every target within
     `tolerance_V` (default 20 mV, a sixth of the 3-bit DAC's 129 mV step: the write device's
-    channel charge leaves about 9-14 mV however long the pulse), and the energy of one write."""
+    channel charge leaves about 9-14 mV however long the pulse), the energy of one write, and
+    where each target level lands at `write_time_s` (the design's write pulse, which the array
+    writes with; default the shortest settled width). The landing error is systematic per
+    level, so the array simulator adds it to every written level."""
     widths = np.unique(table["t_write_s"])
     error = (table["stored_voltage_V"] - table["target_voltage_V"]).abs()
     worst = error.groupby(table["t_write_s"]).max().reindex(widths)
@@ -236,11 +240,24 @@ def fit_write(table: pd.DataFrame, tolerance_V: float = 0.02) -> FitRecord:
                        f"(best: {worst.min() * 1e3:.3g} mV)")
     write_time = float(settled.min())
     at = table[np.isclose(table["t_write_s"], write_time, rtol=1e-9, atol=0.0)]
+    used_time = write_time if write_time_s is None else float(write_time_s)
+    used = table[np.isclose(table["t_write_s"], used_time, rtol=1e-6, atol=0.0)]
+    if used.empty:
+        raise FitError(f"the write table has no t_write_s = {used_time:g} s, the design's write "
+                       f"pulse (swept: {', '.join(f'{w:g}' for w in widths)})")
+    landing = (used.groupby("target_voltage_V")["stored_voltage_V"].mean()
+               .sort_index())
+    level_error = landing.to_numpy() - landing.index.to_numpy()
     parameters = {
         "write_time": param(write_time, "s", f"shortest swept width with every target within "
                             f"{tolerance_V * 1e3:g} mV"),
         "tolerance": param(tolerance_V, "V"),
         "write_error_max": param(float(worst.loc[write_time]), "V"),
+        "array_write_time": param(used_time, "s", "the write pulse the levels below land with "
+                                  "(the design's)"),
+        "target_levels": param(landing.index.to_numpy(float), "V"),
+        "level_error": param(level_error, "V", "stored minus target at each target level, at "
+                             "array_write_time; linear in between"),
     }
     if "energy_J" in table:
         parameters["energy_per_write"] = param(float(at["energy_J"].mean()), "J",

@@ -7,8 +7,15 @@ A leak I ~ sinh((V - V_inf) / V_s) integrates in closed form:
     V(t) = V_inf + 2 V_s artanh( tanh((V_0 - V_inf) / (2 V_s)) exp(-t / tau) )
 
 which is an exponential with time constant tau for small deviations. The array simulator needs
-a plain exponential (its decay must factor per token), so the fit also derives the exponential
-that best matches this law over the ages an attention window spans, and reports its error.
+an exponential in age (its decay must factor per token), so the fit also matches one over the
+ages an attention window spans, directly to the measured curves: one time constant, and an
+asymptote per written level,
+
+    V(t) = A(V_0) + (V_0 - A(V_0)) exp(-t / tau),
+
+which follows the sinh law's level-dependent rate (fast from the rails, slow near the middle)
+and still factors per token, because A(V_0) is a property of each cell, fixed when it is
+written. It is fitted at every swept temperature, so the simulator can take a temperature.
 """
 
 from __future__ import annotations
@@ -52,11 +59,45 @@ def _fit_sinh(initial, time, voltage):
 def _fit_exponential(initial, time, voltage, asymptote_guess, tau_guess):
     result = least_squares(
         lambda p: exponential_law(initial, time, *p) - voltage,
-        x0=[asymptote_guess, tau_guess],
+        x0=[float(np.clip(asymptote_guess, voltage.min() - 1.0, voltage.max() + 1.0)),
+            float(np.clip(tau_guess, 1e-15, 1e3))],
         bounds=([voltage.min() - 1.0, 1e-15], [voltage.max() + 1.0, 1e3]),
         x_scale=[0.1, tau_guess],
     )
     return result.x
+
+
+def _fit_window(initial, time, voltage, asymptote_bounds_V):
+    """The simulator's law over the window: one tau, one asymptote per written level (bounded
+    to a band around the stored range: over a short window a nearly straight drift would
+    otherwise push an asymptote and tau to infinity together). Returns (tau, levels, A)."""
+    levels, level_of = np.unique(initial, return_inverse=True)
+    drift = voltage - initial
+    rate = np.abs(drift).max() / max(float(time.max()), 1e-30)
+    span = float(levels.max() - levels.min()) or 1.0
+    tau_guess = float(np.clip(span / max(rate, 1e-30), time.max(), 1e3))
+    low, high = asymptote_bounds_V
+
+    def residual(p):
+        tau, asymptotes = np.exp(p[0]), p[1:]
+        a = asymptotes[level_of]
+        return a + (initial - a) * np.exp(-time / tau) - voltage
+
+    start = np.clip(np.full(levels.size, levels.mean()), low, high)
+    result = least_squares(
+        residual, x0=np.r_[np.log(tau_guess), start],
+        bounds=(np.r_[np.log(max(float(time[time > 0].min()), 1e-15)), np.full(levels.size, low)],
+                np.r_[np.log(1e6), np.full(levels.size, high)]))
+    if not result.success:
+        raise FitError(f"the window decay fit did not converge: {result.message}")
+    return float(np.exp(result.x[0])), levels, result.x[1:]
+
+
+def level_law(initial_V, time_s, time_constant_s, levels_V, asymptotes_V):
+    """V(t) = A(V_0) + (V_0 - A(V_0)) exp(-t / tau), A linear between the fitted levels."""
+    initial = np.asarray(initial_V, dtype=float)
+    a = np.interp(initial, levels_V, asymptotes_V)
+    return a + (initial - a) * np.exp(-np.asarray(time_s) / time_constant_s)
 
 
 def fit_decay(table: pd.DataFrame, *, age_max_s: float,
@@ -91,6 +132,13 @@ def fit_decay(table: pd.DataFrame, *, age_max_s: float,
             voltage[window],
             exponential_law(initial[window], time[window], eff_asymptote, eff_tau), "V",
             full_scale=float(np.abs(initial - asymptote).max()))
+        window_tau, levels, level_asymptotes = _fit_window(
+            initial[window], time[window], voltage[window],
+            (initial.min() - 0.25 * np.ptp(initial), initial.max() + 0.25 * np.ptp(initial)))
+        level_metrics = error_metrics(
+            voltage[window], level_law(initial[window], time[window], window_tau, levels,
+                                       level_asymptotes), "V",
+            full_scale=float(np.ptp(initial)) / 2.0)
         global_exp = _fit_exponential(initial, time, voltage, asymptote, tau)
         exp_metrics = error_metrics(voltage, exponential_law(initial, time, *global_exp), "V",
                                     full_scale=float(np.abs(initial - asymptote).max()))
@@ -111,6 +159,10 @@ def fit_decay(table: pd.DataFrame, *, age_max_s: float,
                                          full_scale=float(np.abs(initial - asymptote).max())),
             "window_exponential": {"asymptote_V": eff_asymptote, "time_constant_s": eff_tau,
                                    "age_max_s": age_max_s, "metrics": eff_metrics},
+            "window_level_law": {"time_constant_s": window_tau,
+                                 "levels_V": [float(v) for v in levels],
+                                 "asymptotes_V": [float(v) for v in level_asymptotes],
+                                 "age_max_s": age_max_s, "metrics": level_metrics},
             "single_exponential": {"asymptote_V": global_exp[0],
                                    "time_constant_s": global_exp[1], "metrics": exp_metrics},
             "t_1_over_e_by_initial_voltage": curves,
@@ -126,20 +178,30 @@ def fit_decay(table: pd.DataFrame, *, age_max_s: float,
     metrics = error_metrics(np.concatenate(all_measured), np.concatenate(all_predicted), "V",
                             full_scale=float(np.abs(initial_all - nominal["law"]["asymptote_V"])
                                              .max()))
+    metrics["window_level_law_at_nominal"] = nominal["window_level_law"]["metrics"]
     metrics["window_exponential_at_nominal"] = nominal["window_exponential"]["metrics"]
     metrics["single_exponential_at_nominal"] = nominal["single_exponential"]["metrics"]
     law = nominal["law"]
-    window_exp = nominal["window_exponential"]
+    window_law = nominal["window_level_law"]
+    mid = float(np.mean([initial_all.min(), initial_all.max()]))
     return FitRecord(
         kind="decay",
         description=("Stored-voltage decay: V(t) = V_inf + 2 V_s artanh(tanh((V_0 - V_inf) / "
-                     "(2 V_s)) exp(-t / tau)) per temperature; time_constant/asymptote are the "
-                     "exponential the array simulator uses, matched over ages up to age_max."),
+                     "(2 V_s)) exp(-t / tau)) per temperature; the array simulator uses "
+                     "V(t) = A(V_0) + (V_0 - A(V_0)) exp(-t / time_constant), A per written "
+                     "level (asymptote_by_level), fitted over ages up to age_max at every "
+                     "temperature (extra.per_temperature)."),
         parameters={
-            "time_constant": param(window_exp["time_constant_s"], "s",
-                                   "exponential matched over ages <= age_max, at the nominal "
-                                   "temperature; used by the array simulator"),
-            "asymptote": param(window_exp["asymptote_V"], "V"),
+            "time_constant": param(window_law["time_constant_s"], "s",
+                                   "fitted with a per-level asymptote over ages <= age_max, at "
+                                   "the nominal temperature; used by the array simulator"),
+            "asymptote": param(float(np.interp(mid, window_law["levels_V"],
+                                               window_law["asymptotes_V"])), "V",
+                               "asymptote_by_level at mid-range"),
+            "asymptote_levels": param(window_law["levels_V"], "V",
+                                      "written levels the asymptote is fitted at"),
+            "asymptote_by_level": param(window_law["asymptotes_V"], "V",
+                                        "asymptote of each written level (linear in between)"),
             "age_max": param(age_max_s, "s"),
             "nominal_temperature": param(nominal["temperature_C"], "degC"),
             "law_time_constant": param(law["time_constant_s"], "s"),

@@ -116,6 +116,10 @@ KIND_PARAMETERS: dict[str, dict[str, ParameterSpec]] = {
         "law_voltage_scale": _r("V", "voltage scale of the sinh leakage law"),
         "nominal_temperature": _r("degC", "temperature the simulator's numbers are at"),
         "age_max": _p("s", "oldest age the exponential was matched over"),
+        "asymptote_levels": _p("V", "written levels the per-level asymptote is fitted at",
+                               VECTOR),
+        "asymptote_by_level": _p("V", "asymptote of each written level (linear in between); "
+                                 "replaces `asymptote` in the simulator", VECTOR),
         "activation_energy": _p("eV", "from ln(tau) against 1/kT"),
     },
     "sense_amp": {
@@ -170,6 +174,10 @@ KIND_PARAMETERS: dict[str, dict[str, ParameterSpec]] = {
         "write_time": _r("s", "shortest write pulse that lands every target within tolerance"),
         "tolerance": _r("V", "largest accepted write error"),
         "write_error_max": _p("V", "largest write error at write_time"),
+        "array_write_time": _p("s", "the write pulse the array writes with (the design's)"),
+        "target_levels": _p("V", "target levels the landing error is known at", VECTOR),
+        "level_error": _p("V", "stored minus target at each target level, at "
+                               "array_write_time", VECTOR),
         "energy_per_write": _p("J", "one cell write"),
         "energy_per_write_max": _p("J", "largest energy of one write"),
     },

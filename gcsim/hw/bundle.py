@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from gcsim.fit.bundle import DESIGN_FILE, FitsBundle
 from gcsim.fit.schema import FitFileError
-from gcsim.hw.components import CellMismatch, ExponentialDecay, HardwareModel, PolynomialCell
+from gcsim.hw.components import (CellMismatch, DecayAtTemperature, ExponentialDecay,
+                                 HardwareModel, PolynomialCell, WriteError)
 from gcsim.hw.loading import ReadoutLoading
 from gcsim.hw.operating import OperatingPoint
 from gcsim.hw.published import PAPER_OPERATING_POINT, published_readout_chain
@@ -32,12 +35,44 @@ def _cell(bundle: FitsBundle) -> tuple[PolynomialCell, float, float]:
 
 
 def _decay(bundle: FitsBundle) -> ExponentialDecay:
-    """The stored voltage's decay, with the ages its fit covers when the record says."""
+    """The stored voltage's decay: per-level asymptotes and every fitted temperature when the
+    record has them, with the ages its fit covers when the record says."""
     record = bundle.records["decay"]
+    parameters = record.parameters
+    levels = by_level = None
+    if "asymptote_levels" in parameters and "asymptote_by_level" in parameters:
+        levels = tuple(float(v) for v in record.value("asymptote_levels"))
+        by_level = tuple(float(v) for v in record.value("asymptote_by_level"))
+        if len(levels) != len(by_level) or len(levels) < 1 or any(
+                b <= a for a, b in zip(levels, levels[1:])):
+            raise FitFileError(f"fits bundle {bundle.directory}: decay.json: asymptote_levels "
+                               "must increase and match asymptote_by_level one to one")
+    per_temperature = []
+    for entry in (record.extra or {}).get("per_temperature", []):
+        law = entry.get("window_level_law") if isinstance(entry, dict) else None
+        if law is None:
+            continue
+        try:
+            per_temperature.append(DecayAtTemperature(
+                float(entry["temperature_C"]), float(law["time_constant_s"]),
+                tuple(float(v) for v in law["levels_V"]),
+                tuple(float(v) for v in law["asymptotes_V"])))
+        except (KeyError, TypeError, ValueError):
+            raise FitFileError(f"fits bundle {bundle.directory}: decay.json: a "
+                               "per_temperature entry's window_level_law is malformed") from None
+        bad = per_temperature[-1]
+        if not (bad.time_constant_s > 0 and math.isfinite(bad.time_constant_s)) or len(
+                bad.asymptote_levels_V) != len(bad.asymptote_by_level_V):
+            raise FitFileError(f"fits bundle {bundle.directory}: decay.json: the window law at "
+                               f"{bad.temperature_C:g} degC is malformed")
+    nominal = parameters.get("nominal_temperature", {}).get("value")
     return ExponentialDecay(time_constant_s=float(record.value("time_constant")),
                             asymptote_V=float(record.value("asymptote")),
                             fitted_age_max_s=(float(record.value("age_max"))
-                                              if "age_max" in record.parameters else None))
+                                              if "age_max" in parameters else None),
+                            asymptote_levels_V=levels, asymptote_by_level_V=by_level,
+                            temperature_C=None if nominal is None else float(nominal),
+                            by_temperature=tuple(per_temperature))
 
 
 def _readout(bundle: FitsBundle) -> Readout:
@@ -84,6 +119,18 @@ def _mismatch(bundle: FitsBundle) -> CellMismatch | None:
                         float(record.value("stored_voltage_shift_sigma")), float(correlation))
 
 
+def _write_error(bundle: FitsBundle) -> WriteError | None:
+    """Where writes land, when the write fit measured it at the array's write pulse."""
+    record = bundle.records.get("write")
+    if record is None or "level_error" not in record.parameters:
+        return None
+    try:
+        return WriteError(tuple(float(v) for v in record.value("target_levels")),
+                          tuple(float(v) for v in record.value("level_error")))
+    except ValueError as exc:
+        raise FitFileError(f"fits bundle {bundle.directory}: write.json: {exc}") from None
+
+
 def _loading(bundle: FitsBundle, c2p: ChargeToPulse) -> ReadoutLoading | None:
     """The readout loading, when the bundle has both its fit and the cells' conductances.
     The converters' discharge currents come from their slopes (the V converter's only when
@@ -121,6 +168,7 @@ STAND_INS = {
     "mismatch": "no per-cell mismatch",
     "readout_loading": "an ideal virtual ground (no readout loading)",
     "cell_conductance": "an ideal virtual ground (no readout loading)",
+    "write": "writes land exactly on the DAC levels",
 }
 
 
@@ -133,6 +181,9 @@ def stand_ins(bundle: FitsBundle) -> list[str]:
     """One line per optional fit (and the design) the bundle lacks, saying what stands in."""
     lines = [f"no {kind}.json: {what}" for kind, what in STAND_INS.items()
              if kind not in bundle.records]
+    write = bundle.records.get("write")
+    if write is not None and "level_error" not in write.parameters:
+        lines.append(f"write.json without level_error: {STAND_INS['write']}")
     if bundle.design is None:
         lines.append(DESIGN_STAND_IN)
     return lines
@@ -176,4 +227,5 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
                "design": bundle.design.name if bundle.design is not None else None,
                "design_sha256": bundle.design.sha256 if bundle.design is not None else None},
         operating_point=point,
+        write_error=_write_error(bundle),
     )

@@ -3,6 +3,8 @@ per-cell mismatch, and the model that bundles them with the readout and converte
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,11 +48,24 @@ class PolynomialCell:
 
 
 @dataclass(frozen=True)
-class ExponentialDecay:
-    """Stored voltage relaxing to `asymptote_V` with time constant `time_constant_s`.
+class DecayAtTemperature:
+    """The fitted window law at one temperature: tau and the asymptote of each written level."""
 
-    V(age) = asymptote + (V_written - asymptote) * exp(-age / tau). The published model has the
-    asymptote at mid-rail, so the signed weight V - 0.45 simply scales by exp(-decay_factor * age).
+    temperature_C: float
+    time_constant_s: float
+    asymptote_levels_V: tuple[float, ...]
+    asymptote_by_level_V: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ExponentialDecay:
+    """Stored voltage relaxing to an asymptote with time constant `time_constant_s`.
+
+    V(age) = A + (V_written - A) * exp(-age / tau). The published model has A at mid-rail, so
+    the signed weight V - 0.45 simply scales by exp(-decay_factor * age). A fitted decay may
+    give each written level its own asymptote A(V_written) (linear between the fitted levels):
+    the leak's rate depends on the level, and A stays a per-cell constant, so the decay still
+    factors per token. With fits at several temperatures, `at_temperature` interpolates.
     """
 
     time_constant_s: float
@@ -58,15 +73,91 @@ class ExponentialDecay:
     # The oldest age a fitted decay was fitted over (None: published, or not recorded);
     # beyond it the exponential extrapolates.
     fitted_age_max_s: float | None = None
+    asymptote_levels_V: tuple[float, ...] | None = None
+    asymptote_by_level_V: tuple[float, ...] | None = None
+    temperature_C: float | None = None      # what the numbers above are at (None: unstated)
+    by_temperature: tuple[DecayAtTemperature, ...] = ()
 
     def decay_factor(self, token_period_s: float) -> float:
         """Exponent per token of age: token period / time constant."""
         return token_period_s / self.time_constant_s
 
+    def asymptote_of(self, written_V):
+        """Each cell's asymptote: per level when fitted so, else the one asymptote."""
+        if self.asymptote_levels_V is None:
+            return self.asymptote_V
+        return np.interp(np.asarray(written_V, dtype=np.float64), self.asymptote_levels_V,
+                         self.asymptote_by_level_V)
+
     def stored_voltage_V(self, written_V, age_s):
-        return self.asymptote_V + (np.asarray(written_V) - self.asymptote_V) * np.exp(
+        asymptote = self.asymptote_of(written_V)
+        return asymptote + (np.asarray(written_V) - asymptote) * np.exp(
             -np.asarray(age_s) / self.time_constant_s
         )
+
+    def temperatures_C(self) -> list[float]:
+        return sorted(entry.temperature_C for entry in self.by_temperature)
+
+    def at_temperature(self, temperature_C: float) -> ExponentialDecay:
+        """The decay at `temperature_C`, between the fitted temperatures: ln tau linear in
+        1/T (Arrhenius), each level's asymptote linear in T. Outside them: ValueError."""
+        if self.temperature_C is not None and abs(temperature_C - self.temperature_C) < 1e-9:
+            return self   # the record's own numbers (an edited time constant included)
+        entries = sorted(self.by_temperature, key=lambda e: e.temperature_C)
+        if not entries:
+            raise ValueError(f"the decay has no temperature dependence (fitted at "
+                             f"{'an unstated temperature' if self.temperature_C is None else f'{self.temperature_C:g} degC'} only); "
+                             f"cannot run at {temperature_C:g} degC")
+        low, high = entries[0].temperature_C, entries[-1].temperature_C
+        if not low - 1e-9 <= temperature_C <= high + 1e-9:
+            raise ValueError(f"temperature {temperature_C:g} degC is outside the decay fit's "
+                             f"{low:g} ... {high:g} degC")
+        upper = next(i for i, e in enumerate(entries) if e.temperature_C >= temperature_C - 1e-9)
+        lower = max(upper - 1, 0)
+        a, b = entries[lower], entries[upper]
+        if b.temperature_C - a.temperature_C < 1e-9:
+            weight_T = weight_inv = 0.0
+        else:
+            weight_T = (temperature_C - a.temperature_C) / (b.temperature_C - a.temperature_C)
+            inv = [1.0 / (t + 273.15) for t in (a.temperature_C, b.temperature_C, temperature_C)]
+            weight_inv = (inv[2] - inv[0]) / (inv[1] - inv[0])
+        tau = math.exp((1 - weight_inv) * math.log(a.time_constant_s)
+                       + weight_inv * math.log(b.time_constant_s))
+        if a.asymptote_levels_V != b.asymptote_levels_V:
+            raise ValueError("the decay fit's temperatures have different asymptote levels")
+        asymptotes = tuple((1 - weight_T) * np.asarray(a.asymptote_by_level_V)
+                           + weight_T * np.asarray(b.asymptote_by_level_V))
+        levels = a.asymptote_levels_V
+        mid = 0.5 * (levels[0] + levels[-1])
+        return dataclasses.replace(
+            self, time_constant_s=tau, asymptote_levels_V=levels,
+            asymptote_by_level_V=tuple(float(x) for x in asymptotes),
+            asymptote_V=float(np.interp(mid, levels, asymptotes)),
+            temperature_C=float(temperature_C))
+
+
+@dataclass(frozen=True)
+class WriteError:
+    """Where a write lands: target + error(target), the error known at the target levels the
+    write fit swept (linear in between). The write device's channel charge and feed-through
+    leave a systematic, per-level error however long the pulse, so it is not noise to average
+    away: summed over a column it shifts the charge."""
+
+    target_levels_V: tuple[float, ...]
+    level_error_V: tuple[float, ...]
+
+    def __post_init__(self):
+        levels = np.asarray(self.target_levels_V, float)
+        if (levels.size < 1 or levels.size != len(self.level_error_V)
+                or np.any(np.diff(levels) <= 0)):
+            raise ValueError("the write error needs one error per target level, the levels "
+                             "increasing")
+
+    def written_V(self, target_V) -> np.ndarray:
+        """The stored voltage a write of `target_V` leaves (targets outside the swept levels
+        take the nearest level's error: the DAC clips to the stored range first)."""
+        target = np.asarray(target_V, dtype=np.float64)
+        return target + np.interp(target, self.target_levels_V, self.level_error_V)
 
 
 @dataclass(frozen=True)
@@ -122,6 +213,8 @@ class HardwareModel:
     # DAC ranges, mid-rail, read level, T_max, token period and array layout: the published
     # one unless the model was built from a bundle that carries its design.
     operating_point: OperatingPoint = PAPER_OPERATING_POINT
+    # Where writes land (None: exactly on the DAC level, as the published model has it).
+    write_error: WriteError | None = None
 
     def resolve_decay_factor(
         self, decay_factor: float | None = None, token_period_s: float | None = None

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from gcsim.hw import (PAPER, PAPER_OPERATING_POINT, HardwareModel, MismatchSample,
-                      OperatingPoint, model_for_mode)
+                      OperatingPoint, WriteError, model_for_mode)
+from gcsim.hw.components import ExponentialDecay
 from gcsim.hw.loading import ReadoutLoading
 from gcsim.hw.stages import GainCellArray, InputDAC, query_pulse_width_s
 from gcsim.simulate.windows import (
@@ -45,6 +46,8 @@ class SimulationConfig:
     keep_intermediates: bool = True
     dtype: str = "float64"
     readout_loading: bool = True  # apply the model's readout loading, when it has one
+    write_error: bool = True  # write where the model's writes land, when it knows
+    temperature_C: float | None = None  # the decay's temperature (None: the model's nominal)
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
@@ -70,6 +73,8 @@ class SimulationConfig:
             math.isfinite(self.token_period_s) and self.token_period_s > 0
         ):
             raise ValueError(f"token period must be finite and > 0 s, got {self.token_period_s}")
+        if self.temperature_C is not None and not math.isfinite(self.temperature_C):
+            raise ValueError(f"temperature must be finite, got {self.temperature_C}")
         if np.dtype(self.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -260,11 +265,17 @@ class _Run:
     quantize_output: bool
     loading: ReadoutLoading | None
     masks: BlockMasks
+    write_error: WriteError | None
+    decay: ExponentialDecay
 
     @classmethod
     def plan(cls, model: HardwareModel, config: SimulationConfig, n_tokens: int) -> _Run:
         window = config.window or n_tokens
         a_size = config.array_size
+        decay = model.decay
+        if config.temperature_C is not None:
+            decay = decay.at_temperature(config.temperature_C)
+            model = replace(model, decay=decay)
         decay_factor = (
             model.resolve_decay_factor(config.decay_factor, config.token_period_s)
             if config.decay
@@ -284,6 +295,8 @@ class _Run:
             quantize_output=config.quantize_output,
             loading=model.loading if config.readout_loading else None,
             masks=BlockMasks(window, dtype),
+            write_error=model.write_error if config.write_error else None,
+            decay=decay,
         )
 
 
@@ -311,24 +324,33 @@ class _Signals:
 def _gain_cell_arrays(k_written_V, v_written_V, model: HardwareModel, run: _Run,
                       k_cells=(None, None), v_cells=(None, None)):
     """Writing K and V: one head's K array (head_dim rows, tokens on columns) and V array
-    (tokens on rows), holding the DAC voltages, decaying from when each token was written,
+    (tokens on rows), holding the DAC voltages where the write leaves them (the model's write
+    error, when it has one and the run applies it), decaying from when each token was written,
     with each cell's (gain, threshold shift) mismatch when drawn; read through loading
     integrators when the model has readout loading."""
     array_args = dict(
         power_coefficients_A=run.power_coefficients_A,
         v_mid_V=model.cell.v_mid_V,
         decay_factor=run.decay_factor,
-        asymptote_V=model.decay.asymptote_V,
         dtype=run.dtype,
     )
     (k_gain, k_shift), (v_gain, v_shift) = k_cells, v_cells
-    k_array = GainCellArray(k_written_V, cell_gain=k_gain, vt_shift_V=k_shift, **array_args)
-    v_array = GainCellArray(v_written_V, cell_gain=v_gain, vt_shift_V=v_shift, **array_args)
+    if run.write_error is not None:
+        k_written_V = run.write_error.written_V(k_written_V)
+        v_written_V = run.write_error.written_V(v_written_V)
+    # Each cell's asymptote follows from where it was written (one value without per-level
+    # asymptotes); with no decay it plays no part.
+    k_asymptote = run.decay.asymptote_of(k_written_V) if run.decay_factor else 0.0
+    v_asymptote = run.decay.asymptote_of(v_written_V) if run.decay_factor else 0.0
+    k_array = GainCellArray(k_written_V, cell_gain=k_gain, vt_shift_V=k_shift,
+                            asymptote_V=k_asymptote, **array_args)
+    v_array = GainCellArray(v_written_V, cell_gain=v_gain, vt_shift_V=v_shift,
+                            asymptote_V=v_asymptote, **array_args)
     if run.loading is not None:
         k_array = run.loading.arrays(k_array, k_written_V, cell_gain=k_gain, vt_shift_V=k_shift,
-                                     **array_args)
+                                     asymptote_V=k_asymptote, **array_args)
         v_array = run.loading.arrays(v_array, v_written_V, cell_gain=v_gain, vt_shift_V=v_shift,
-                                     **array_args)
+                                     asymptote_V=v_asymptote, **array_args)
     return k_array, v_array
 
 

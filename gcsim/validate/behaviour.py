@@ -15,7 +15,7 @@ the simulator's output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,12 +24,19 @@ from gcsim.hw import HardwareModel
 from gcsim.hw.stages import GainCellArray
 
 
+def model_at_temperature(model: HardwareModel, temperature_C: float | None) -> HardwareModel:
+    """`model` with its decay at `temperature_C` (None: as it is)."""
+    if temperature_C is None:
+        return model
+    return replace(model, decay=model.decay.at_temperature(temperature_C))
+
+
 def _array(written_V: np.ndarray, model: HardwareModel, decay_factor: float):
     """The cells as the simulator builds them: a GainCellArray, read through the model's
     loading integrator when it has one (a LoadedArray)."""
     args = dict(power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
                 v_mid_V=model.cell.v_mid_V, decay_factor=decay_factor,
-                asymptote_V=model.decay.asymptote_V)
+                asymptote_V=model.decay.asymptote_of(written_V) if decay_factor else 0.0)
     array = GainCellArray(written_V, **args)
     return array if model.loading is None else model.loading.arrays(array, written_V, **args)
 
@@ -76,23 +83,34 @@ class ModelStages:
     decay_factor: float
 
 
+def written_V(target_V: np.ndarray, model: HardwareModel, write_error: bool) -> np.ndarray:
+    """Where the tile's writes leave its cells: on the targets (the tile starts them there
+    with .ic), or where the model's write error puts them (the tile writes through the write
+    devices)."""
+    if not write_error or model.write_error is None:
+        return target_V
+    return model.write_error.written_V(target_V)
+
+
 def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareModel,
-              token_period_s: float | None = None) -> ModelStages:
-    """q (R,), written voltages k_V and v_V (C, R)."""
+              token_period_s: float | None = None, write_error: bool = False) -> ModelStages:
+    """q (R,), target voltages k_V and v_V (C, R); with `write_error`, the model's write
+    error applies (as when the tile writes through its write devices)."""
     C, R = k_V.shape
     queries = np.zeros((C, R))
     queries[-1] = q
     config = SimulationConfig(window=C, array_size=C, quantize_inputs=False,
                               quantize_output=False, decay=token_period_s is not None,
                               token_period_s=token_period_s, keep_intermediates=True,
-                              block_queries=C)
+                              block_queries=C, write_error=write_error)
     result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
     S = np.array(result.S[0, 0, -1], dtype=float)
     phi = np.array(result.phi[0, 0, -1], dtype=float)
     out = np.array(result.output[-1], dtype=float)
     edge = model.pulse_edge_time_s
     drive = phi + edge * (phi > 0) if edge else phi
-    A, rest = v_array_charges_C(v_V, drive, model, result.decay_factor)
+    A, rest = v_array_charges_C(written_V(v_V, model, write_error), drive, model,
+                                result.decay_factor)
     check = model.output_converter.convert(A * conversion_stretch(model, rest, A, "v"),
                                            quantize=False)
     if not np.allclose(check, out, rtol=1e-9, atol=1e-12):

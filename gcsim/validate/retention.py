@@ -7,7 +7,8 @@ ngspice adds no leak of its own) runs one instance per distinct written voltage 
 transient up to the oldest age, and each instance's v(sn) is read at every age needed. The tile
 netlist then starts each cell at its aged voltage (`.ic`), so the read itself is simulated on
 the cell as it is after the hold. What this leaves out: nothing disturbs the cells during the
-hold (no reads or writes of neighbours), and the hold runs at the template's temperature.
+hold (no reads or writes of neighbours). The hold runs on the tile's cell (its design's sizes,
+supply and word-line rest level) at the tile's temperature.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from gcsim.core.values import format_number as f
 
 
 def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: processes.ModelSet,
-                  jobs: int = 1, points: int = 400) -> np.ndarray:
-    """Stored voltage of each cell (written_V, age_s broadcast together) after its age."""
+                  jobs: int = 1, points: int = 400,
+                  params: dict[str, float] | None = None) -> np.ndarray:
+    """Stored voltage of each cell (written_V, age_s broadcast together) after its age, on
+    the cell `params` describes (the tile's values; those the retention testbench declares
+    are taken, the rest ignored; None: the testbench's defaults)."""
     written_V, age_s = np.broadcast_arrays(np.asarray(written_V, float), np.asarray(age_s, float))
     levels = np.unique(written_V)
     oldest = float(age_s.max())
@@ -35,7 +39,9 @@ def aged_voltages(written_V: np.ndarray, age_s: np.ndarray, models: processes.Mo
     step = oldest / points
     analysis = [f".tran {f(step)} {f(oldest)} 0 {f(step)}"]
     saves = [save_card("v(sn)", n) for n in range(len(levels))]
-    netlist = template.render({}, models.lines(), analysis, instances=instances, save=saves)
+    hold = {name: float(value) for name, value in (params or {}).items()
+            if name in template.defaults and name != "v_init"}
+    netlist = template.render(hold, models.lines(), analysis, instances=instances, save=saves)
     vectors = ["time"] + [vector_name("v(sn)", n) for n in range(len(levels))]
     request = engine.RunRequest(netlist, vectors, models.ngbehavior, 600.0)
     for _, result in engine.run_many([request], max(1, jobs)):

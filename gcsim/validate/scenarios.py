@@ -17,6 +17,7 @@ from gcsim.hw import HardwareModel
 from gcsim.validate import compare
 from gcsim.validate.behaviour import (
     conversion_stretch,
+    model_at_temperature,
     k_rest_conductance_S,
     run_model,
     v_array_charges_C,
@@ -165,7 +166,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     if token_period_s is not None and spice is None:
         age = (C - 1 - np.arange(C))[:, None] * token_period_s
         aged = aged_voltages(np.concatenate([k, v]), np.concatenate([age, age]) *
-                             np.ones((2 * C, R)), models, jobs)
+                             np.ones((2 * C, R)), models, jobs, params=params.values)
         k_V, v_V = aged[:C], aged[C:]
         notes.append(f"retention: key/value j written {token_period_s:.4g} s x (C-1-j) before "
                      "the read; SPICE: hold simulated on the retention testbench, read from .ic; "
@@ -175,6 +176,9 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
         devices.check_sizes(build(Tile(q[:1], k_V[:2, :1], v_V[:2, :1]), params, models).text,
                             models)
         spice = run_tile(tile, params, models, jobs=jobs, split=split)
+    if token_period_s is not None:
+        # The cells held at the tile's temperature: the model's decay at it too.
+        model = model_at_temperature(model, params["temp_c"])
     behaviour = run_model(q, k, v, model, token_period_s)
 
     # Isolated model stages, fed with SPICE's previous stage.
