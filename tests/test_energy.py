@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -258,3 +259,99 @@ def test_cli_missing_bundle(tmp_path):
     assert "fits bundle not found" in result.output
     help_text = CliRunner().invoke(main, ["energy", "--help"]).output
     assert "Example:" in help_text and "gcsim energy" in help_text
+
+
+# What each periphery circuit draws outside its energy window (synthetic, round numbers).
+IDLE_INT, IDLE_K, IDLE_V = 130e-6, 190e-6, 200e-6       # W at rest: integrator, K and V column
+WIN_INT, WIN_K, WIN_V = 21e-9, 17.4e-9, 18.4e-9         # s each energy_J integrates
+REF_K, REF_V = 90e-6, 81e-6                             # W, an array's references
+SUNK, SOURCED = 0.7, -0.3                               # J/C, the integration's charge slopes
+
+
+@pytest.fixture
+def idle_bundle(bundle_dir):
+    _edit(bundle_dir / "sense_amp.json", idle_power=(IDLE_INT, "W"),
+          energy_window=(WIN_INT, "s"), reference_power=(18e-6, "W"),
+          energy_per_sunk_charge=(SUNK, "J/C"), energy_per_sourced_charge=(SOURCED, "J/C"))
+    _edit(bundle_dir / "charge_to_pulse.json", idle_power=(IDLE_K, "W"),
+          energy_window=(WIN_K, "s"), reference_power=(REF_K, "W"))
+    _edit(bundle_dir / "signed_converter.json", idle_power=(IDLE_V, "W"),
+          energy_window=(WIN_V, "s"), reference_power=(REF_V, "W"))
+    return bundle_dir
+
+
+def test_every_circuit_is_counted_over_the_whole_token_period(idle_bundle):
+    quantities = model.resolve(load_bundle(idle_bundle))
+    for key in ("integration_idle", "c2p_idle", "signed_idle", "integration_window",
+                "c2p_window", "signed_window", "k_reference", "v_reference",
+                "integration_sunk", "integration_sourced"):
+        assert quantities[key].source == "fit", key
+    period = 0.8e-6
+    result = model.estimate(quantities, model.EnergyConfig(window=1024, heads=12))
+    assert result.token_period_s == period == quantities["token_period"].value
+    rows = result.breakdown.set_index("component")["per_head_J"]
+    # Each column over one token period: its two measured windows, the converter beside the
+    # integrator's window, and the whole column at rest for the rest.
+    k_column = (IDLE_K * (period - WIN_INT - WIN_K) + (IDLE_K - IDLE_INT) * WIN_INT)
+    v_column = (IDLE_V * (period - WIN_INT - WIN_V) + (IDLE_V - IDLE_INT) * WIN_INT)
+    assert rows["K columns at rest (integrator + converter)"] == pytest.approx(1024 * k_column)
+    assert rows["V columns at rest (integrator + converter)"] == pytest.approx(
+        16 * 64 * v_column)
+    assert rows["K-array references (bias, i_ref)"] == pytest.approx(16 * REF_K * period)
+    assert rows["V-array references (bias, i_ref_signed)"] == pytest.approx(
+        16 * REF_V * period)
+    k_int = rows["K column integrations (sense amps)"] / 1024
+    v_int = rows["V column integrations (sense amps)"] / (16 * 64)
+    read = 2 * 64 * 1024 * (READ_FIXED + READ_POWER * 0.5 * T_MAX)
+    expected = (read + 1024 * (k_int + C2P + k_column) + 16 * 64 * (v_int + SIGNED + v_column)
+                + 16 * (REF_K + REF_V) * period + 2 * 64 * WRITE + 4e-9)
+    assert result.energy_per_head_J == pytest.approx(expected, rel=1e-12)
+    # The rest grows with the token period at exactly the circuits' rest power: a model that
+    # dropped the idle term (or counted only the windows) would not move.
+    quantities_2 = dict(quantities)
+    quantities_2["token_period"] = model.Quantity("token_period", 2 * period, "s", "override",
+                                                  "test")
+    longer = model.estimate(quantities_2, model.EnergyConfig(window=1024, heads=12))
+    rest_power = 1024 * IDLE_K + 16 * 64 * IDLE_V + 16 * (REF_K + REF_V)
+    assert longer.energy_per_head_J - result.energy_per_head_J == pytest.approx(
+        rest_power * period, rel=1e-12)
+    # Back to back the token period is the latency, and it must hold a column's windows.
+    tight = model.estimate(quantities, model.EnergyConfig(back_to_back=True))
+    assert tight.token_period_s == tight.latency_s
+    quantities_2["token_period"] = model.Quantity("token_period", 30e-9, "s", "override", "")
+    with pytest.raises(model.EnergyError, match="shorter than a column's measured cycle"):
+        model.estimate(quantities_2, model.EnergyConfig())
+
+
+def test_the_charge_a_column_sinks_is_paid_by_its_integration(idle_bundle):
+    quantities = model.resolve(load_bundle(idle_bundle))
+    result = model.estimate(quantities, model.EnergyConfig(window=1024, query_mean=0.5))
+    k_int = result.breakdown.set_index("component").loc[
+        "K column integrations (sense amps)", "energy_per_op_J"]
+    # The same column by brute force: 64 cells at independent, equally likely DAC levels
+    # (8 over 0..0.9 V without a design), each read for the mean width plus its edges.
+    record = load_bundle(idle_bundle).records["charge_per_pulse"]
+    levels = np.linspace(0.0, 0.9, 8) - 0.45
+    current = np.polynomial.polynomial.polyval(levels, record.value("current_coefficients"))
+    width = 0.5 * T_MAX + record.value("edge_time")
+    draws = np.random.default_rng(7).integers(0, 8, size=(200_000, 64))
+    charge = (current[draws] * width).sum(axis=1)
+    brute = (INTEGRATION + SUNK * np.maximum(-charge, 0).mean()
+             + SOURCED * np.maximum(charge, 0).mean())
+    assert k_int != INTEGRATION
+    assert k_int == pytest.approx(brute, rel=2e-3)
+
+
+def test_cli_token_period(idle_bundle):
+    runner = CliRunner()
+    out = {}
+    for period in ("design", "latency", "100n"):
+        result = runner.invoke(main, ["energy", "--fits", str(idle_bundle), "--json",
+                                          "--token-period", period])
+        assert result.exit_code == 0, result.output
+        out[period] = json.loads(result.output)
+    assert out["design"]["token_period_s"] == 0.8e-6
+    assert out["latency"]["token_period_s"] == out["latency"]["latency_s"]
+    assert out["100n"]["token_period_s"] == pytest.approx(100e-9)
+    assert (out["latency"]["energy_per_head_J"] < out["100n"]["energy_per_head_J"]
+            < out["design"]["energy_per_head_J"])

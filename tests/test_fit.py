@@ -116,6 +116,24 @@ def test_sense_amp_finds_gain_offset_linear_range_and_saturation():
     assert -3.3e-12 < record.value("linear_range_low") < -2.8e-12
 
 
+def test_sense_amp_energy_keeps_the_charge_the_column_sinks_and_the_idle_draw():
+    # The energy of an integration rises with the charge the column sinks (the OTA sources
+    # it from VDD) and falls a little with the charge it sources; a median would keep only
+    # the zero-charge value. The rest state's draw passes through as measured.
+    charge = np.linspace(-9.6e-12, 9.6e-12, 97)
+    out = np.clip(0.45 - 0.125e12 * charge, 0.05, 0.85)
+    energy = 2.7e-12 + 0.7 * np.maximum(-charge, 0) - 0.3 * np.maximum(charge, 0)
+    record = fit_sense_amp(pd.DataFrame({
+        "charge_in_C": charge, "v_out_V": out, "energy_J": energy,
+        "energy_window_s": 21e-9, "idle_power_W": 129e-6, "reference_power_W": 18e-6}))
+    assert record.value("energy_per_integration") == pytest.approx(2.7e-12, rel=1e-9)
+    assert record.value("energy_per_sunk_charge") == pytest.approx(0.7, rel=1e-9)
+    assert record.value("energy_per_sourced_charge") == pytest.approx(-0.3, rel=1e-9)
+    assert record.value("idle_power") == 129e-6
+    assert record.value("energy_window") == 21e-9
+    assert record.value("reference_power") == 18e-6
+
+
 def test_charge_to_pulse_recovers_the_hard_sigmoid():
     charge = np.linspace(-1e-12, 3e-12, 81)
     width = hard_sigmoid(charge, 15e-9 / 1.2e-12, 0.02e-12, 15e-9) + RNG.normal(0, 5e-12, 81)

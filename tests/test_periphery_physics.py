@@ -65,6 +65,22 @@ def test_bitline_held_near_mid_rail_and_energy_plausible(readout):
     assert np.all(energy > 0.5e-12) and np.all(energy < 20e-12)
 
 
+def test_readout_rest_draw_and_the_charge_it_sources(readout):
+    by_charge = readout.set_index("charge_in_C")
+    # The bias supply carries exactly the ideal reference current (20 uA at 0.9 V).
+    assert np.allclose(readout.reference_power_W, 0.9 * 20e-6, rtol=1e-6)
+    # At zero charge the integration barely moves the circuit: its energy is the rest draw
+    # over the window, which is what the energy model charges for the rest of a token.
+    idle = by_charge.idle_power_W[0.0]
+    assert 50e-6 < idle < 500e-6
+    assert by_charge.energy_J[0.0] == pytest.approx(idle * by_charge.energy_window_s[0.0],
+                                                    rel=0.05)
+    # A column that sinks charge makes the OTA source it from VDD: at most 0.9 J/C, and
+    # more than half of it (the class-AB stage's idle current gives way a little).
+    extra = (by_charge.energy_J[-2e-12] - by_charge.energy_J[0.0]) / 2e-12
+    assert 0.45 < extra < 0.9
+
+
 @pytest.fixture(scope="module")
 def hardsigmoid():
     return run("charge_to_pulse_transfer",
@@ -92,6 +108,11 @@ def test_comparator_delay_and_conversion_energy(hardsigmoid):
     middle = hardsigmoid[hardsigmoid.charge_in_C.between(0.2e-12, 1e-12)]
     assert np.all(middle.comparator_delay_s.between(0.1e-9, 2e-9))
     assert np.all(hardsigmoid.energy_J.between(0.5e-12, 20e-12))
+    # The column at rest draws more than its integrator alone (the comparator is biased),
+    # and the array's references are exactly i_bias + i_ref at 0.9 V.
+    assert np.allclose(hardsigmoid.reference_power_W, 0.9 * (20e-6 + 80e-6), rtol=1e-6)
+    assert np.all(hardsigmoid.idle_power_W > 0)
+    assert np.allclose(hardsigmoid.energy_window_s, 17.4e-9, rtol=1e-3)
 
 
 def test_signed_converter_sign_and_count():

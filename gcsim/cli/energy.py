@@ -112,13 +112,18 @@ def _lines(table: pd.DataFrame, columns: dict[str, callable], indent: str = "  "
               help="Mean query pulse width as a fraction of T_max (uniform q in [0, 1]).")
 @click.option("--phi-mean", default="0.5", show_default=True,
               help="Mean phi(S) pulse width as a fraction of T_max.")
+@click.option("--token-period", default="design", show_default=True,
+              help="Time from one token to the next, over which every circuit's draw is "
+                   "counted: 'design' (the bundle's design, timing.token_period_s), 'latency' "
+                   "(tokens back to back) or a time, e.g. 100n.")
 @click.option("--subtile-parallel", default="0", show_default=True,
               help="Sub-tiles converted at once (0 = all in parallel).")
 @click.option("--op", "ops", multiple=True, metavar="NAME=VALUE",
               help="Override one per-operation quantity, e.g. --op integration=1p "
                    "(names: read_fixed, read_power, integration, c2p_conversion, "
                    "signed_conversion, write_energy, write_time, t_max, signed_t_max, "
-                   "comparator_delay, align_time, settling, reset_time).")
+                   "comparator_delay, align_time, settling, reset_time, token_period, ...; "
+                   "every name is listed under 'Per-operation quantities').")
 @click.option("--settle-tol", default="2m", show_default=True,
               help="Tolerance for the settling measured from --sweeps, V.")
 @click.option("--gpu", "gpus", multiple=True, metavar="NAME=LATENCY_S,ENERGY_J",
@@ -133,7 +138,8 @@ def _lines(table: pd.DataFrame, columns: dict[str, callable], indent: str = "  "
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Save the tables (CSV and Parquet) and energy.json here.")
 def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digital_energy,
-                   digital_latency, query_mean, phi_mean, subtile_parallel, ops, settle_tol,
+                   digital_latency, query_mean, phi_mean, token_period, subtile_parallel, ops,
+                   settle_tol,
                    gpus, sweep_spec, as_json, plot_file, out_dir):
     """Energy and latency of one generated token (attention of one layer), built bottom-up
     from the SPICE-measured per-operation energies in a fits bundle.
@@ -161,8 +167,16 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
             query_mean=_number(query_mean, "--query-mean"),
             phi_mean=_number(phi_mean, "--phi-mean"),
             subtile_parallel=int(_number(subtile_parallel, "--subtile-parallel")),
+            back_to_back=token_period.strip() == "latency",
         ).check()
         overrides = _overrides(ops)
+        if token_period.strip() not in ("design", "latency"):
+            if "token_period" in overrides:
+                raise GcsimError("give the token period once: --token-period or --op "
+                                 "token_period=...")
+            overrides["token_period"] = _number(token_period, "--token-period")
+            if overrides["token_period"] <= 0:
+                raise GcsimError(f"--token-period: must be > 0, got {token_period!r}")
         references = _gpus(gpus)
         scan = _sweep(sweep_spec)
         tolerance = _number(settle_tol, "--settle-tol")
@@ -196,6 +210,7 @@ def energy_command(fits_dir, models, sweeps_dir, window, heads, dim, array, digi
         "energy_per_head_J": result.energy_per_head_J,
         "energy_per_token_J": result.energy_per_token_J,
         "latency_s": result.latency_s,
+        "token_period_s": result.token_period_s,
         "quantities": {k: {"value": q.value, "unit": q.unit, "source": q.source,
                            "detail": q.detail} for k, q in quantities.items()},
         "breakdown": result.breakdown.to_dict(orient="records"),
@@ -246,6 +261,8 @@ def _report(result, paper, gpu, scanned, scan, fits_dir, used_models, sweeps_dir
         (f"  window {c.window} ({c.subtiles} sub-tiles of {c.array}), {c.heads} heads, dim "
         f"{c.dim}, {c.array}x{c.array} arrays; activity q {c.query_mean:g}, phi "
         f"{c.phi_mean:g} of T_max"),
+        (f"  token period {format_si(result.token_period_s, 's')} "
+         f"({'back to back: the latency' if c.back_to_back else 'every circuit counted over it'})"),
         "",
         "Energy per component",
     ]

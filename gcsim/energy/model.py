@@ -57,6 +57,7 @@ class Operation:
     parameter: str | None = None
     fallback: float | None = None   # used (and flagged) when neither override, fit nor sweep
     fallback_note: str = ""
+    derived: bool = False    # computed from the fit's `parameter` (sources._derived), not read
 
 
 OPERATIONS: dict[str, Operation] = {op.key: op for op in (
@@ -64,12 +65,44 @@ OPERATIONS: dict[str, Operation] = {op.key: op for op in (
               "charge_per_pulse", "energy_per_read_fixed", 0.0, "assumed 0"),
     Operation("read_power", "W", "read energy per second of pulse width, one cell",
               "charge_per_pulse", "energy_per_read_power", 0.0, "assumed 0"),
-    Operation("integration", "J", "one column integration (sense amp, both resets)",
-              "sense_amp", "energy_per_integration", 0.0, "assumed 0"),
+    Operation("integration", "J", "one column integration at zero charge (sense amp, both "
+              "resets)", "sense_amp", "energy_per_integration", 0.0, "assumed 0"),
+    Operation("integration_sunk", "J/C", "integration energy per coulomb the column sinks "
+              "(the OTA sources it from VDD)", "sense_amp", "energy_per_sunk_charge", 0.0,
+              "assumed 0"),
+    Operation("integration_sourced", "J/C", "integration energy per coulomb the column "
+              "sources", "sense_amp", "energy_per_sourced_charge", 0.0, "assumed 0"),
+    Operation("integration_window", "s", "time the integration energy covers",
+              "sense_amp", "energy_window", 0.0, "assumed 0"),
+    Operation("integration_idle", "W", "sense amp's supply power at rest",
+              "sense_amp", "idle_power", 0.0, "assumed 0"),
     Operation("c2p_conversion", "J", "one HardSigmoid charge-to-pulse conversion",
               "charge_to_pulse", "energy_per_conversion", 0.0, "assumed 0"),
+    Operation("c2p_window", "s", "time the HardSigmoid conversion energy covers",
+              "charge_to_pulse", "energy_window", 0.0, "assumed 0"),
+    Operation("c2p_idle", "W", "K column's supply power at rest (integrator + converter)",
+              "charge_to_pulse", "idle_power", 0.0, "assumed 0"),
+    Operation("k_reference", "W", "K array's bias and reference supply power (shared)",
+              "charge_to_pulse", "reference_power", 0.0, "assumed 0"),
     Operation("signed_conversion", "J", "one signed conversion and count",
               "signed_converter", "energy_per_conversion", 0.0, "assumed 0"),
+    Operation("signed_window", "s", "time the signed conversion energy covers",
+              "signed_converter", "energy_window", 0.0, "assumed 0"),
+    Operation("signed_idle", "W", "V column's supply power at rest (integrator + converter)",
+              "signed_converter", "idle_power", 0.0, "assumed 0"),
+    Operation("v_reference", "W", "V array's bias and reference supply power (shared)",
+              "signed_converter", "reference_power", 0.0, "assumed 0"),
+    Operation("cell_current_mean", "A", "read current of a cell, mean over the DAC's stored "
+              "levels", "charge_per_pulse", "current_coefficients", 0.0, "assumed 0",
+              derived=True),
+    Operation("cell_current_std", "A", "read current of a cell, spread over the DAC's stored "
+              "levels", "charge_per_pulse", "current_coefficients", 0.0, "assumed 0",
+              derived=True),
+    Operation("edge_time", "s", "the read edges' charge as extra pulse width",
+              "charge_per_pulse", "edge_time", 0.0, "assumed 0"),
+    Operation("token_period", "s", "time from one token to the next: every circuit draws "
+              "over it", None, None, PAPER.token_period_s,
+              f"assumed the paper's {PAPER.token_period_s * 1e9:g} ns"),
     Operation("write_energy", "J", "one cell write (DAC source and write word line)",
               "write", "energy_per_write", 0.0, "assumed 0"),
     Operation("write_time", "s", "write pulse width (settling through the write device)",
@@ -123,6 +156,7 @@ class EnergyConfig:
     phi_mean: float = 0.5                # mean phi pulse width, fraction of T_max
     subtile_parallel: int = 0            # sub-tiles converted at once; 0 = all
     digital_latency_s: float = 0.0       # digital tail (sum of sub-tiles), per token
+    back_to_back: bool = False           # token period = latency, not the token_period quantity
 
     def check(self) -> EnergyConfig:
         for name in ("window", "heads", "dim", "array"):
@@ -155,6 +189,7 @@ class Estimate:
     breakdown: pd.DataFrame        # energy per component
     latency: pd.DataFrame          # latency per phase
     assumptions: list[str] = field(default_factory=list)
+    token_period_s: float = math.nan   # what every circuit's draw is counted over
 
     @property
     def energy_per_head_J(self) -> float:
@@ -189,32 +224,105 @@ def _status(*quantities: Quantity) -> str:
     return "parameter"
 
 
+def column_charge(n_cells: int, width_s: float, q: dict[str, Quantity]) -> tuple[float, float]:
+    """(mean sunk, mean sourced) charge of a column of `n_cells` read at once for `width_s`
+    each: the cells' stored levels independent and equally likely over the DAC's levels, so
+    the column charge is near normal (n_cells terms) with the mean and spread of the per-cell
+    current times the width (the edges as extra width, edge_time)."""
+    width = width_s + q["edge_time"].value
+    mean = n_cells * q["cell_current_mean"].value * width
+    std = math.sqrt(n_cells) * q["cell_current_std"].value * width
+    if std <= 0:
+        return max(-mean, 0.0), max(mean, 0.0)
+    z = mean / std
+    density = math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    below = 0.5 * math.erfc(z / math.sqrt(2))        # P(Q < 0)
+    sunk = std * density - mean * below              # E[max(-Q, 0)]
+    return sunk, sunk + mean                         # E[max(Q, 0)] = E[max(-Q, 0)] + E[Q]
+
+
+def rest_energy(token_period_s: float, column_idle_W: float, integrator_idle_W: float,
+                integration_window_s: float, conversion_window_s: float) -> float:
+    """What a column (integrator + converter) draws outside its two measured energy windows
+    in one token period: the whole column at rest for what the windows leave, and the
+    converter alone (the column minus the integrator) while the integrator's window runs,
+    which the integrator's testbench does not contain."""
+    rest = token_period_s - integration_window_s - conversion_window_s
+    if rest < 0:
+        raise EnergyError(
+            f"token period {format_si(token_period_s, 's')} is shorter than a column's "
+            f"measured cycle ({format_si(integration_window_s, 's')} integration + "
+            f"{format_si(conversion_window_s, 's')} conversion)")
+    # The converter-only power is a difference of two measurements of the same OTA; a
+    # negative one would be that difference's noise, not a converter that supplies power.
+    converter_W = max(column_idle_W - integrator_idle_W, 0.0)
+    return column_idle_W * rest + converter_W * integration_window_s
+
+
 def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
-    """The per-component energy breakdown and the latency of one token step."""
+    """The per-component energy breakdown and the latency of one token step: every circuit's
+    draw over the whole token period (its measured energy window plus its rest)."""
     config.check()
     q = quantities
     W, D, H, n_sub = config.window, config.dim, config.heads, config.subtiles
     t_max = q["t_max"].value
+    latency = _latency(q, config)
+    critical = float(latency.loc[latency["on_critical_path"], "total_s"].sum())
+    if config.back_to_back:
+        period = Quantity("token_period", critical, "s", "parameter",
+                          "back to back: the token period is the latency")
+    else:
+        period = q["token_period"]
+    T = period.value
     read_k = q["read_fixed"].value + q["read_power"].value * config.query_mean * t_max
     read_v = q["read_fixed"].value + q["read_power"].value * config.phi_mean * t_max
     digital = Quantity("digital_energy", config.digital_energy_J, "J", "parameter",
                        "per head per token, not circuit-level (paper: 4 nJ)")
+    integration = (q["integration"], q["integration_sunk"], q["integration_sourced"],
+                   q["cell_current_mean"], q["cell_current_std"], q["edge_time"], q["t_max"])
+
+    def integrate(n_cells: float, mean_width: float) -> float:
+        sunk, sourced = column_charge(n_cells, mean_width * t_max, q)
+        return (q["integration"].value + q["integration_sunk"].value * sunk
+                + q["integration_sourced"].value * sourced)
+
+    rows_v = W / n_sub     # tokens (V-array rows) a sub-tile's column sums, on average
+    rest_k = rest_energy(T, q["c2p_idle"].value, q["integration_idle"].value,
+                         q["integration_window"].value, q["c2p_window"].value)
+    rest_v = rest_energy(T, q["signed_idle"].value, q["integration_idle"].value,
+                         q["integration_window"].value, q["signed_window"].value)
+    rest_sources = (q["integration_idle"], q["integration_window"], period)
     rows = [
         ("query pulses on K arrays (cell reads, WL drive)", "QK array + HardSigmoid", D * W,
          read_k, (q["read_fixed"], q["read_power"], q["t_max"]),
          f"{D} x {W} cells, mean pulse {config.query_mean:g} T_max"),
         ("K column integrations (sense amps)", "QK array + HardSigmoid", W,
-         q["integration"].value, (q["integration"],), f"{W} columns"),
+         integrate(D, config.query_mean), integration,
+         f"{W} columns of {D} cells; zero-charge energy + the charge they sink and source"),
         ("HardSigmoid charge-to-pulse", "QK array + HardSigmoid", W,
          q["c2p_conversion"].value, (q["c2p_conversion"],), f"{W} columns"),
+        ("K columns at rest (integrator + converter)", "QK array + HardSigmoid", W, rest_k,
+         (q["c2p_idle"], q["c2p_window"], *rest_sources),
+         f"{W} columns, the token period outside their energy windows"),
+        ("K-array references (bias, i_ref)", "QK array + HardSigmoid", n_sub,
+         q["k_reference"].value * T, (q["k_reference"], period),
+         f"{n_sub} arrays, the whole token period"),
         ("phi pulses on V arrays (cell reads, WL drive)", "phi-V array", W * D, read_v,
          (q["read_fixed"], q["read_power"], q["t_max"]),
          f"{W} x {D} cells, mean pulse {config.phi_mean:g} T_max"),
         ("V column integrations (sense amps)", "phi-V array", n_sub * D,
-         q["integration"].value, (q["integration"],), f"{n_sub} sub-tiles x {D} columns"),
+         integrate(rows_v, config.phi_mean), integration,
+         f"{n_sub} sub-tiles x {D} columns of {rows_v:g} cells; zero-charge energy + the "
+         "charge they sink and source"),
         ("signed conversion and count", "phi-V array", n_sub * D,
          q["signed_conversion"].value, (q["signed_conversion"],),
          f"{n_sub} sub-tiles x {D} columns"),
+        ("V columns at rest (integrator + converter)", "phi-V array", n_sub * D, rest_v,
+         (q["signed_idle"], q["signed_window"], *rest_sources),
+         f"{n_sub} sub-tiles x {D} columns, the token period outside their energy windows"),
+        ("V-array references (bias, i_ref_signed)", "phi-V array", n_sub,
+         q["v_reference"].value * T, (q["v_reference"], period),
+         f"{n_sub} arrays, the whole token period"),
         ("write new token's K and V", "DACs (K/V writes)", 2 * D, q["write_energy"].value,
          (q["write_energy"],), f"2 x {D} cells"),
         ("digital control and routing", "digital control and routing", 1,
@@ -228,8 +336,21 @@ def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
     total = table["per_head_J"].sum()
     table.insert(6, "share_pct", 100 * table["per_head_J"] / total if total > 0 else 0.0)
 
-    rounds = (1 if config.subtile_parallel == 0
-              else math.ceil(n_sub / min(config.subtile_parallel, n_sub)))
+    rounds = _rounds(config)
+    assumptions = _assumptions(quantities, config, rounds, period)
+    return Estimate(config, quantities, table, latency, assumptions, token_period_s=T)
+
+
+def _rounds(config: EnergyConfig) -> int:
+    n_sub = config.subtiles
+    return (1 if config.subtile_parallel == 0
+            else math.ceil(n_sub / min(config.subtile_parallel, n_sub)))
+
+
+def _latency(q: dict[str, Quantity], config: EnergyConfig) -> pd.DataFrame:
+    """The phases of one token step on the critical path."""
+    t_max = q["t_max"].value
+    rounds = _rounds(config)
     write_phase = max(q["write_time"].value, q["reset_time"].value)
     phases = [
         ("write new K, V (sense-amp resets beside it)", write_phase, 1,
@@ -247,16 +368,14 @@ def estimate(quantities: dict[str, Quantity], config: EnergyConfig) -> Estimate:
          (Quantity("digital_latency", config.digital_latency_s, "s", "parameter",
                    "not circuit-level"),), "parameter"),
     ]
-    latency = pd.DataFrame([{
+    return pd.DataFrame([{
         "phase": name, "each_s": each, "times": times, "total_s": each * times,
         "on_critical_path": True, "status": _status(*sources), "formula": formula,
         "source": _source_text(*sources)} for name, each, times, sources, formula in phases])
 
-    assumptions = _assumptions(quantities, config, rounds)
-    return Estimate(config, quantities, table, latency, assumptions)
 
-
-def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int) -> list[str]:
+def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int,
+                 period: Quantity) -> list[str]:
     notes = [
         (f"Activity: mean query pulse {config.query_mean:g} T_max, mean phi pulse "
         f"{config.phi_mean:g} T_max (--query-mean, --phi-mean); read energy grows with pulse "
@@ -266,12 +385,23 @@ def _assumptions(q: dict[str, Quantity], config: EnergyConfig, rounds: int) -> l
         ("Per-cell read and write energies are SPICE energies of one cell with its word-line "
         "drivers (rail-referenced); word-line and bitline wire capacitance across a 64-cell row "
         "or column is not in the netlists."),
-        ("Each K column and each V-sub-tile column has its own integrator; the sense amp's "
-        "energy covers one 21 ns cycle with both resets, and the converters' energies start "
-        "at the end of the integration, so ~2.4 ns of OTA bias is counted twice (small)."),
-        ("Shared references (bias and reference currents on VDDB) and the reset/window "
-        "drivers are excluded by the netlists; the output counter's energy is not modelled "
-        "(signed_converter.cir)."),
+        (f"Every circuit is counted over the whole token period "
+         f"{format_si(period.value, 's')} ({period.detail}; --token-period): nothing in the "
+         "netlists disables the periphery, so between its operations a column rests in reset "
+         "and draws its measured idle power (idle_power, the testbenches' operating point), "
+         "and the shared references draw theirs all the time. A column's two energy windows "
+         "(integration, conversion) and its rest add up to one token period; the integrator's "
+         "second reset, inside its window, stands in for as long a part of the rest."),
+        ("The converter draws beside the integrator's window (the integrator's testbench "
+         "lacks it): the column's idle power minus the integrator's, a balanced comparator's "
+         "draw, an upper bound while the integrator moves the output away from mid-rail."),
+        ("Integration energy grows with the charge the column sinks (the read PMOSes; the "
+         "OTA sources it from VDD) and changes with the charge it sources: the sense-amp fit's "
+         "two slopes times the mean sunk and sourced column charge, with every stored level "
+         "equally likely and independent and every pulse at the mean width (normal column "
+         "charge)."),
+        ("The reset/window drivers and the cells' leakage at rest are not in the netlists; "
+         "the output counter's energy is not modelled (signed_converter.cir)."),
         f"Heads run in parallel on their own arrays (per token = {config.heads} x per head); "
         + ("all sub-tiles run in parallel." if rounds == 1 else
            f"sub-tiles run {config.subtile_parallel} at a time: the array phases repeat "
@@ -339,10 +469,11 @@ def _why(result: Estimate, part: str, ours: float, paper: float) -> str:
     elif "cell reads" not in str(top["component"]) and ours > paper:
         periphery = rows[~rows["component"].str.contains("cell reads")]["per_head_J"].sum()
         reason += (f"; the column periphery is {100 * periphery / ours:.0f} % of it: gcsim's "
-                   "integrator (two-stage OTA on 8 pF) and converters draw bias current for a "
-                   "whole ~20 ns cycle per column, a few pJ each, where the paper's budget "
-                   f"leaves {format_si(paper / max(int(top['count_per_head']), 1), 'J')} per "
-                   "column for everything")
+                   "integrator (two-stage OTA on 8 pF) and converters draw bias current through "
+                   f"the whole {format_si(result.token_period_s, 's')} token period (nothing "
+                   "disables them), where the paper's budget leaves "
+                   f"{format_si(paper / max(int(top['count_per_head']), 1), 'J')} per column "
+                   "for everything")
     return reason
 
 

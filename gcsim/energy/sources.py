@@ -49,6 +49,10 @@ def resolve(bundle=None, sweeps_dir: str | Path | None = None,
         if value is not None:
             out[key] = Quantity(key, value, op.unit, "fit", f"{op.kind}.{op.parameter}")
             continue
+        derived = _derived(bundle, key)
+        if derived is not None:
+            out[key] = Quantity(key, derived[0], op.unit, "fit", derived[1])
+            continue
         found = _from_sweeps(key, sweeps, settle_tolerance_V) if sweeps is not None else None
         if found is not None:
             out[key] = Quantity(key, found[0], op.unit, "sweep", found[1])
@@ -64,7 +68,7 @@ def resolve(bundle=None, sweeps_dir: str | Path | None = None,
 
 
 def _fit_value(bundle, op: Operation):
-    if bundle is None or op.kind is None or op.kind not in bundle.records:
+    if bundle is None or op.kind is None or op.derived or op.kind not in bundle.records:
         return None
     record = bundle.records[op.kind]
     if op.parameter not in record.parameters:
@@ -121,11 +125,38 @@ def settling_from_sweep(table: pd.DataFrame, tolerance_V: float = 2e-3, *, t_rst
     return worst
 
 
+def _derived(bundle, key: str):
+    """(value, note) of a quantity computed from a fit rather than read from it: the cell's
+    read current over the stored levels the DAC writes (equally likely), which sets how much
+    charge a column sinks and sources. None without the fit."""
+    if key not in ("cell_current_mean", "cell_current_std") or bundle is None:
+        return None
+    record = bundle.records.get("charge_per_pulse")
+    if record is None or "current_coefficients" not in record.parameters:
+        return None
+    design = getattr(bundle, "design", None)
+    if design is not None:
+        low, high, levels = (design.dac.stored_min_V, design.dac.stored_max_V,
+                             design.dac.stored_levels)
+        where = f"design {design.name}'s {levels} DAC levels"
+    else:
+        low, high = record.valid_range.get("stored_voltage_V", (0.0, PAPER.supply_V))
+        levels = PAPER.stored_levels
+        where = f"{levels} levels over [{low:g}, {high:g}] V"
+    x = np.linspace(low, high, levels) - float(record.value("v_mid"))
+    current = np.polynomial.polynomial.polyval(
+        x, np.asarray(record.value("current_coefficients"), float))
+    value = float(current.mean() if key == "cell_current_mean" else current.std())
+    return value, (f"charge_per_pulse I(V_store), {'mean' if key.endswith('mean') else 'spread'}"
+                   f" over {where}")
+
+
 # Operations a design states as a timing (the value its testbenches and tile run with), by
 # (table, key) of the design file, for when neither a fit nor a sweep measures them.
 DESIGN_TIMINGS = {"align_time": ("timing", "t_align_s"), "settling": ("timing", "t_hold_s"),
                   "reset_time": ("timing", "t_rst_s"), "t_max": ("timing", "t_max_s"),
-                  "signed_t_max": ("timing", "t_max_s")}
+                  "signed_t_max": ("timing", "t_max_s"),
+                  "token_period": ("timing", "token_period_s")}
 
 
 def _from_design(key: str, design):

@@ -10,6 +10,9 @@ from gcsim.fit import cell, decay, loading, mismatch, periphery
 from gcsim.fit.numerics import FitError
 from gcsim.fit.schema import REQUIRED_PARAMETERS
 
+# A periphery testbench's draw outside its energy window (periphery._idle).
+IDLE_COLUMNS = ("energy_window_s", "idle_power_W", "reference_power_W")
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -32,14 +35,16 @@ def _kinds() -> dict[str, Kind]:
         Kind("decay", ("initial_voltage_V", "time_s", "stored_voltage_V"), ("temperature_C",),
              "gain_cell_retention", "stored-voltage retention: time constant and asymptote",
              decay.fit_decay),
-        Kind("sense_amp", ("charge_in_C", "v_out_V"), ("bitline_excursion_V", "energy_J"),
+        Kind("sense_amp", ("charge_in_C", "v_out_V"),
+             ("bitline_excursion_V", "energy_J", *IDLE_COLUMNS),
              "sense_amp_transfer", "column readout: gain, offset, linear range, saturation",
              periphery.fit_sense_amp),
         Kind("charge_to_pulse", ("charge_in_C", "pulse_width_s"),
-             ("comparator_delay_s", "energy_J"), "charge_to_pulse_transfer",
+             ("comparator_delay_s", "energy_J", *IDLE_COLUMNS), "charge_to_pulse_transfer",
              "HardSigmoid charge-to-pulse: slope, offset, T_max, S_sat",
              periphery.fit_charge_to_pulse),
-        Kind("signed_converter", ("charge_in_C", "pulse_width_s"), ("count", "energy_J"),
+        Kind("signed_converter", ("charge_in_C", "pulse_width_s"),
+             ("count", "energy_J", *IDLE_COLUMNS),
              "signed_converter_transfer", "signed output converter: full scale and levels",
              periphery.fit_signed_converter),
         Kind("mismatch", ("mc_run", "stored_voltage_V", "i_out_A"), ("v_in_V",),

@@ -18,6 +18,23 @@ def _line(q, v):
     return float(slope), float(intercept)
 
 
+def _idle(data: pd.DataFrame) -> dict:
+    """What a periphery testbench draws outside its energy window (the energy model charges it
+    for the rest of the token period): its supply and reference power at rest, and how long
+    its energy_J integrates. Each is the same at every point, so the median only guards
+    against a stray one."""
+    out = {}
+    for column, name, unit, note in (
+            ("energy_window_s", "energy_window", "s", "how long energy_J integrates"),
+            ("idle_power_W", "idle_power", "W", "supply power at rest (reset closed, no "
+             "input), drawn whenever the circuit is not in its energy window"),
+            ("reference_power_W", "reference_power", "W", "bias/reference supply power, "
+             "shared by an array's columns, drawn all the time")):
+        if column in data:
+            out[name] = param(float(np.median(data[column].to_numpy(float))), unit, note)
+    return out
+
+
 def fit_sense_amp(table: pd.DataFrame, linearity_tolerance: float = 0.01) -> FitRecord:
     """v_out_V against charge_in_C: the straight part around zero charge and where it ends.
 
@@ -75,9 +92,22 @@ def fit_sense_amp(table: pd.DataFrame, linearity_tolerance: float = 0.01) -> Fit
         parameters["bitline_excursion_max"] = param(excursion.max(), "V")
     if "energy_J" in data:
         energy = data["energy_J"].to_numpy(float)
-        parameters["energy_per_integration"] = param(np.median(energy[linear]), "J",
-                                                     "median over the linear range")
+        # The OTA's output sources a charge the column sinks (the read PMOSes) from VDD, and
+        # absorbs one it sources: the energy is a broken line in the charge, not one number
+        # (a median over the range is the zero-charge energy and drops that part).
+        ql = q[linear]
+        base, sunk, sourced = solve_linear(
+            np.stack([np.ones_like(ql), np.maximum(-ql, 0.0), np.maximum(ql, 0.0)], axis=1),
+            energy[linear])
+        parameters["energy_per_integration"] = param(
+            float(base), "J", "at zero charge: E = this + energy_per_sunk_charge * max(-Q, 0) "
+            "+ energy_per_sourced_charge * max(Q, 0) over the linear range")
+        parameters["energy_per_sunk_charge"] = param(
+            float(sunk), "J/C", "extra energy per coulomb the column sinks (Q < 0)")
+        parameters["energy_per_sourced_charge"] = param(
+            float(sourced), "J/C", "extra energy per coulomb the column sources (Q > 0)")
         parameters["energy_per_integration_max"] = param(energy.max(), "J")
+    parameters.update(_idle(data))
     return FitRecord(
         kind="sense_amp",
         description="Charge-integrating readout: v_out = offset + gain * charge inside "
@@ -169,6 +199,7 @@ def fit_charge_to_pulse(table: pd.DataFrame, zero_fraction: float = 0.01,
         parameters["energy_per_conversion"] = param(float(np.median(data["energy_J"])), "J",
                                                     "median over the sweep")
         parameters["energy_per_conversion_max"] = param(float(data["energy_J"].max()), "J")
+    parameters.update(_idle(data))
     return FitRecord(
         kind="charge_to_pulse",
         description="HardSigmoid: width = clip(slope * (charge - offset), 0, t_max)",
@@ -231,6 +262,7 @@ def fit_signed_converter(table: pd.DataFrame, levels: int = 32) -> FitRecord:
         parameters["count_full_scale"] = param(span, "1", "count that means +-1")
     if "energy_J" in data:
         parameters["energy_per_conversion"] = param(float(np.median(data["energy_J"])), "J")
+    parameters.update(_idle(data))
     return FitRecord(
         kind="signed_converter",
         description="Signed converter: output = quantise(clip((charge - charge_offset) / "
