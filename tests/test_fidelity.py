@@ -120,3 +120,35 @@ def test_the_committed_decay_runs_at_every_fitted_temperature_and_faster_when_ho
     with pytest.raises(ValueError, match="outside the decay fit"):
         simulate_attention(q, k, v, "fitted", model=model,
                            config=replace(config, temperature_C=150.0))
+
+
+def test_ages_beyond_the_decay_fit_are_refused_unless_extrapolating():
+    model = load_fitted_models(BUILTIN_FITS)
+    fitted = model.decay.fitted_age_max_s
+    q, k, v = _tokens(64, 8, 4)
+    inside = SimulationConfig(window=64, array_size=64, token_period_s=fitted / 63)
+    assert simulate_attention(q, k, v, "fitted", model=model, config=inside).warnings == ()
+    beyond = replace(inside, token_period_s=2 * fitted / 63)
+    with pytest.raises(ValueError, match=r"beyond the ages 0 \.\.\. 0\.0008192 s the decay fit"):
+        simulate_attention(q, k, v, "fitted", model=model, config=beyond)
+    result = simulate_attention(q, k, v, "fitted", model=model,
+                                config=replace(beyond, extrapolate=True))
+    assert len(result.warnings) == 1 and "extrapolates" in result.warnings[0]
+
+
+def test_the_simulate_cli_takes_a_temperature_only_where_the_fit_has_one():
+    from click.testing import CliRunner
+
+    from gcsim.cli.main import main
+
+    base = ["simulate", "attention", "--tokens", "32", "--heads", "1", "--window", "32",
+            "--array", "32"]
+    hot = CliRunner().invoke(main, base + ["--mode", "fitted", "--temperature", "85", "--json"])
+    assert hot.exit_code == 0, hot.output
+    assert '"temperature_C": 85.0' in hot.output
+    for args, message in ((["--mode", "fitted", "--temperature", "120"], "outside the decay"),
+                          (["--mode", "paper", "--temperature", "85"], "needs --mode fitted"),
+                          (["--mode", "fitted", "--token-period", "1e-3"], "allow extrapolation")):
+        refused = CliRunner().invoke(main, base + args)
+        assert refused.exit_code != 0 and message in refused.output, refused.output
+        assert "Traceback" not in refused.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import math
 from pathlib import Path
@@ -157,6 +159,15 @@ def simulate_group() -> None:
 @click.option("--no-readout-loading", is_flag=True,
               help="Fitted mode: ideal column readouts (ignore the bundle's readout_loading and "
                    "cell_conductance fits; about 3.7x faster).")
+@click.option("--no-write-error", is_flag=True,
+              help="Fitted mode: write exactly on the DAC levels (ignore where the bundle's "
+                   "write fit says writes land).")
+@click.option("--temperature", type=float, default=None,
+              help="Fitted mode: the decay at this temperature in degC (between the decay "
+                   "fit's temperatures) [default: the fit's nominal].")
+@click.option("--extrapolate", is_flag=True,
+              help="Fitted mode: run the decay beyond the ages it was fitted over (the report "
+                   "says so) instead of refusing.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
 @click.option("--save", "save_path", type=str, default=None,
@@ -168,8 +179,9 @@ def simulate_group() -> None:
 @yes_option
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                      mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
-                      as_json, confirmed):  # fmt: skip
+                      mismatch_seed, no_readout_loading, no_write_error, temperature,
+                      extrapolate, dtype, save_path, plot_path, as_json,
+                      confirmed):  # fmt: skip
     """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
 
     Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
@@ -184,7 +196,8 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
     Examples:
       gcsim simulate attention --mode paper --tokens 1024 --heads 2 --save run.npz --plot run.png
       gcsim simulate attention --mode linear --q Q.npy --k K.npy --v V.npy --window 256 --json
-      gcsim simulate attention --mode fitted --fits fits/ --tokens 512 --token-period 1e-6
+      gcsim simulate attention --mode fitted --fits fits/builtin --tokens 512 --token-period 0.5e-6
+      gcsim simulate attention --mode fitted --fits fits/builtin --temperature 85
     """
     try:
         report = _run_attention(**locals())
@@ -197,6 +210,8 @@ def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim
     else:
         for line in report.get("stand_ins", []):
             click.echo(f"note: fits bundle: {line}", err=True)
+        for line in report.get("warnings", []):
+            click.echo(f"warning: {line}", err=True)
         click.echo(_format_report(report))
 
 
@@ -207,16 +222,24 @@ _OUT_OF_MEMORY = ("out of memory: the run needed more than the machine could giv
 
 def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
-                   mismatch_seed, no_readout_loading, dtype, save_path, plot_path,
-                   as_json, confirmed) -> dict:  # fmt: skip
+                   mismatch_seed, no_readout_loading, no_write_error, temperature,
+                   extrapolate, dtype, save_path, plot_path, as_json,
+                   confirmed) -> dict:  # fmt: skip
     # Everything that can be refused is, before anything large is allocated or simulated:
     # the outputs, the options, the inputs' shapes and the memory the run would need.
     targets = _output_targets(save_path, plot_path, mode)
     random_shape = _random_shape(q_path, k_path, v_path, tokens, heads, dim)
     model = _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed)
+    fitted_only = {"--no-write-error": no_write_error, "--temperature": temperature is not None,
+                   "--extrapolate": extrapolate}
+    for option, given in fitted_only.items():
+        if given and mode != "fitted":
+            raise ValueError(f"{option} needs --mode fitted: it acts on the fits bundle's models")
     config = _simulation_config(window, array_size, no_quantize, no_clip, no_decay, decay_factor,
                                 token_period, mismatch_seed, no_readout_loading, dtype,
                                 keep_intermediates=bool(save_path or plot_path))
+    config = replace(config, write_error=not no_write_error, temperature_C=temperature,
+                     extrapolate=extrapolate)
     config.validate()
     if random_shape is None:
         q, k, v = (_load_npy(p, n) for p, n in zip((q_path, k_path, v_path), "QKV"))
@@ -238,6 +261,10 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
                                  "mid_rail_V": point.mid_rail_V}
     if model is not None and model.notes.get("stand_ins"):
         report["stand_ins"] = list(model.notes["stand_ins"])
+    if result.warnings:
+        report["warnings"] = list(result.warnings)
+    if temperature is not None:
+        report["temperature_C"] = temperature
     if targets:
         save, plot = targets.get("save"), targets.get("plot")
         with replacing_all(*targets.values()) as temporaries:
@@ -357,7 +384,9 @@ def _simulate_with_references(q, k, v, mode, model, config: SimulationConfig):
     inputs and options, without intermediates, to compare it with. The references work at
     the mode's operating point (DAC range and mid-rail; the published one for ideal)."""
     result = simulate_attention(q, k, v, mode, model=model, config=config)
-    reference_config = SimulationConfig(**{**config.__dict__, "keep_intermediates": False})
+    # The references have no temperature: theirs is the published decay's.
+    reference_config = SimulationConfig(**{**config.__dict__, "keep_intermediates": False,
+                                           "temperature_C": None})
     references = {}
     for name in ("ideal", "linear"):
         if name != mode:

@@ -48,6 +48,7 @@ class SimulationConfig:
     readout_loading: bool = True  # apply the model's readout loading, when it has one
     write_error: bool = True  # write where the model's writes land, when it knows
     temperature_C: float | None = None  # the decay's temperature (None: the model's nominal)
+    extrapolate: bool = False  # run a fit beyond the range it was fitted over (and say so)
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
@@ -102,6 +103,7 @@ class AttentionResult:
     phi: np.ndarray | None = None
     subtile_outputs: np.ndarray | None = None
     charge_unit_C: float = PAPER.charge_unit_C
+    warnings: tuple[str, ...] = ()   # where the run took a fit beyond its range (extrapolate)
 
     @property
     def n_tokens(self) -> int:
@@ -267,6 +269,7 @@ class _Run:
     masks: BlockMasks
     write_error: WriteError | None
     decay: ExponentialDecay
+    warnings: tuple[str, ...]
 
     @classmethod
     def plan(cls, model: HardwareModel, config: SimulationConfig, n_tokens: int) -> _Run:
@@ -282,6 +285,7 @@ class _Run:
             else 0.0
         )
         dtype = np.dtype(config.dtype)
+        warnings = _check_decay_ages(decay, decay_factor, min(window, n_tokens), config)
         return cls(
             window=window,
             band=min(window, n_tokens),
@@ -297,7 +301,27 @@ class _Run:
             masks=BlockMasks(window, dtype),
             write_error=model.write_error if config.write_error else None,
             decay=decay,
+            warnings=warnings,
         )
+
+
+def _check_decay_ages(decay: ExponentialDecay, decay_factor: float, band: int,
+                      config: SimulationConfig) -> tuple[str, ...]:
+    """The oldest key a query reads is band - 1 tokens old: refused (ValueError) when that is
+    beyond the ages the decay was fitted over, unless the config allows extrapolation, and
+    then returned as a warning."""
+    fitted = decay.fitted_age_max_s
+    if not decay_factor or fitted is None or band < 2:
+        return ()
+    oldest_s = (band - 1) * decay_factor * decay.time_constant_s
+    if oldest_s <= fitted * (1 + 1e-9):
+        return ()
+    message = (f"the oldest key read is {oldest_s:.4g} s old (window {band} tokens), beyond "
+               f"the ages 0 ... {fitted:.4g} s the decay fit covers")
+    if not config.extrapolate:
+        raise ValueError(f"{message}; shorten the window or the token period, or allow "
+                         "extrapolation")
+    return (f"{message}: the decay extrapolates",)
 
 
 @dataclass
@@ -476,6 +500,7 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
         S=signals.S,
         phi=signals.phi,
         subtile_outputs=signals.subtiles,
+        warnings=run.warnings,
     )
 
 

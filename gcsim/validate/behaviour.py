@@ -102,7 +102,9 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
     config = SimulationConfig(window=C, array_size=C, quantize_inputs=False,
                               quantize_output=False, decay=token_period_s is not None,
                               token_period_s=token_period_s, keep_intermediates=True,
-                              block_queries=C, write_error=write_error)
+                              block_queries=C, write_error=write_error,
+                              # the CLI refuses ages beyond the decay fit unless asked
+                              extrapolate=True)
     result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
     S = np.array(result.S[0, 0, -1], dtype=float)
     phi = np.array(result.phi[0, 0, -1], dtype=float)
