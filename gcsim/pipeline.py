@@ -243,6 +243,10 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
         energy = r.parameters.get("energy_per_write", {}).get("value")
         rows.append(("write time", f"{r.value('write_time') * 1e9:.3g} ns"
                      + (f", {energy * 1e15:.3g} fJ per write" if energy is not None else "")))
+    elif r.kind == "read_disturb":
+        shifts = np.asarray(r.value("disturb_per_read"))
+        rows.append(("shift per read", f"{shifts.min() * 1e6:+.3g} ... "
+                                       f"{shifts.max() * 1e6:+.3g} µV over the levels"))
     elif r.kind == "mismatch":
         rows.append(("sigma current gain", f"{100 * r.value('current_sigma_rel'):.2f} %"))
         rows.append(("sigma stored-voltage shift",

@@ -152,3 +152,27 @@ def test_the_simulate_cli_takes_a_temperature_only_where_the_fit_has_one():
         refused = CliRunner().invoke(main, base + args)
         assert refused.exit_code != 0 and message in refused.output, refused.output
         assert "Traceback" not in refused.output
+
+
+def test_read_disturb_folds_into_the_asymptotes_at_one_read_per_token():
+    from gcsim.hw import ReadDisturb
+
+    decay = ExponentialDecay(2e-3, 0.45, asymptote_levels_V=(0.0, 0.9),
+                             asymptote_by_level_V=(0.2, 0.7))
+    disturb = ReadDisturb((0.0, 0.45, 0.9), (2e-6, 0.0, -1e-6))
+    folded = decay.with_read_disturb(disturb, token_period_s=1e-6)
+    # A' = A + tau * shift / period: the same initial drift as one read per token
+    assert folded.asymptote_of(0.0) == pytest.approx(0.2 + 2e-3 * 2e-6 / 1e-6)
+    assert folded.asymptote_of(0.9) == pytest.approx(0.7 - 2e-3 * 1e-6 / 1e-6)
+    assert folded.time_constant_s == decay.time_constant_s
+
+
+def test_the_read_disturb_fit_on_builtin_is_microvolts_per_read():
+    from gcsim.fit.cell import fit_read_disturb
+
+    record = fit_read_disturb(sweep("gain_cell_read_disturb"))
+    shifts = np.abs(np.array(record.value("disturb_per_read")))
+    # With the testbench's tolerances the disturb is a few uV at the lowest level and
+    # hundreds of nV elsewhere (at ngspice's defaults it came out -4 uV per read, wrong sign).
+    assert shifts.max() < 5e-6 and np.median(shifts) < 0.3e-6
+    assert record.value("disturb_per_read")[0] > 0   # the lowest level is pulled up

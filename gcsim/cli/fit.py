@@ -39,6 +39,7 @@ KIND_OPTIONS = {
     "signed_converter": {"levels"},
     "mismatch": {"v_in_V"},
     "write": set(),
+    "read_disturb": set(),
     "cell_conductance": {"order", "v_mid_V", "read_on_V"},
     "readout_loading": set(),
 }

@@ -87,6 +87,8 @@ class BundleManifest(BaseModel):
         "mismatch", OPTIONAL_FILE, "Monte Carlo spread of the cell current")
     write: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
         "write", OPTIONAL_FILE, "write time and energy (energy model)")
+    read_disturb: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
+        "read_disturb", OPTIONAL_FILE, "stored-voltage shift per read")
     cell_conductance: Annotated[FitFile | None, _AS_FIT_FILE] = _file(
         "cell_conductance", OPTIONAL_FILE, "cell conductance seen from the bitline; with "
         "readout_loading it models readout loading")

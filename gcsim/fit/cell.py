@@ -274,3 +274,41 @@ def fit_write(table: pd.DataFrame, tolerance_V: float = 0.02,
                                             zip(widths, worst.to_numpy())}},
         provenance={},
     )
+
+
+def fit_read_disturb(table: pd.DataFrame) -> FitRecord:
+    """Read disturb: how far one read moves the stored voltage, per level, from a table of the
+    shift `reads` reads leave against a resting twin (netlists/gain_cell_read_disturb.cir, so
+    the leak is not counted twice). A query of zero sends no pulse at all, so the widths the
+    array uses are the non-zero ones; the simulator takes their mean per level."""
+    if (table["reads"] < 1).any():
+        raise FitError("read_disturb: every row needs reads >= 1")
+    per_read = table.assign(per_read_V=table["disturb_V"] / table["reads"])
+    pulsed = per_read[per_read["t_pulse_s"] > 0]
+    if pulsed.empty:
+        raise FitError("read_disturb needs at least one non-zero pulse width")
+    by_level = pulsed.groupby("stored_voltage_V")["per_read_V"]
+    levels = by_level.mean().sort_index()
+    spread = by_level.agg(lambda x: float(x.max() - x.min())).reindex(levels.index)
+    widths = np.unique(pulsed["t_pulse_s"])
+    table_by_width = {f"{w:.4g}": [float(v) for v in pulsed[pulsed["t_pulse_s"] == w]
+                                   .sort_values("stored_voltage_V")["per_read_V"]]
+                      for w in widths}
+    return FitRecord(
+        kind="read_disturb",
+        description=("Read disturb: the stored voltage's shift per read at each level (mean "
+                     "over the non-zero read pulse widths; linear in between)"),
+        parameters={
+            "disturb_levels": param(levels.index.to_numpy(float), "V"),
+            "disturb_per_read": param(levels.to_numpy(float), "V",
+                                      "mean over the swept non-zero pulse widths"),
+            "disturb_per_read_max": param(float(np.abs(pulsed["per_read_V"]).max()), "V"),
+            "width_spread_max": param(float(spread.max()), "V",
+                                      "largest change of a level's shift over the widths"),
+        },
+        valid_range={"stored_voltage_V": [float(levels.index.min()),
+                                          float(levels.index.max())],
+                     "t_pulse_s": [float(widths.min()), float(widths.max())]},
+        metrics={"per_read_by_width_V": table_by_width},
+        provenance={},
+    )

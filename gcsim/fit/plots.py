@@ -214,7 +214,25 @@ def _readout_loading(record, table, top, bottom):
     bottom.set_xlabel("charge integrated (pC)")
 
 
-DRAW = {"write": _write, "nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
+def _read_disturb(record, table, top, bottom):
+    levels = np.asarray(record.value("disturb_levels"))
+    for width, group in table[table["t_pulse_s"] > 0].groupby("t_pulse_s"):
+        group = group.sort_values("stored_voltage_V")
+        top.plot(group["stored_voltage_V"], group["disturb_V"] / group["reads"] * 1e6, ".-",
+                 ms=4, lw=0.8, label=f"SPICE, {width * 1e9:.3g} ns pulses")
+    top.plot(levels, np.asarray(record.value("disturb_per_read")) * 1e6, "k-", lw=1.5,
+             label="fit: mean over widths")
+    top.set_ylabel("shift per read (µV)")
+    for width, group in table[table["t_pulse_s"] > 0].groupby("t_pulse_s"):
+        group = group.sort_values("stored_voltage_V")
+        fit = np.interp(group["stored_voltage_V"], levels, record.value("disturb_per_read"))
+        bottom.plot(group["stored_voltage_V"],
+                    (fit - group["disturb_V"] / group["reads"]) * 1e6, lw=1)
+    bottom.set_ylabel("fit - SPICE (µV)")
+    bottom.set_xlabel("stored voltage (V)")
+
+
+DRAW = {"write": _write, "read_disturb": _read_disturb, "nonlinearity": _nonlinearity, "charge_per_pulse": _charge_per_pulse, "decay": _decay,
         "sense_amp": _sense_amp, "charge_to_pulse": _charge_to_pulse,
         "signed_converter": _signed_converter, "mismatch": _mismatch,
         "cell_conductance": _cell_conductance, "readout_loading": _readout_loading}

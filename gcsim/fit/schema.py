@@ -192,6 +192,13 @@ KIND_PARAMETERS: dict[str, dict[str, ParameterSpec]] = {
         "energy_per_write": _p("J", "one cell write"),
         "energy_per_write_max": _p("J", "largest energy of one write"),
     },
+    "read_disturb": {
+        "disturb_levels": _r("V", "stored levels the shift is known at", VECTOR),
+        "disturb_per_read": _r("V", "stored-voltage shift per read at each level (mean over "
+                               "the non-zero pulse widths)", VECTOR),
+        "disturb_per_read_max": _p("V", "largest shift per read at any level and width"),
+        "width_spread_max": _p("V", "largest change of a level's shift over the widths"),
+    },
     "cell_conductance": {
         "on_coefficients": _r("S", "g = sum c_i x^i, x = V_store - v_mid, during a read pulse",
                               VECTOR),

@@ -9,6 +9,7 @@ from gcsim.hw.components import (
     HardwareModel,
     MismatchSample,
     PolynomialCell,
+    ReadDisturb,
     WriteError,
     linear_gain_A_per_V,
 )
@@ -33,5 +34,5 @@ __all__ = [
     "at_operating_point", "default_fits_dir", "degree_for_terms", "fitted_model_from_paper_coefficients",
     "hardware_model", "linear_gain_A_per_V", "linear_model", "load_fitted_models",
     "model_for_mode", "paper_cell", "paper_model", "polynomial_basis", "published_readout_chain",
-    "WriteError",
+    "ReadDisturb", "WriteError",
 ]  # fmt: skip

@@ -7,7 +7,8 @@ import math
 from gcsim.fit.bundle import DESIGN_FILE, FitsBundle
 from gcsim.fit.schema import FitFileError
 from gcsim.hw.components import (CellMismatch, DecayAtTemperature, ExponentialDecay,
-                                 HardwareModel, PolynomialCell, WriteError)
+                                 HardwareModel, PolynomialCell, ReadDisturb,
+                                 WriteError)
 from gcsim.hw.loading import ReadoutLoading
 from gcsim.hw.operating import OperatingPoint
 from gcsim.hw.published import PAPER_OPERATING_POINT, published_readout_chain
@@ -131,6 +132,17 @@ def _write_error(bundle: FitsBundle) -> WriteError | None:
         raise FitFileError(f"fits bundle {bundle.directory}: write.json: {exc}") from None
 
 
+def _read_disturb(bundle: FitsBundle) -> ReadDisturb | None:
+    record = bundle.records.get("read_disturb")
+    if record is None:
+        return None
+    try:
+        return ReadDisturb(tuple(float(v) for v in record.value("disturb_levels")),
+                           tuple(float(v) for v in record.value("disturb_per_read")))
+    except ValueError as exc:
+        raise FitFileError(f"fits bundle {bundle.directory}: read_disturb.json: {exc}") from None
+
+
 def _loading(bundle: FitsBundle, c2p: ChargeToPulse) -> ReadoutLoading | None:
     """The readout loading, when the bundle has both its fit and the cells' conductances.
     The converters' discharge currents come from their slopes (the V converter's only when
@@ -169,6 +181,7 @@ STAND_INS = {
     "readout_loading": "an ideal virtual ground (no readout loading)",
     "cell_conductance": "an ideal virtual ground (no readout loading)",
     "write": "writes land exactly on the DAC levels",
+    "read_disturb": "reads do not move the stored voltages",
 }
 
 
@@ -228,4 +241,5 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
                "design_sha256": bundle.design.sha256 if bundle.design is not None else None},
         operating_point=point,
         write_error=_write_error(bundle),
+        read_disturb=_read_disturb(bundle),
     )

@@ -95,6 +95,18 @@ class ExponentialDecay:
             -np.asarray(age_s) / self.time_constant_s
         )
 
+    def with_read_disturb(self, disturb: ReadDisturb, token_period_s: float) -> ExponentialDecay:
+        """This decay with one read per token's disturb folded in: a shift d(V) per read is a
+        drift d / token_period, which the exponential takes as a shifted asymptote,
+        A' = A + tau d / token_period (the same initial rate; the drift then relaxes with
+        tau like the leak, where the reads' would not: within tau / age of it)."""
+        levels = (np.asarray(self.asymptote_levels_V) if self.asymptote_levels_V is not None
+                  else np.asarray(disturb.levels_V, dtype=float))
+        asymptotes = np.asarray(self.asymptote_of(levels), dtype=float) * np.ones(levels.size)
+        shifted = asymptotes + self.time_constant_s * disturb.per_read_V(levels) / token_period_s
+        return dataclasses.replace(self, asymptote_levels_V=tuple(float(v) for v in levels),
+                                   asymptote_by_level_V=tuple(float(v) for v in shifted))
+
     def temperatures_C(self) -> list[float]:
         return sorted(entry.temperature_C for entry in self.by_temperature)
 
@@ -134,6 +146,25 @@ class ExponentialDecay:
             asymptote_by_level_V=tuple(float(x) for x in asymptotes),
             asymptote_V=float(np.interp(mid, levels, asymptotes)),
             temperature_C=float(temperature_C))
+
+
+@dataclass(frozen=True)
+class ReadDisturb:
+    """How far one read moves a stored voltage, known at `levels_V` (linear in between)."""
+
+    levels_V: tuple[float, ...]
+    shift_per_read_V: tuple[float, ...]
+
+    def __post_init__(self):
+        levels = np.asarray(self.levels_V, float)
+        if (levels.size < 1 or levels.size != len(self.shift_per_read_V)
+                or np.any(np.diff(levels) <= 0)):
+            raise ValueError("the read disturb needs one shift per level, the levels "
+                             "increasing")
+
+    def per_read_V(self, stored_V) -> np.ndarray:
+        return np.interp(np.asarray(stored_V, dtype=float), self.levels_V,
+                         self.shift_per_read_V)
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,8 @@ class HardwareModel:
     operating_point: OperatingPoint = PAPER_OPERATING_POINT
     # Where writes land (None: exactly on the DAC level, as the published model has it).
     write_error: WriteError | None = None
+    # How far each read moves a stored voltage (None: reads do not disturb).
+    read_disturb: ReadDisturb | None = None
 
     def resolve_decay_factor(
         self, decay_factor: float | None = None, token_period_s: float | None = None

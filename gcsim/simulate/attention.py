@@ -49,6 +49,7 @@ class SimulationConfig:
     write_error: bool = True  # write where the model's writes land, when it knows
     temperature_C: float | None = None  # the decay's temperature (None: the model's nominal)
     extrapolate: bool = False  # run a fit beyond the range it was fitted over (and say so)
+    read_disturb: bool = True  # with decay: every cell's reads move it (one read per token)
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
@@ -286,6 +287,7 @@ class _Run:
         )
         dtype = np.dtype(config.dtype)
         warnings = _check_decay_ages(decay, decay_factor, min(window, n_tokens), config)
+        decay = applied_decay(model, decay, decay_factor, config)
         return cls(
             window=window,
             band=min(window, n_tokens),
@@ -303,6 +305,15 @@ class _Run:
             decay=decay,
             warnings=warnings,
         )
+
+
+def applied_decay(model: HardwareModel, decay: ExponentialDecay, decay_factor: float,
+                  config: SimulationConfig) -> ExponentialDecay:
+    """The decay a run applies: `decay` (the model's, at the run's temperature) with the
+    read disturb of one read per token folded in, when the model has it and the run decays."""
+    if decay_factor and config.read_disturb and model.read_disturb is not None:
+        return decay.with_read_disturb(model.read_disturb, decay_factor * decay.time_constant_s)
+    return decay
 
 
 def _check_decay_ages(decay: ExponentialDecay, decay_factor: float, band: int,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gcsim.simulate.attention import SimulationConfig, simulate_attention
+from gcsim.simulate.attention import SimulationConfig, applied_decay, simulate_attention
 from gcsim.hw import HardwareModel
 from gcsim.hw.stages import GainCellArray
 
@@ -81,6 +81,7 @@ class ModelStages:
     A_C: np.ndarray       # (R,) V column charges
     out: np.ndarray       # (R,) converter outputs in [-1, 1], unquantised
     decay_factor: float
+    model: HardwareModel  # the model as the run applied it (its decay with the read disturb)
 
 
 def written_V(target_V: np.ndarray, model: HardwareModel, write_error: bool) -> np.ndarray:
@@ -106,6 +107,7 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
                               # the CLI refuses ages beyond the decay fit unless asked
                               extrapolate=True)
     result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
+    model = replace(model, decay=applied_decay(model, model.decay, result.decay_factor, config))
     S = np.array(result.S[0, 0, -1], dtype=float)
     phi = np.array(result.phi[0, 0, -1], dtype=float)
     out = np.array(result.output[-1], dtype=float)
@@ -117,4 +119,4 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
                                            quantize=False)
     if not np.allclose(check, out, rtol=1e-9, atol=1e-12):
         raise AssertionError("V-array charges disagree with the simulator's output")
-    return ModelStages(S, phi, A, out, result.decay_factor)
+    return ModelStages(S, phi, A, out, result.decay_factor, model)

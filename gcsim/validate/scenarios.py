@@ -165,12 +165,17 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     k_V, v_V = k, v
     if token_period_s is not None and spice is None:
         age = (C - 1 - np.arange(C))[:, None] * token_period_s
+        reads = model.read_disturb is not None
         aged = aged_voltages(np.concatenate([k, v]), np.concatenate([age, age]) *
-                             np.ones((2 * C, R)), models, jobs, params=params.values)
+                             np.ones((2 * C, R)), models, jobs, params=params.values,
+                             read_period_s=token_period_s if reads else None,
+                             read_width_s=params["t_max"] / 2 if reads else None)
         k_V, v_V = aged[:C], aged[C:]
         notes.append(f"retention: key/value j written {token_period_s:.4g} s x (C-1-j) before "
-                     "the read; SPICE: hold simulated on the retention testbench, read from .ic; "
-                     "model: fitted decay")
+                     "the read; SPICE: hold simulated on the retention testbench"
+                     + (" with a T_max/2 read every period (the read-disturb testbench)"
+                        if reads else "") + ", read from .ic; model: fitted decay"
+                     + (" with one read per token's disturb" if reads else ""))
     if spice is None:
         tile = Tile(q, k_V, v_V)
         devices.check_sizes(build(Tile(q[:1], k_V[:2, :1], v_V[:2, :1]), params, models).text,
@@ -180,6 +185,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
         # The cells held at the tile's temperature: the model's decay at it too.
         model = model_at_temperature(model, params["temp_c"])
     behaviour = run_model(q, k, v, model, token_period_s)
+    model = behaviour.model   # the isolated stages apply the decay the run applied
 
     # Isolated model stages, fed with SPICE's previous stage.
     score = model.readout.convert(spice.S_C.copy())
