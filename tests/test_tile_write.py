@@ -12,6 +12,7 @@ from gcsim.characterize import spec
 from gcsim.characterize.sweep import Sweep
 from gcsim.core import resources
 from gcsim.core.design import default_design
+from gcsim.core.errors import ParameterError
 from gcsim.spice import engine
 from gcsim.spice import process as processes
 from gcsim.validate.tile import Tile, build
@@ -106,3 +107,5 @@ def test_the_write_phase_shifts_every_later_phase_alike():
     assert devices.t_vrel - devices.v_shift == pytest.approx(phase + devices["t_rst"])
     # The readout's own timing (what the loading fit takes) is the read's, write or not.
     assert devices.readout_timing_s() == ideal.readout_timing_s()
+    with pytest.raises(ParameterError, match="devices, ideal"):
+        TileParams.defaults(write="pulsed")

@@ -222,7 +222,7 @@ def _supplies(p: TileParams) -> list[str]:
     vdd, v_mid = p["vdd"], p["v_mid"]
     lines = [f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
              f"VMID2 mid2 0 {f(2 * v_mid)}"]
-    if p.write == "ideal":
+    if p.write != "devices":
         lines += [f"VWWL wwl 0 {f(p['v_wwl_low'])}", f"VWBL wbl 0 {f(v_mid)}"]
     return lines + [
         f"VRST rst 0 PULSE({f(vdd)} 0 {f(p.t_krel)} 50p 50p 1 2)",

@@ -54,6 +54,10 @@ class TileParams:
     mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
     write: str = "devices"  # WRITE_MODES
 
+    def __post_init__(self) -> None:
+        if self.write not in WRITE_MODES:
+            raise ParameterError(f"write {self.write!r}: one of {', '.join(WRITE_MODES)}")
+
     @property
     def signed_available(self) -> bool:
         return (resources.NETLISTS / "signed_converter.cir").is_file()
@@ -63,8 +67,6 @@ class TileParams:
                  signed: bool | None = None, design: Design | None = None,
                  write: str = "devices") -> TileParams:
         """The testbenches' parameter defaults, with ``design``'s values over them."""
-        if write not in WRITE_MODES:
-            raise ParameterError(f"write {write!r}: one of {', '.join(WRITE_MODES)}")
         c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
         writing = Template.load(resources.NETLISTS / "gain_cell_write.cir").defaults
@@ -131,7 +133,7 @@ class TileParams:
     @property
     def t_write_end(self) -> float:
         """End of the write phase: every write word line is back at rest (0 without one)."""
-        if self.write == "ideal":
+        if self.write != "devices":
             return 0.0
         return sum(self.write_pulse_s)
 
