@@ -43,7 +43,7 @@ def count(text, pattern):
 def test_full_tile_device_counts_and_node_names():
     tile = small_tile(3, 4)
     tile.q[1] = 0.0   # no pulse on row 1
-    text = build(tile, TileParams.defaults(), BUILTIN).text
+    text = build(tile, TileParams.defaults(write="ideal"), BUILTIN).text
     assert count(text, r"^Xk_\d+_\d+ ") == 3 * 4          # K cells, R x C
     assert count(text, r"^Xv_\d+_\d+ ") == 4 * 3          # V cells, C x R
     assert count(text, r"^Xsak_\d+ .* sense_amp ") == 4   # a readout per K column
@@ -62,6 +62,17 @@ def test_full_tile_device_counts_and_node_names():
     # Every element line is gcsim's own formatting: no braces, no stray expressions.
     body = text.split(".ends tile_cell", 1)[1]
     assert "{" not in body
+    # Written through the devices: a write word line per column, a write bitline per cell at
+    # its target, every storage node starting at mid-rail; the reads start after the write.
+    written = build(tile, TileParams.defaults(), BUILTIN).text
+    assert count(written, r"^VWW[kv]_\d+ ") == 4 + 3 and count(written, r"^VWB[kv]_") == 24
+    assert "Xk_2_1 snk_2_1 rwlnk_2 rwlpk_2 blk_1 vdd wwlk_1 wblk_2_1 tile_cell" in written
+    assert f"VWBk_2_1 wblk_2_1 0 {float(tile.k_V[1, 2])!r}" in written
+    assert re.search(r"^VWWk_1 wwlk_1 0 PULSE\(0\.0 1\.8 1e-09 1e-09 1e-09 4e-09 1\)",
+                     written, re.MULTILINE)
+    assert "v(snk_2_1)=0.45" in written and "v(snv_3_0)=0.45" in written
+    assert not re.search(r"^VWWL ", written, re.MULTILINE)
+    assert re.search(r"^Vqn_0 rwlnk_0 0 PULSE\(0\.45 0\.9 9\.5e-09 ", written, re.MULTILINE)
 
 
 def test_parts_and_wire_parasitics():
@@ -125,7 +136,10 @@ def test_split_run_equals_single_netlist():
 def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
     model = load_fitted_models(resources.FITS)
     q, k, v = random_inputs(8, 8, 0, VDD)
-    result = validate_tile(q, k, v, model, BUILTIN, jobs=2)
+    # Cells at their ideal levels: the fitted model has no write error yet (issue 17), and
+    # this holds the read's models to the read.
+    result = validate_tile(q, k, v, model, BUILTIN, jobs=2,
+                           params=TileParams.defaults(write="ideal"))
     report = result.report
     for name in compare.STAGES:
         stage = report["stages"][name]
@@ -156,12 +170,16 @@ def test_8x8_tile_against_the_committed_fits_and_a_wrong_fit(tmp_path):
 def test_cli_tile_report_and_wrong_fit_exit_code(tmp_path):
     runner = CliRunner()
     out = tmp_path / "report"
+    # Written through the devices (the default): the model without a write error is biased
+    # by it (about 1 % FS on S), so the limits here are wide.
     result = runner.invoke(main, ["validate", "tile", "--rows", "4", "--cols", "4", "--seed",
-                                  "2", "--report", str(out), "--threshold", "10"])
+                                  "2", "--report", str(out), "--threshold", "10", "--bias", "5"])
     assert result.exit_code == 0, result.output
     assert "RMSE %FS" in result.output and "PASSED" in result.output
+    assert "write: through the write devices" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["stages"]["A"]["threshold_pct_fs"] == 10
+    assert report["write"]["mode"] == "devices" and report["write"]["phase_s"] > 0
     assert (out / "stages.png").stat().st_size > 10_000 and (out / "inputs.npz").is_file()
     # Own inputs, with a threshold so tight it must fail: exit status 3.
     data = np.load(out / "inputs.npz")
@@ -182,6 +200,7 @@ def test_retention_ages_the_cells_in_spice():
                            token_period_s=2e-3)
     report = result.report
     assert report["decay_factor"] > 0.3          # 2 ms per token against a ~4-5 ms tau
+    assert report["write"] == {"mode": "ideal"}  # aged voltages start the read (.ic)
     assert all(np.isfinite(report["stages"][n]["rmse_pct_fs"]) for n in compare.STAGES)
     assert report["stages"]["S"]["correlation"] > 0.95
 

@@ -138,7 +138,8 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None, executor="local", scheduler=None, design=None,
-         temperature=None, inputs_name="random", extrapolate=False) -> None:
+         temperature=None, inputs_name="random", extrapolate=False,
+         write="devices") -> None:
     from gcsim.spice import process as processes
     from gcsim.hw import FitsBundleError, load_fitted_models
     from gcsim.validate import compare
@@ -162,7 +163,7 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         fits_dir = fits_dir if fits_dir is not None else default_fits(chosen)
         params = TileParams.defaults(parse_number(r_wire, "--r-wire"),
                                      parse_number(c_wire, "--c-wire"), readout == "signed",
-                                     design=chosen)
+                                     design=chosen, write=write)
         params.mc_seed = mc_seed
         if temperature is not None:
             params.values["temp_c"] = parse_number(temperature, "--temperature")
@@ -263,6 +264,14 @@ def format_summary(report: dict) -> str:
             f"  SPICE: {spice['runs']} ngspice runs ({spice['mode']}, {spice['jobs']} jobs), "
             f"{spice['elapsed_s']:.1f} s (ngspice CPU {spice['cpu_s']:.1f} s); "
             f"total {report['elapsed_s']:.1f} s")
+    write = report.get("write") or {}
+    if write.get("mode") == "devices":
+        head += (f"\n  write: through the write devices, {write['t_write_s'] * 1e9:.3g} ns word "
+                 f"line to {write['v_wwl_V']:g} V (+{write['t_wwl_fall_s'] * 1e9:.3g} ns fall), "
+                 f"DAC offset {write['dac_offset_V'] * 1e3:+.3g} mV; reads start "
+                 f"{write['phase_s'] * 1e9:.3g} ns later")
+    elif write.get("mode") == "ideal":
+        head += "\n  write: ideal (every storage node starts at its level, .ic)"
     if report.get("token_period_s"):
         head += (f"\n  ages: key j read {report['token_period_s']:.4g} s x (C-1-j) after its "
                  f"write (oldest {report['token_period_s'] * (report['cols'] - 1):.4g} s)")
@@ -285,10 +294,16 @@ def format_summary(report: dict) -> str:
 @click.option("--v", "v_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Values, .npy of shape (cols, rows), stored voltages in the design's DAC "
                    "range (dac.stored_min_V to stored_max_V).")
+@click.option("--write", type=click.Choice(["devices", "ideal"]), default="devices",
+              show_default=True,
+              help="devices: SPICE writes every K and V cell through its write device first, "
+                   "as gain_cell_write.cir does (the design's write pulse and DAC offset), so "
+                   "the stored levels carry the write error; ideal: every storage node starts "
+                   "at its level (.ic).")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases, as_json,
                  report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,
-                 scheduler, q_path, k_path, v_path, inputs_name):
+                 scheduler, q_path, k_path, v_path, inputs_name, write):
     """Validate one freshly written tile: random inputs (--seed) or your own (--q/--k/--v).
 
     \b
@@ -302,7 +317,7 @@ def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, bia
          report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path, k_path, v_path,
          executor=executor, scheduler=scheduler, design=design, temperature=temperature,
-         inputs_name=inputs_name)
+         inputs_name=inputs_name, write=write)
 
 
 @validate_group.command("retention", cls=OneLineErrors)
@@ -320,9 +335,10 @@ def retention_command(rows, cols, seed, models, fits_dir, thresholds, max_errors
                       scheduler, max_age, extrapolate):
     """Validate the decay model in the array: keys and values written at different times.
 
-    SPICE holds each cell for its age on the retention testbench (at --temperature), then
-    reads the tile from the aged voltages; the model applies its fitted decay, at the same
-    temperature, to the same ages.
+    SPICE holds each cell for its age on the retention testbench (at --temperature, read once
+    per token period when the fits have a read disturb), then reads the tile from the aged
+    voltages (each storage node starts there, .ic: no write phase); the model applies its
+    fitted decay, at the same temperature, to the same ages.
 
     \b
     Examples:

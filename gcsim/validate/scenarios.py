@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from gcsim.validate import compare
 from gcsim.validate.behaviour import (
     conversion_stretch,
     model_at_temperature,
+    written_V,
     k_rest_conductance_S,
     run_model,
     v_array_charges_C,
@@ -137,6 +138,16 @@ def check_inputs(q, k, v, high: float, rows: int | None = None, cols: int | None
     return q, k, v
 
 
+def write_summary(params: TileParams) -> dict:
+    """How the tile's cells got their stored voltages, for the report."""
+    if params.write == "ideal":
+        return {"mode": "ideal"}
+    return {"mode": "devices", "t_write_s": params["t_write"],
+            "t_wwl_rise_s": params["t_wwl_rise"], "t_wwl_fall_s": params["t_wwl_fall"],
+            "v_wwl_V": params["v_wwl"], "v_wwl_low_V": params["v_wwl_low"],
+            "dac_offset_V": params["dac_offset"], "phase_s": params.t_write_end}
+
+
 @dataclass
 class Validation:
     report: dict
@@ -151,17 +162,21 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
                   spice: SpiceStages | None = None, max_errors: dict[str, float] | None = None,
                   biases: dict[str, float] | None = None) -> Validation:
     """Validate one tile. With `token_period_s`, key/value j was written (C - 1 - j) token
-    periods before the read: SPICE holds the cells that long, the model applies its decay.
+    periods before the read: SPICE holds the cells that long, the model applies its decay, and
+    the tile starts each cell at its aged voltage (write 'ideal', whatever `params` says).
     `spice` reuses the SPICE stages of an earlier run of the same tile (another fit)."""
     started = time.perf_counter()
     params = params or TileParams.defaults()
+    notes = []
+    if token_period_s is not None and params.write != "ideal":
+        params = replace(params, write="ideal")
+        notes.append("write: ideal (.ic), the retention scenario sets each cell's aged voltage")
     thresholds = thresholds or compare.parse_thresholds([])
     max_errors = max_errors or compare.parse_thresholds([], "--max-error")
     biases = biases or compare.parse_thresholds([], "--bias")
     low, high = params.stored_range
     q, k, v = check_inputs(q, k, v, high, low=low)
     C, R = k.shape
-    notes = []
     k_V, v_V = k, v
     if token_period_s is not None and spice is None:
         age = (C - 1 - np.arange(C))[:, None] * token_period_s
@@ -184,18 +199,21 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     if token_period_s is not None:
         # The cells held at the tile's temperature: the model's decay at it too.
         model = model_at_temperature(model, params["temp_c"])
-    behaviour = run_model(q, k, v, model, token_period_s)
+    # Written through the devices, the cells sit where the model's write error puts them.
+    write_error = params.write != "ideal"
+    behaviour = run_model(q, k, v, model, token_period_s, write_error=write_error)
     model = behaviour.model   # the isolated stages apply the decay the run applied
+    k_cells, v_cells = (written_V(x, model, write_error) for x in (k, v))
 
     # Isolated model stages, fed with SPICE's previous stage.
     score = model.readout.convert(spice.S_C.copy())
-    k_rest = k_rest_conductance_S(k, model, behaviour.decay_factor)
+    k_rest = k_rest_conductance_S(k_cells, model, behaviour.decay_factor)
     phi_iso = model.charge_to_pulse.convert(
         score * conversion_stretch(model, k_rest, score, "k"))
     edge = model.pulse_edge_time_s
     on = spice.phi_s > NO_PULSE_S
     drive = np.where(on, spice.phi_s + edge, 0.0)
-    A_iso, v_rest = v_array_charges_C(v, drive, model, behaviour.decay_factor)
+    A_iso, v_rest = v_array_charges_C(v_cells, drive, model, behaviour.decay_factor)
     out_iso = model.output_converter.convert(
         spice.A_C * conversion_stretch(model, v_rest, spice.A_C, "v"),
         quantize=False)
@@ -247,6 +265,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
         "token_period_s": token_period_s,
         "decay_factor": behaviour.decay_factor,
         "wire": {"r_per_pitch_ohm": params.r_wire, "c_per_pitch_F": params.c_wire},
+        "write": write_summary(params),
         "spice": {"mode": spice.mode, "runs": spice.runs, "jobs": jobs,
                   "elapsed_s": round(spice.elapsed_s, 3), "cpu_s": round(spice.cpu_s, 3),
                   "netlist_lines": spice.netlist_lines},

@@ -80,7 +80,7 @@ def _charge(vectors, name, start: float, stop: float) -> float:
 
 def _windows(params: TileParams, shift: float) -> tuple[tuple[float, float], tuple[float, float]]:
     settle = 50e-12   # the reset switch's edge
-    k = (params["t_rst"] + settle, params.t_conv)
+    k = (params.t_krel + settle, params.t_conv)
     v = (params.t_vrel + settle - shift, params.t_vend - shift)
     return k, v
 

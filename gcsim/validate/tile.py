@@ -7,8 +7,18 @@ layout: cell (r, c) of the K array stores k[c, r], cell (c, d) of the V array st
 
 Signal chain, with the periphery of the characterisation netlists:
 
-1. every storage node starts at its stored voltage (`.ic`), write transistors off;
-2. the integrators (cells/sense_amp.sub) are reset until t_rst;
+1. the write (`TileParams.write`): with 'devices' (the default) every K and V cell is written
+   through its own write transistor exactly as netlists/gain_cell_write.cir writes one cell:
+   its storage node starts at mid-rail (`.ic`, the testbench's v_init), its write bitline sits
+   at its target plus the design's DAC offset from t = 0, and its column's write word line
+   rises from v_wwl_low to v_wwl after t_wwl_delay, over t_wwl_rise, stays t_write - t_wwl_rise,
+   falls over t_wwl_fall and rests at v_wwl_low through the reads; the phase ends at
+   `t_write_end`, and so the stored level carries the write error (settling, charge
+   injection, feed-through) the write characterisation measures. With 'ideal' every storage
+   node starts at its target (`.ic`) and the write port idles (word line at v_wwl_low, bitline
+   at mid-rail): no write phase. The retention scenario needs that, since it starts each cell
+   at its aged voltage;
+2. the integrators (cells/sense_amp.sub) are reset until t_krel (t_rst after the write);
 3. row r of the K array gets a read pulse of width q[r] * t_max (flat top, edges t_edge, as in
    gain_cell_pulse.cir) on rwl_n, mirrored on rwl_p (2 v_mid - V(rwl_n)); q = 0: no pulse;
 4. each K column's integrator holds its charge; at t_conv the column's charge-to-pulse converter
@@ -31,6 +41,17 @@ V(pulse)/vdd, is integrated (width [s] = 1e-9 V(w_c)).
 Every K column, and every V column, has its own bias diodes (i_bias, i_ref) so that columns do
 not interact through shared bias nodes: with no wire resistance the columns are independent
 circuits, which is what lets `gcsim.validate.spice` run them in separate processes.
+
+The write keeps them independent too: each cell's write bitline is its own ideal source at its
+target, and each column (of either array) has its own write word line, and all cells are
+written at once. In hardware the write bitlines are shared along a row of the K array (a
+column of the V array), driven by the DAC, and the tokens are written one at a time, each by
+its own word line (a K column, a V row). What that leaves out: the DAC's and the bitline's
+own settling and resistance (the sources are ideal and the write lines carry no wire R or C),
+the disturb of cells already written when their shared write bitline moves to the next
+token's value (here each write bitline stays at its cell's target through the run), and the
+hold between one token's write and the read (all cells are read a few ns after their write;
+`gcsim validate retention` covers the hold).
 
 Wire parasitics (`r_wire`, `c_wire` per cell pitch): with r_wire > 0 every bitline and word line
 becomes an R-C ladder (drivers at column 0 / integrators below the last row); with only c_wire,
@@ -103,6 +124,7 @@ class _Writer:
 
     params: TileParams
     mismatch: Callable[[str], str]    # cell instance name -> its threshold-shift parameters
+    probe_storage: bool = False       # save every storage node's voltage
     lines: list[str] = field(default_factory=list)
     initial_conditions: list[str] = field(default_factory=list)
     saves: list[str] = field(default_factory=list)
@@ -194,15 +216,17 @@ def _preamble(tile: Tile, p: TileParams, models: processes.ModelSet, part: str,
 
 
 def _supplies(p: TileParams) -> list[str]:
-    """Supplies, the mid-rail reference and its mirror level, the idle write port, and the K
-    readouts' reset (released at t_rst)."""
+    """Supplies, the mid-rail reference and its mirror level, the idle write port of a tile
+    written ideally (a tile written through its devices has a write port per cell, see
+    `_column_cells`), and the K readouts' reset (released at t_krel)."""
     vdd, v_mid = p["vdd"], p["v_mid"]
-    return [
-        f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
-        f"VMID2 mid2 0 {f(2 * v_mid)}", f"VWWL wwl 0 {f(p['v_wwl_low'])}",
-        f"VWBL wbl 0 {f(v_mid)}",
-        f"VRST rst 0 PULSE({f(vdd)} 0 {f(p['t_rst'])} 50p 50p 1 2)",
-        f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p['t_rst'])} 50p 50p 1 2)",
+    lines = [f"VDD vdd 0 {f(vdd)}", f"VDDB vddb 0 {f(vdd)}", f"VREF vref 0 {f(v_mid)}",
+             f"VMID2 mid2 0 {f(2 * v_mid)}"]
+    if p.write != "devices":
+        lines += [f"VWWL wwl 0 {f(p['v_wwl_low'])}", f"VWBL wbl 0 {f(v_mid)}"]
+    return lines + [
+        f"VRST rst 0 PULSE({f(vdd)} 0 {f(p.t_krel)} 50p 50p 1 2)",
+        f"VRSTB rstb 0 PULSE(0 {f(vdd)} {f(p.t_krel)} 50p 50p 1 2)",
     ]
 
 
@@ -239,13 +263,32 @@ def _array_nodes(w: _Writer, array: str, n_rows: int, n_cols: int, cols: list[in
 
 def _column_cells(w: _Writer, array: str, n_rows: int, col: int, word_lines, bitlines,
                   stored_V: Callable[[int, int], float]) -> None:
-    """One bitline's cells of `array`: cell (row, col) starts at stored_V(row, col)."""
+    """One bitline's cells of `array`, cell (row, col) holding stored_V(row, col): written
+    through its write device (`write` = 'devices': its own write bitline at the target plus
+    the DAC offset, the column's write word line pulsed as in gain_cell_write.cir, the storage
+    node starting at mid-rail as that testbench's v_init), or started there (`.ic`, 'ideal')."""
+    p = w.params
+    devices = p.write == "devices"
+    if devices:
+        wwl = f"wwl{array}_{col}"
+        delay, rise, fall, flat = p.write_pulse_s
+        w.lines.append(f"VWW{array}_{col} {wwl} 0 PULSE({f(p['v_wwl_low'])} {f(p['v_wwl'])} "
+                       f"{f(delay)} {f(rise)} {f(fall)} {f(flat)} 1)")
     for row in range(n_rows):
         name = f"X{array}_{row}_{col}"
-        w.lines.append(f"{name} sn{array}_{row}_{col} {word_lines[row][0][col]} "
-                       f"{word_lines[row][1][col]} {bitlines[col][row]} vdd wwl wbl tile_cell"
-                       + w.mismatch(name))
-        w.initial_conditions.append(f"v(sn{array}_{row}_{col})={f(stored_V(row, col))}")
+        node = f"sn{array}_{row}_{col}"
+        if devices:
+            wbl = f"wbl{array}_{row}_{col}"
+            w.lines.append(f"VWB{array}_{row}_{col} {wbl} 0 "
+                           f"{f(stored_V(row, col) + p['dac_offset'])}")
+            start_V = p["v_mid"]
+        else:
+            wwl, wbl, start_V = "wwl", "wbl", stored_V(row, col)
+        w.lines.append(f"{name} {node} {word_lines[row][0][col]} {word_lines[row][1][col]} "
+                       f"{bitlines[col][row]} vdd {wwl} {wbl} tile_cell" + w.mismatch(name))
+        w.initial_conditions.append(f"v({node})={f(start_V)}")
+        if w.probe_storage:
+            w.probe(node)
 
 
 def _integrator(w: _Writer, array: str, c: int) -> None:
@@ -459,23 +502,26 @@ def _check_part(tile: Tile, p: TileParams, part: str, columns: list[int] | None,
 
 def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str = "full",
           columns: list[int] | None = None,
-          pulses: dict[int, PulseWaveform] | None = None) -> Netlist:
+          pulses: dict[int, PulseWaveform] | None = None,
+          probe_storage: bool = False) -> Netlist:
     """The netlist of a tile, or of one part of it.
 
     part 'full': both arrays and all their periphery, the V rows driven by the converters.
     part 'k':    the K array's `columns` with their readouts and converters (no V array).
     part 'v':    the V array's `columns` with their readouts, the V rows driven by PWL sources
                  the converters' pulses (`pulses`: row -> [(t, V)]).
+    probe_storage: also save every storage node, `snk_r_c` / `snv_c_d` (what the write left).
     """
     p = params
     columns = _check_part(tile, p, part, columns, pulses)
     model_lines = models.lines()
     lines = _preamble(tile, p, models, part, columns, model_lines)
-    w = _Writer(p, _mismatch(p, models))
+    w = _Writer(p, _mismatch(p, models), probe_storage)
     w.lines += _supplies(p)
     if part in ("full", "k"):
         _k_array(w, tile, columns if part == "k" else list(range(tile.cols)))
-    # A V-only run starts its time axis v_shift later: nothing happens in the V array before.
+    # A V-only run's read phases start v_shift earlier: nothing happens in the V array between
+    # its write and its readouts' reset.
     shift_s = p.v_shift if part == "v" else 0.0
     if part in ("full", "v"):
         _v_array(w, tile, columns if part == "v" else list(range(tile.rows)),

@@ -1,9 +1,16 @@
 """A validation tile's electrical and timing parameters, taken from the characterisation
-testbenches, and the times of the tile's phases derived from them (SI units)."""
+testbenches, and the times of the tile's phases derived from them (SI units).
+
+The phases, in order: the write (`write` = 'devices': every cell written through its write
+device as gain_cell_write.cir writes it, ending at `t_write_end`; 'ideal': no write phase,
+`t_write_end` = 0), the readouts' reset (released at `t_krel`), the query pulses (`t_q`), the
+HardSigmoid conversion (`t_conv`), the V integration (`t_vrel` to `t_vend`) and the signed
+conversion (to `t_end`). Every phase after the write is placed from `t_write_end`, so the write
+shifts them all alike and the read's own timing (`readout_timing_s`) does not change."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gcsim.core import resources
 from gcsim.core.design import Design
@@ -25,6 +32,14 @@ C2P_DEVICES = ("w_bias", "l_bias", "w_rst_n", "w_rst_p", "l_sw", "w_ota_in", "l_
                "w_cmp_in", "l_cmp_in", "w_cmp_load", "l_cmp_load", "w_cmp_tail", "l_cmp_tail",
                "w_cmp_gain_n", "w_cmp_gain_p")
 SIGNED_DEVICES = ("w_ref_p", "w_src_p", "w_dis_p", "w_latch_n", "w_latch_p", "c_hold")
+# The write, from gain_cell_write.cir (the write word line's high level and its pulse, the DAC's
+# offset), so the tile writes its cells as the write characterisation did.
+WRITE_PARAMS = ("v_wwl", "t_write", "t_wwl_rise", "t_wwl_fall", "dac_offset")
+# 'devices': the cells are written through their write devices at the start of the run;
+# 'ideal': every storage node starts at its target (`.ic`), as the retention scenario needs.
+WRITE_MODES = ("devices", "ideal")
+# ngspice refuses a zero-width PULSE top; gain_cell_write.cir's floor for it, mirrored.
+_MIN_FLAT_S = 1e-12
 
 
 @dataclass
@@ -37,6 +52,11 @@ class TileParams:
     max_step: float = 50e-12   # within 0.12-0.2 % FS of a 20 ps run on phi and A, 3x faster
     signed: bool = False    # V readouts end in the signed converter
     mc_seed: int | None = None   # Pelgrom mismatch of every cell transistor (Monte Carlo)
+    write: str = "devices"  # WRITE_MODES
+
+    def __post_init__(self) -> None:
+        if self.write not in WRITE_MODES:
+            raise ParameterError(f"write {self.write!r}: one of {', '.join(WRITE_MODES)}")
 
     @property
     def signed_available(self) -> bool:
@@ -44,15 +64,21 @@ class TileParams:
 
     @classmethod
     def defaults(cls, r_wire: float = 0.0, c_wire: float = 0.0,
-                 signed: bool | None = None, design: Design | None = None) -> TileParams:
+                 signed: bool | None = None, design: Design | None = None,
+                 write: str = "devices") -> TileParams:
         """The testbenches' parameter defaults, with ``design``'s values over them."""
         c2p = Template.load(resources.NETLISTS / "charge_to_pulse.cir").defaults
         cell = Template.load(resources.NETLISTS / "gain_cell_pulse.cir").defaults
+        writing = Template.load(resources.NETLISTS / "gain_cell_write.cir").defaults
         if design is not None:
             c2p = {**c2p, **design.template_parameters()}
             cell = {**cell, **design.template_parameters()}
+            writing = {**writing, **design.template_parameters()}
         values = {name: c2p[name] for name in C2P_PARAMS + C2P_DEVICES}
         values.update({name: cell[name] for name in CELL_PARAMS})
+        values.update({name: writing[name] for name in WRITE_PARAMS})
+        # The testbench's wait before the word line rises (its t_delay, no design value).
+        values["t_wwl_delay"] = writing["t_delay"]
         # The stored (K/V) range: the design's DAC; without a design, the whole supply.
         values["v_stored_min"] = design.dac.stored_min_V if design is not None else 0.0
         values["v_stored_max"] = (design.dac.stored_max_V if design is not None
@@ -74,7 +100,7 @@ class TileParams:
             values.update({"s_i_ref": sc["i_ref_signed"], "s_t_max": sc["t_max"],
                            "s_t_align": sc["t_align"]})
             values.update({name: sc[name] for name in SIGNED_DEVICES})
-        return cls(values, float(r_wire), float(c_wire), signed=bool(signed))
+        return cls(values, float(r_wire), float(c_wire), signed=bool(signed), write=write)
 
     @property
     def levels(self) -> dict[str, int]:
@@ -91,14 +117,35 @@ class TileParams:
         return self.values[name]
 
     def readout_timing_s(self) -> dict[str, float]:
-        """The V readout's timing the readout_loading fit needs (gcsim.fit.loading)."""
-        return {"t_gap": self["t_gap"], "t_vrel": self.t_vrel, "t_conv": self.t_conv,
-                "t_vend": self.t_vend, "t_align": self["t_align"]}
+        """The V readout's timing the readout_loading fit needs (gcsim.fit.loading), on the
+        read's own axis (from the end of the write phase): the same with or without it."""
+        read = replace(self, write="ideal")   # the same times, less the write phase
+        return {"t_gap": self["t_gap"], "t_vrel": read.t_vrel, "t_conv": read.t_conv,
+                "t_vend": read.t_vend, "t_align": self["t_align"]}
+
+    @property
+    def write_pulse_s(self) -> tuple[float, float, float, float]:
+        """The write word line's PULSE timing (delay, rise, fall, flat top), as
+        gain_cell_write.cir's VWWL: t_write is the rise plus the flat top."""
+        rise, fall = self["t_wwl_rise"], self["t_wwl_fall"]
+        return (self["t_wwl_delay"], rise, fall, max(self["t_write"] - rise, _MIN_FLAT_S))
+
+    @property
+    def t_write_end(self) -> float:
+        """End of the write phase: every write word line is back at rest (0 without one)."""
+        if self.write != "devices":
+            return 0.0
+        return sum(self.write_pulse_s)
+
+    @property
+    def t_krel(self) -> float:
+        """The K readouts' reset is released here, t_rst after the write phase."""
+        return self.t_write_end + self["t_rst"]
 
     @property
     def t_q(self) -> float:
         """Start of the query pulses."""
-        return self["t_rst"] + self["t_gap"]
+        return self.t_krel + self["t_gap"]
 
     @property
     def t_conv(self) -> float:
@@ -114,9 +161,10 @@ class TileParams:
 
     @property
     def v_shift(self) -> float:
-        """How much earlier a V-only run's time axis starts: nothing happens in the V array
-        before its readouts' reset (the V rows rest until the converters fire)."""
-        return self.t_vrel - self["t_rst"]
+        """How much earlier a V-only run's read phases start: nothing happens in the V array
+        between its write and its readouts' reset (the V rows rest until the converters fire),
+        so a V-only run writes its cells as the full run does and is reset from then on."""
+        return self.t_vrel - self["t_rst"] - self.t_write_end
 
     @property
     def t_vend(self) -> float:
