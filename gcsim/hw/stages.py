@@ -371,9 +371,10 @@ class GainCellArray:
         return out
 
     def row_totals_C(self, n_queries: int, query_start: int, key_start: int,
-                     array_size: int, n_keys: int) -> np.ndarray:
+                     array_size: int, n_keys: int, key_ranges=None) -> np.ndarray:
         """`row_charges_C` with every width 1 over `n_keys` keys: each sub-tile column's sum
-        over all its cells, (n_subtiles, n_queries, head_dim), without the product."""
+        over all its cells, (n_subtiles, n_queries, head_dim), without the product.
+        `key_ranges` (lo, hi), each (n_queries,): per query, only keys lo <= j < hi count."""
         if key_start % array_size:
             raise ValueError("V-array blocks must start on a sub-tile boundary")
         n_sub = -(-n_keys // array_size)
@@ -385,14 +386,29 @@ class GainCellArray:
         base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
                                                   key_stop)
         if base is None:
-            return self.row_charges_C(np.ones((n_queries, n_keys), self.dtype), query_start,
-                                      key_start, array_size)
+            ones = np.ones((n_queries, n_keys), self.dtype)
+            if key_ranges is not None:
+                j = key_start + np.arange(n_keys)
+                ones *= (j >= key_ranges[0][:, None]) & (j < key_ranges[1][:, None])
+            return self.row_charges_C(ones, query_start, key_start, array_size)
         keys = self._key_features(key_start, key_stop, base)[:n_keys]
         sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
         sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
-        sums = sums.reshape(n_sub, array_size, -1).sum(axis=1)   # (sub, N)
-        # Every query sees the same sums; only the decay scales differ between queries.
-        products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
+        sums = sums.reshape(n_sub, array_size, -1)
+        if key_ranges is None:
+            sums = sums.sum(axis=1)   # (sub, N)
+            # Every query sees the same sums; only the decay scales differ between queries.
+            products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
+        else:
+            # Each query's range cuts a sub-tile at most at its two ends: differences of the
+            # running sums within each sub-tile, (sub, query, N), still without a product.
+            running = np.zeros((n_sub, array_size + 1, sums.shape[2]), dtype=self.dtype)
+            np.cumsum(sums, axis=1, out=running[:, 1:])
+            tile_start = key_start + array_size * np.arange(n_sub)[:, None]
+            lo = np.clip(key_ranges[0][None, :] - tile_start, 0, array_size)
+            hi = np.clip(key_ranges[1][None, :] - tile_start, lo, array_size)
+            tile = np.arange(n_sub)[:, None]
+            products = running[tile, hi] - running[tile, lo]
         return np.array(self._weigh_row_terms(products, query_start, base))
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
