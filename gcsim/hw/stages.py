@@ -394,22 +394,43 @@ class GainCellArray:
         keys = self._key_features(key_start, key_stop, base)[:n_keys]
         sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
         sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
-        sums = sums.reshape(n_sub, array_size, -1)
+        by_tile = sums.reshape(n_sub, array_size, -1)
+        sums = by_tile.sum(axis=1)   # (sub, N)
+        # Every query sees the same sums; only the decay scales differ between queries.
+        products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
+        totals = np.array(self._weigh_row_terms(products, query_start, base))
         if key_ranges is None:
-            sums = sums.sum(axis=1)   # (sub, N)
-            # Every query sees the same sums; only the decay scales differ between queries.
-            products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
-        else:
-            # Each query's range cuts a sub-tile at most at its two ends: differences of the
-            # running sums within each sub-tile, (sub, query, N), still without a product.
-            running = np.zeros((n_sub, array_size + 1, sums.shape[2]), dtype=self.dtype)
-            np.cumsum(sums, axis=1, out=running[:, 1:])
-            tile_start = key_start + array_size * np.arange(n_sub)[:, None]
-            lo = np.clip(key_ranges[0][None, :] - tile_start, 0, array_size)
-            hi = np.clip(key_ranges[1][None, :] - tile_start, lo, array_size)
-            tile = np.arange(n_sub)[:, None]
-            products = running[tile, hi] - running[tile, lo]
-        return np.array(self._weigh_row_terms(products, query_start, base))
+            return totals
+        # A query's range cuts at most the sub-tiles holding its ends: those two get their kept
+        # keys' sums (differences of running sums: the key factors grow along a sub-tile, so
+        # taking the cut-off part off the total instead would cancel), the ones outside none.
+        lo = np.clip(np.asarray(key_ranges[0]) - key_start, 0, padded)
+        hi = np.clip(np.asarray(key_ranges[1]) - key_start, lo, padded)
+        first, last = lo // array_size, -(-hi // array_size)   # sub-tiles first...last - 1
+        tile = np.arange(n_sub)[:, None]
+        totals *= ((tile >= first) & (tile < last))[:, :, None]
+        cut = first < last
+        head = np.where(cut, first, 0)
+        tail = np.where(cut, last - 1, 0)
+        # Running sums of the few sub-tiles that hold a range's end.
+        ends, where = np.unique(np.concatenate([head, tail]), return_inverse=True)
+        running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
+        np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
+
+        def local(position, start):   # within the sub-tile (clipped: uncut queries too)
+            return np.clip(position - start, 0, array_size)
+
+        head_start, tail_start = head * array_size, tail * array_size
+        h, t = where[:n_queries], where[n_queries:]
+        kept = np.stack([
+            running[h, local(hi, head_start)] - running[h, local(lo, head_start)],
+            running[t, local(hi, tail_start)] - running[t, local(lo, tail_start)],
+        ]) * cut[None, :, None]
+        kept = self._weigh_row_terms(kept, query_start, base)
+        queries = np.arange(n_queries)
+        totals[head[cut], queries[cut]] = kept[0][cut]
+        totals[tail[cut], queries[cut]] = kept[1][cut]
+        return totals
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
         """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the

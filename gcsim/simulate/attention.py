@@ -435,7 +435,8 @@ def _subtile_charges(v_array, pulses_s, query_start: int, key_start: int, run: _
     congruent sub-tiles is exact). Also returns which of them each query reads, (n, n_q)."""
     loading, a_size = run.loading, run.array_size
     fold = None if run.ring_arrays is None else partial(fold_ring, n_arrays=run.ring_arrays)
-    read = subtiles_read(mask, a_size)
+    n_q, n_k = np.shape(pulses_s)
+    read = subtiles_read(query_start, n_q, key_start, -(-n_k // a_size), run.window, a_size)
     if fold is not None:
         read = fold(read.astype(np.uint8)) > 0
     if loading is None:
@@ -443,7 +444,6 @@ def _subtile_charges(v_array, pulses_s, query_start: int, key_start: int, run: _
         return (charge if fold is None else fold(charge)), read
     rest_totals = None
     if fold is not None:
-        n_q, n_k = np.shape(pulses_s)
         rest_totals = partial(_ring_rest_totals, n_queries=n_q, query_start=query_start,
                               key_start=key_start, n_keys=n_k, run=run)
     charge, rest = v_array.row_charges_and_rest_C(pulses_s, query_start, key_start, a_size,

@@ -67,14 +67,15 @@ def n_subtile_slots(n_tokens: int, window: int, array_size: int,
     return int(count.max())
 
 
-def subtiles_read(mask: np.ndarray, array_size: int) -> np.ndarray:
-    """(n_subtiles, n_queries): whether each query of a block (rows of its 0/1 window `mask`,
-    keys from a sub-tile boundary) reads each sub-tile at all."""
-    n_q, n_k = mask.shape
-    n_sub = -(-n_k // array_size)
-    padded = np.zeros((n_q, n_sub * array_size), dtype=bool)
-    padded[:, :n_k] = mask != 0
-    return padded.reshape(n_q, n_sub, array_size).any(axis=2).T
+def subtiles_read(query_start: int, n_queries: int, key_start: int, n_subtiles: int,
+                  window: int, array_size: int) -> np.ndarray:
+    """(n_subtiles, n_queries): whether each query of a block reads each of the block's
+    sub-tiles (the first starting at key `key_start`, on a sub-tile boundary) at all."""
+    first, count = subtile_span(np.arange(query_start, query_start + n_queries), window,
+                                array_size)
+    first = first - key_start // array_size
+    s = np.arange(n_subtiles)[:, None]
+    return (s >= first) & (s < first + count)
 
 
 def fold_ring(per_subtile: np.ndarray, n_arrays: int) -> np.ndarray:
@@ -85,10 +86,11 @@ def fold_ring(per_subtile: np.ndarray, n_arrays: int) -> np.ndarray:
     n_sub = per_subtile.shape[0]
     if n_sub <= n_arrays:
         return per_subtile
-    laps = -(-n_sub // n_arrays)
-    padded = np.zeros((laps * n_arrays,) + per_subtile.shape[1:], dtype=per_subtile.dtype)
-    padded[:n_sub] = per_subtile
-    return padded.reshape((laps, n_arrays) + per_subtile.shape[1:]).sum(axis=0)
+    folded = per_subtile[:n_arrays].copy()
+    for start in range(n_arrays, n_sub, n_arrays):
+        lap = per_subtile[start:start + n_arrays]
+        folded[:len(lap)] += lap
+    return folded
 
 
 def ring_held_keys(query_positions: np.ndarray, n_arrays: int,
