@@ -57,6 +57,10 @@ def test_save_and_plot(tmp_path):
         assert saved["S"].shape == (1, 2, 80, 48) and saved["phi"].shape == (1, 2, 80, 48)
         assert saved["output"].shape == (2, 80, 16)
         assert saved["subtile_outputs"].shape[:3] == (1, 2, 80)
+        # The slots' sub-tiles and the physical arrays holding them: a 48-token window fits one.
+        arrays, tiles = saved["subtile_arrays"], saved["subtile_indices"]
+        np.testing.assert_array_equal(arrays, np.where(tiles >= 0, 0, -1))
+        assert np.any(tiles == 1)   # paper: sub-tiles 0 and 1 both in array 0
         assert np.all(saved["phi"] >= 0) and np.all(saved["phi"] <= 15e-9)
         assert "ideal_output" in saved and "linear_output" in saved
         np.testing.assert_array_equal(saved["first_key"], np.arange(80) - 48 + 1)

@@ -130,7 +130,13 @@ def test_fitted_bundle_with_published_parameters_reproduces_paper(tmp_path):
     config = SimulationConfig(window=100, decay_factor=fitted.decay_factor)
     paper = simulate_attention(q, k, v, "paper", config=config)
     np.testing.assert_allclose(fitted.S, paper.S, rtol=1e-12, atol=1e-12 * np.abs(paper.S).max())
-    np.testing.assert_allclose(fitted.output, paper.output, atol=1e-12)
+    # Fitted mode converts each physical array of the ring buffer once (2 arrays of 64 here),
+    # paper each sub-tile: they agree until the ring wraps (token 128), and afterwards
+    # whenever the window does not split an array between its oldest and newest keys.
+    t = np.arange(150)
+    whole = (t < 128) | ((t + 1) % 64 == 0)
+    np.testing.assert_allclose(fitted.output[whole], paper.output[whole], atol=1e-12)
+    assert not np.allclose(fitted.output[~whole], paper.output[~whole], atol=1e-12)
 
 
 def test_fitted_token_period_sets_decay():

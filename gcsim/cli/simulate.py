@@ -442,6 +442,7 @@ def _save_attention(path: str, result, references: dict, inputs=None) -> None:
     if result.subtile_outputs is not None:
         arrays["subtile_outputs"] = result.subtile_outputs
         arrays["subtile_indices"] = result.subtile_indices()
+        arrays["subtile_arrays"] = result.array_indices()
     with open(path, "wb") as stream:   # a stream: np.savez appends no suffix to it
         np.savez(stream, **arrays)
 

@@ -2,7 +2,8 @@
 energies (the fits bundle) and explicitly stated activity, geometry and timing assumptions.
 
 The model counts, for one head and one token step with a sliding window of W tokens, a head
-dimension D and A x A arrays (n_sub = ceil(W / A) sub-tiles):
+dimension D and A x A arrays (n_sub = ceil(W / A) sub-tiles: the physical arrays of the ring
+buffer holding the window, each converted once per token, as fitted mode simulates it):
 
 =====================================  ===========  ===========================================
 component                              count/head   energy per operation

@@ -236,6 +236,7 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
         mismatch=mismatch,
         pulse_edge_time_s=edge_time_s,
         loading=_loading(bundle, c2p),
+        ring_buffer=True,
         notes={"stand_ins": stand_ins(bundle), "models": list(bundle.models),
                "design": bundle.design.name if bundle.design is not None else None,
                "design_sha256": bundle.design.sha256 if bundle.design is not None else None},

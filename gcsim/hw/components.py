@@ -240,6 +240,10 @@ class HardwareModel:
     # The column integrators' moving virtual ground and the cells' answer to it
     # (gcsim.hw.loading.ReadoutLoading); None: ideal readout.
     loading: object | None = None
+    # Whether the window's keys are read per physical array of the ring buffer that holds
+    # them (one conversion per array, however the window splits its rows between old and new
+    # keys) or per aligned sub-tile, each converted on its own (the published model).
+    ring_buffer: bool = False
     notes: dict = field(default_factory=dict)
     # DAC ranges, mid-rail, read level, T_max, token period and array layout: the published
     # one unless the model was built from a bundle that carries its design.

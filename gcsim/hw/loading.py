@@ -80,21 +80,24 @@ class LoadedArray:
     rest: GainCellArray      # g_off
     extra: GainCellArray     # g_on - g_off
 
-    def _loaded(self, product, totals, widths, window: float, start: float):
+    def _loaded(self, product, totals, widths, window: float, start: float, fold=None):
         """Charge and resting conductance through `product(array, weights)`, one of
         GainCellArray's column or row products, and `totals(array)`, its unit-width sum; the
         charge has the loading taken off. Three products in all: the charge, the deviation
         (its charge and current terms are one product, linear in the weights) and the
-        pulsed cells' extra conductance; the resting conductance needs none."""
+        pulsed cells' extra conductance; the resting conductance needs none. `fold` sums the
+        products of cells that share one integrator (a physical array's sub-tiles) before
+        the conductance meets the deviation: their product is not a sum over sub-tiles."""
         lo = self.loading
+        fold = fold or (lambda x: x)
         widths = np.asarray(widths)
-        charge = product(self.current, widths)
+        charge = fold(product(self.current, widths))
         w = np.minimum(widths, max(window - start, 0.0))
         hold = w * (window - start) - 0.5 * w * w   # per cell: integral of its charge dt
-        moving = product(self.current, lo.charge_coefficient_V_per_C * hold
-                         + lo.current_coefficient_V_per_A * widths)
+        moving = fold(product(self.current, lo.charge_coefficient_V_per_C * hold
+                              + lo.current_coefficient_V_per_A * widths))
         rest = totals(self.rest)
-        conductance = rest + product(self.extra, w) / window
+        conductance = rest + fold(product(self.extra, w)) / window
         return charge - conductance * (lo.offset_V * window + moving), rest
 
     def column_charges_C(self, widths, query_start: int, key_start: int, key_stop: int):
@@ -111,28 +114,40 @@ class LoadedArray:
             widths, self.loading.k_window_s, self.loading.k_pulse_start_s)
 
     def row_charges_C(self, widths, query_start: int, key_start: int, array_size: int,
-                      read=None):
-        return self.row_charges_and_rest_C(widths, query_start, key_start, array_size, read)[0]
+                      read=None, fold=None, rest_totals=None):
+        return self.row_charges_and_rest_C(widths, query_start, key_start, array_size, read,
+                                           fold, rest_totals)[0]
 
     def row_charges_and_rest_C(self, widths, query_start: int, key_start: int, array_size: int,
-                               read=None):
+                               read=None, fold=None, rest_totals=None):
         """The V columns' charges and resting conductances, (sub-tile, query, column) each.
         `read` (n_queries, n_keys): which keys' sub-tiles the query reads at all (its window);
         a sub-tile that is not read is not integrated and gets no loading. Default: the
-        sub-tiles with any pulse."""
+        sub-tiles with any pulse.
+
+        When several sub-tiles share one integrator (a ring buffer's physical array), `fold`
+        sums per-sub-tile values (sub-tile, ...) into per-integrator ones, and
+        `rest_totals(array)` gives each integrator's unit-width sum over the cells on its
+        bitline, (integrator, query, column); the results are then per integrator."""
         widths = np.asarray(widths)
         n_q, n_k = widths.shape
+        if fold is None:
+            def totals(array):
+                return array.row_totals_C(n_q, query_start, key_start, array_size, n_k)
+        else:
+            totals = rest_totals
         out, rest = self._loaded(
             lambda array, weights: array.row_charges_C(weights, query_start, key_start,
                                                        array_size),
-            lambda array: array.row_totals_C(n_q, query_start, key_start, array_size, n_k),
-            widths, self.loading.v_window_s, self.loading.v_pulse_start_s)
-        n_sub = out.shape[0]
+            totals, widths, self.loading.v_window_s, self.loading.v_pulse_start_s, fold)
         if read is None:
             read = widths > 0
         read = np.asarray(read, dtype=bool)
+        n_sub = -(-n_k // array_size)
         padded = np.zeros((n_q, n_sub * array_size), dtype=bool)
         padded[:, :n_k] = read
         used = padded.reshape(n_q, n_sub, array_size).any(axis=2).T   # (sub, query)
+        if fold is not None:
+            used = fold(used.astype(np.uint8)) > 0
         out *= used[:, :, None]
         return out, rest

@@ -83,13 +83,15 @@ def linear_model(constants: PublishedConstants = PAPER) -> HardwareModel:
 def fitted_model_from_paper_coefficients(constants: PublishedConstants = PAPER) -> HardwareModel:
     """A fitted-mode model whose parameters are the published ones (no fits bundle).
 
-    The decay comes from the time constant and token period, as it would from a bundle.
+    The decay comes from the time constant and token period, as it would from a bundle, and
+    the window is read per physical array of the ring buffer, as fitted mode does.
     """
     return dataclasses.replace(
         paper_model(constants),
         name="fitted",
         label="fitted (paper coefficients; no fits bundle)",
         default_decay_factor=None,
+        ring_buffer=True,
     )
 
 

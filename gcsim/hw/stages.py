@@ -371,9 +371,10 @@ class GainCellArray:
         return out
 
     def row_totals_C(self, n_queries: int, query_start: int, key_start: int,
-                     array_size: int, n_keys: int) -> np.ndarray:
+                     array_size: int, n_keys: int, key_ranges=None) -> np.ndarray:
         """`row_charges_C` with every width 1 over `n_keys` keys: each sub-tile column's sum
-        over all its cells, (n_subtiles, n_queries, head_dim), without the product."""
+        over all its cells, (n_subtiles, n_queries, head_dim), without the product.
+        `key_ranges` (lo, hi), each (n_queries,): per query, only keys lo <= j < hi count."""
         if key_start % array_size:
             raise ValueError("V-array blocks must start on a sub-tile boundary")
         n_sub = -(-n_keys // array_size)
@@ -385,15 +386,51 @@ class GainCellArray:
         base = 0 if single else self._choose_base(query_start + n_queries - 1, key_start,
                                                   key_stop)
         if base is None:
-            return self.row_charges_C(np.ones((n_queries, n_keys), self.dtype), query_start,
-                                      key_start, array_size)
+            ones = np.ones((n_queries, n_keys), self.dtype)
+            if key_ranges is not None:
+                j = key_start + np.arange(n_keys)
+                ones *= (j >= key_ranges[0][:, None]) & (j < key_ranges[1][:, None])
+            return self.row_charges_C(ones, query_start, key_start, array_size)
         keys = self._key_features(key_start, key_stop, base)[:n_keys]
         sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
         sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
-        sums = sums.reshape(n_sub, array_size, -1).sum(axis=1)   # (sub, N)
+        by_tile = sums.reshape(n_sub, array_size, -1)
+        sums = by_tile.sum(axis=1)   # (sub, N)
         # Every query sees the same sums; only the decay scales differ between queries.
         products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
-        return np.array(self._weigh_row_terms(products, query_start, base))
+        totals = np.array(self._weigh_row_terms(products, query_start, base))
+        if key_ranges is None:
+            return totals
+        # A query's range cuts at most the sub-tiles holding its ends: those two get their kept
+        # keys' sums (differences of running sums: the key factors grow along a sub-tile, so
+        # taking the cut-off part off the total instead would cancel), the ones outside none.
+        lo = np.clip(np.asarray(key_ranges[0]) - key_start, 0, padded)
+        hi = np.clip(np.asarray(key_ranges[1]) - key_start, lo, padded)
+        first, last = lo // array_size, -(-hi // array_size)   # sub-tiles first...last - 1
+        tile = np.arange(n_sub)[:, None]
+        totals *= ((tile >= first) & (tile < last))[:, :, None]
+        cut = first < last
+        head = np.where(cut, first, 0)
+        tail = np.where(cut, last - 1, 0)
+        # Running sums of the few sub-tiles that hold a range's end.
+        ends, where = np.unique(np.concatenate([head, tail]), return_inverse=True)
+        running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
+        np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
+
+        def local(position, start):   # within the sub-tile (clipped: uncut queries too)
+            return np.clip(position - start, 0, array_size)
+
+        head_start, tail_start = head * array_size, tail * array_size
+        h, t = where[:n_queries], where[n_queries:]
+        kept = np.stack([
+            running[h, local(hi, head_start)] - running[h, local(lo, head_start)],
+            running[t, local(hi, tail_start)] - running[t, local(lo, tail_start)],
+        ]) * cut[None, :, None]
+        kept = self._weigh_row_terms(kept, query_start, base)
+        queries = np.arange(n_queries)
+        totals[head[cut], queries[cut]] = kept[0][cut]
+        totals[tail[cut], queries[cut]] = kept[1][cut]
+        return totals
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
         """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the

@@ -1,11 +1,13 @@
 """Blocked attention on gain-cell arrays: runs the signal chain of `stages` over blocks of queries,
-so memory grows with tokens x window, and keeps S, phi and the per-sub-tile outputs for the caller.
+so memory grows with tokens x window, and keeps S, phi and the per-sub-tile (or, on a ring buffer,
+per-physical-array) outputs for the caller.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,14 @@ from gcsim.hw.stages import GainCellArray, InputDAC, query_pulse_width_s
 from gcsim.simulate.windows import (
     BlockMasks,
     band_view,
+    fold_ring,
     n_subtile_slots,
+    ring_arrays,
+    ring_held_keys,
     subtile_slots,
     subtile_span,
     subtile_sum,
+    subtiles_read,
 )
 
 MODES = ("ideal", "linear", "paper", "fitted")
@@ -92,6 +98,13 @@ class AttentionResult:
     Band column w of token t is key j = t - band + 1 + w (see `key_positions`); slot s of token t is
     sub-tile max(0, t - window + 1) // array_size + s (see `subtile_indices`). Entries outside the
     window are zero.
+
+    With `ring_arrays` set (fitted mode), the window lives in that many physical arrays used as
+    a ring buffer (key j in array (j // array_size) % ring_arrays) and each slot is one
+    physical array's single conversion: slot s is the array holding sub-tile first + s, and
+    slot 0 also holds the window's newest keys when they have overwritten its oldest ones
+    (at most ring_arrays slots; see `array_indices`). Without it (paper, linear), each
+    sub-tile is converted on its own, as the published model does.
     """
 
     mode: str
@@ -105,6 +118,7 @@ class AttentionResult:
     subtile_outputs: np.ndarray | None = None
     charge_unit_C: float = PAPER.charge_unit_C
     warnings: tuple[str, ...] = ()   # where the run took a fit beyond its range (extrapolate)
+    ring_arrays: int | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -121,11 +135,19 @@ class AttentionResult:
 
     def subtile_indices(self) -> np.ndarray:
         """(T, slots) absolute sub-tile index of each slot, -1 where the slot is unused."""
-        first, count = subtile_span(np.arange(self.n_tokens), self.window, self.array_size)
+        first, count = subtile_span(np.arange(self.n_tokens), self.window, self.array_size,
+                                    self.ring_arrays)
         kept = self.subtile_outputs
         n_slots = kept.shape[-2] if kept is not None else count.max()
         s = np.arange(n_slots)[None, :]
         return np.where(s < count[:, None], first[:, None] + s, -1)
+
+    def array_indices(self) -> np.ndarray:
+        """(T, slots) physical array of each slot, (sub-tile % ceil(window / array_size)), -1
+        where unused; on a ring buffer every slot of a token is a different array."""
+        index = self.subtile_indices()
+        n_arrays = ring_arrays(self.window, self.array_size)
+        return np.where(index >= 0, index % n_arrays, -1)
 
     def dense(self, name: str) -> np.ndarray:
         """A band intermediate ('S' or 'phi') as a full (..., T, T) matrix, zero outside window."""
@@ -271,6 +293,16 @@ class _Run:
     write_error: WriteError | None
     decay: ExponentialDecay
     warnings: tuple[str, ...]
+    # Physical arrays of the ring buffer when one conversion reads each (see `on_ring`); None:
+    # each aligned sub-tile is converted on its own, the published model.
+    ring_arrays: int | None = None
+
+    def on_ring(self, n_tokens: int) -> _Run:
+        """This run with each physical array of the ring buffer converted once per query."""
+        n_arrays = ring_arrays(self.window, self.array_size)
+        return replace(self, ring_arrays=n_arrays,
+                       n_slots=n_subtile_slots(n_tokens, self.window, self.array_size,
+                                               n_arrays))
 
     @classmethod
     def plan(cls, model: HardwareModel, config: SimulationConfig, n_tokens: int) -> _Run:
@@ -426,17 +458,56 @@ def _hardsigmoid_pulses_s(converted_C, mask, model: HardwareModel) -> np.ndarray
     return pulses
 
 
+def _ring_rest_totals(array, n_queries: int, query_start: int, key_start: int, n_keys: int,
+                      run: _Run) -> np.ndarray:
+    """Each physical array's resting cells, (arrays, query, D) as `fold_ring` orders them:
+    the unit-width sum over the rows it holds when the query reads (`ring_held_keys`). Not
+    the sum over its sub-tiles' rows: once the ring has wrapped, the newest keys have
+    overwritten the oldest, and a cell sits on the bitline once, whichever key it holds. Rows
+    older than the window (when it is not a whole number of arrays) still load the bitline."""
+    a_size, n_arrays = run.array_size, run.ring_arrays
+    # Blocks start on a sub-tile boundary, so the rows still held start at or after the
+    # block's first key, except when the window is one key more than whole arrays: then up
+    # to a sub-tile before it.
+    start = max(0, key_start - a_size)
+    held = ring_held_keys(np.arange(query_start, query_start + n_queries), n_arrays, a_size)
+    sums = array.row_totals_C(n_queries, query_start, start, a_size,
+                              n_keys + key_start - start, held)
+    if start == key_start:
+        return fold_ring(sums, n_arrays)
+    folded = fold_ring(sums[1:], n_arrays)
+    # The sub-tile before the block's first shares its array with the block's sub-tile
+    # n_arrays - 1 (a block starting past the first sub-tile reaches at least n_arrays).
+    folded[n_arrays - 1] += sums[0]
+    return folded
+
+
 def _subtile_charges(v_array, pulses_s, query_start: int, key_start: int, run: _Run, mask):
     """Second array product, in the V array, per sub-tile of `array_size` tokens: the charge
     each column of each sub-tile collects from the pulses on its rows, (n_subtiles, n_queries,
-    D); with readout loading, as the sub-tile's signed converter meets it (see _key_scores)."""
-    loading = run.loading
+    D); with readout loading, as the sub-tile's signed converter meets it (see _key_scores).
+    On a ring buffer, per physical array instead (`fold_ring`): the keys of a query's window
+    in sub-tiles s and s + n_arrays sit on one bitline, so their charges add before the one
+    converter clips and quantises them (keys outside the window get no pulse, so summing
+    congruent sub-tiles is exact). Also returns which of them each query reads, (n, n_q)."""
+    loading, a_size = run.loading, run.array_size
+    fold = None if run.ring_arrays is None else partial(fold_ring, n_arrays=run.ring_arrays)
+    n_q, n_k = np.shape(pulses_s)
+    read = subtiles_read(query_start, n_q, key_start, -(-n_k // a_size), run.window, a_size)
+    if fold is not None:
+        read = fold(read.astype(np.uint8)) > 0
     if loading is None:
-        return v_array.row_charges_C(pulses_s, query_start, key_start, run.array_size)
-    charge, rest = v_array.row_charges_and_rest_C(pulses_s, query_start, key_start,
-                                                  run.array_size, read=mask)
+        charge = v_array.row_charges_C(pulses_s, query_start, key_start, a_size)
+        return (charge if fold is None else fold(charge)), read
+    rest_totals = None
+    if fold is not None:
+        rest_totals = partial(_ring_rest_totals, n_queries=n_q, query_start=query_start,
+                              key_start=key_start, n_keys=n_k, run=run)
+    charge, rest = v_array.row_charges_and_rest_C(pulses_s, query_start, key_start, a_size,
+                                                  read=mask, fold=fold,
+                                                  rest_totals=rest_totals)
     charge *= loading.conversion_scale(rest, charge, loading.v_conversion_current_A)
-    return charge
+    return charge, read
 
 
 def _output_counts(subtile_charges_C, model: HardwareModel, run: _Run) -> np.ndarray:
@@ -465,8 +536,11 @@ def _run_block(k_array, v_array, widths_s, t0: int, t1: int, model: HardwareMode
         if run.keep:  # φ is the converter's pulse; the edges only add drive charge
             signals.phi[b, h, t0:t1] = band_view(pulses, offset, band)
         np.add(pulses, edge, out=pulses, where=pulses > 0)
-    counts = _output_counts(_subtile_charges(v_array, pulses, t0, k0, run, mask), model, run)
-    # Sub-tiles outside a token's window get no pulses, so they add exactly zero.
+    charges, read = _subtile_charges(v_array, pulses, t0, k0, run, mask)
+    counts = _output_counts(charges, model, run)
+    # A sub-tile (array) outside a token's window is neither integrated nor converted: its
+    # zero charge would still read as minus the converter's offset.
+    counts *= read[:, :, None]
     signals.output[b, h, t0:t1] = subtile_sum(counts, axis=0)
 
     if run.keep:
@@ -475,7 +549,7 @@ def _run_block(k_array, v_array, widths_s, t0: int, t1: int, model: HardwareMode
         if not edge:
             signals.phi[b, h, t0:t1] = band_view(pulses, offset, band)
         signals.subtiles[b, h, t0:t1] = subtile_slots(counts, t0, k0, run.window, a_size,
-                                                      run.n_slots)
+                                                      run.n_slots, run.ring_arrays)
 
 
 def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -> AttentionResult:
@@ -483,6 +557,8 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
     chain of `model` (inputs already through their DACs: (B, H, T, D) float64)."""
     batch, heads, n_tokens, head_dim = qd.shape
     run = _Run.plan(model, config, n_tokens)
+    if model.ring_buffer:
+        run = run.on_ring(n_tokens)
     mismatch = None
     if config.mismatch_seed is not None:
         mismatch = draw_mismatch(model, config.mismatch_seed, heads, head_dim, config,
@@ -512,6 +588,7 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
         phi=signals.phi,
         subtile_outputs=signals.subtiles,
         warnings=run.warnings,
+        ring_arrays=run.ring_arrays,
     )
 
 
