@@ -103,8 +103,9 @@ def _common(func):
                      help="V columns end in the signed converter netlist, or in their "
                           "integrators only (out is then the fitted converter on SPICE's A)."),
         click.option("--mc-seed", type=click.IntRange(0), default=None,
-                     help="Monte Carlo: Pelgrom threshold mismatch on every cell transistor "
-                          "(builtin), drawn from this seed; the model stays nominal."),
+                     help="Monte Carlo, drawn from this seed: Pelgrom threshold mismatch on "
+                          "every cell transistor (builtin), or the PDK's mismatch models on "
+                          "every device (sky130); the model stays nominal."),
         click.option("--r-wire", default="0", show_default=True,
                      help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
         click.option("--c-wire", default="0", show_default=True,
