@@ -103,8 +103,9 @@ def _common(func):
                      help="V columns end in the signed converter netlist, or in their "
                           "integrators only (out is then the fitted converter on SPICE's A)."),
         click.option("--mc-seed", type=click.IntRange(0), default=None,
-                     help="Monte Carlo: Pelgrom threshold mismatch on every cell transistor "
-                          "(builtin), drawn from this seed; the model stays nominal."),
+                     help="Monte Carlo, drawn from this seed: Pelgrom threshold mismatch on "
+                          "every cell transistor (builtin), or the PDK's mismatch models on "
+                          "every device (sky130); the model stays nominal."),
         click.option("--r-wire", default="0", show_default=True,
                      help="Wire resistance per cell pitch, ohm (e.g. 2, 1.5k)."),
         click.option("--c-wire", default="0", show_default=True,
@@ -389,3 +390,116 @@ def final_validation(out_dir: Path, models: str | None, jobs: int | None,
     click.echo(f"\nValidation against SPICE (gcsim validate tile --rows {size} --cols {size} "
                f"--seed 0 --models {selector}; report in {out_dir / 'validate'})")
     click.echo(format_summary(result.report))
+
+
+def _sigma_ratio(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        band = (float(low), float(high)) if sep else (1.0 / float(text), float(text))
+    except ValueError:
+        raise GcsimError(f"--sigma-ratio {text!r}: expected LOW:HIGH (e.g. 0.67:1.5) or "
+                         "one factor (1.5)") from None
+    if not (0 < band[0] <= 1 <= band[1] < float("inf")):
+        raise GcsimError(f"--sigma-ratio {text!r}: expected 0 < LOW <= 1 <= HIGH")
+    return band
+
+
+@validate_group.command("montecarlo", cls=OneLineErrors)
+@click.option("--rows", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="K-array rows = head dimension.")
+@click.option("--cols", type=click.IntRange(2, 256), default=16, show_default=True,
+              help="K-array columns = tokens.")
+@click.option("--samples", "-n", type=click.IntRange(2, 10000), default=20, show_default=True,
+              help="Monte Carlo samples a side: SPICE tiles with mc seeds 1..N, model draws "
+                   "with mismatch seeds 1..N.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="The one tile input, drawn from this seed (--inputs scenario).")
+@click.option("--inputs", "inputs_name", type=click.Choice(list(INPUT_SCENARIOS)),
+              default="random", show_default=True, help="Named input scenario of the tile.")
+@click.option("--models", default=None,
+              help="Device models: builtin (Pelgrom on the cells), sky130:CORNER (the PDK's "
+                   "mismatch models on every device) [default: the design's].")
+@click.option("--fits", "fits_dir", type=click.Path(path_type=Path), default=None,
+              help="Fits bundle with a mismatch fit [default: the design's committed bundle].")
+@click.option("--sigma-ratio", "sigma_ratio", default="0.67:1.5", show_default=True,
+              metavar="LOW:HIGH", help="Pass band of sigma(model) / sigma(SPICE) per stage.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.01, show_default=True,
+              help="KS test: fail a stage when its permutation p-value is below this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write report.json, montecarlo.png and deviations.npz here.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+              help="ngspice processes at once (default: cores).")
+@executors.click_options
+@design_option
+def montecarlo_command(rows, cols, samples, seed, inputs_name, models, fits_dir, sigma_ratio,
+                       alpha, as_json, report_dir, jobs, executor, scheduler, design):
+    """Validate the mismatch model statistically: N Monte Carlo SPICE tiles against N seeded
+    mismatch draws of the model, on one fixed input.
+
+    Per stage (S, phi, A, out), the deviations from each side's nominal run, pooled over
+    columns and samples in % of full scale, are compared: the ratio of their standard
+    deviations (model / SPICE, within --sigma-ratio; 95 % bootstrap interval over samples) and
+    a two-sample KS test whose p-value comes from permuting whole samples (columns of one tile
+    share their K-side pulses, so they are not independent). Exits with status 3 when a stage
+    fails.
+
+    \b
+    Examples:
+      gcsim validate montecarlo --rows 16 --cols 16 --samples 20 --report out/mc
+      gcsim validate montecarlo --models sky130:tt --samples 8 --json
+    """
+    from gcsim.spice import process as processes
+    from gcsim.hw import FitsBundleError, load_fitted_models
+    from gcsim.validate import montecarlo
+    from gcsim.validate.scenarios import scenario_inputs
+    from gcsim.validate.timing import TileParams
+
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    written = []
+    try:
+        band = _sigma_ratio(sigma_ratio)
+        if report_dir is not None:   # checked now, not after the ngspice runs
+            montecarlo.check_report_files(report_dir)
+        chosen, models = choose_design(design, models)
+        model_set = processes.resolve(models or "builtin")
+        chosen = chosen if chosen is not None else design_for(None, model_set.process)
+        fits_dir = fits_dir if fits_dir is not None else default_fits(chosen)
+        params = TileParams.defaults(design=chosen)
+        model = load_fitted_models(fits_dir)
+        check_bundle_matches(model, chosen, model_set, fits_dir)
+        q, k, v = scenario_inputs(inputs_name, rows, cols, seed, params.stored_range[1],
+                                  params.stored_range[0], **params.levels)
+        extra = {"inputs": inputs_name, "seed": seed,
+                 "design": chosen.name if chosen is not None else None}
+
+        def progress(message):
+            if not as_json:
+                click.echo(f"  {message}", err=True)
+
+        with executors.from_options(executor, scheduler) as runner, executors.use(runner):
+            result = montecarlo.validate_montecarlo(
+                q, k, v, model, model_set, samples=samples, jobs=jobs, params=params,
+                sigma_ratio=band, alpha=alpha, extra=extra, progress=progress)
+        if report_dir is not None:
+            try:
+                written = montecarlo.write_report(result, report_dir, {"q": q, "k": k, "v": v})
+            except OSError as exc:
+                raise GcsimError(f"cannot write the report in {report_dir}: "
+                                 f"{exc.strerror or exc}") from None
+    except (GcsimError, FitsBundleError, ValueError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted") from None
+    report = result.report
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(montecarlo.format_table(report))
+        if written:
+            click.echo(f"wrote {', '.join(str(path) for path in written)}")
+    if not report["passed"]:
+        failed = [name for name, m in report["stages"].items() if not m["passed"]]
+        click.echo(f"montecarlo validation FAILED: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_FAILED)

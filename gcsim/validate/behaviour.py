@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gcsim.simulate.attention import SimulationConfig, applied_decay, simulate_attention
+from gcsim.simulate.attention import (SimulationConfig, _per_token, applied_decay,
+                                      draw_mismatch, simulate_attention)
 from gcsim.hw import HardwareModel
 from gcsim.hw.stages import GainCellArray
 
@@ -31,23 +32,27 @@ def model_at_temperature(model: HardwareModel, temperature_C: float | None) -> H
     return replace(model, decay=model.decay.at_temperature(temperature_C))
 
 
-def _array(written_V: np.ndarray, model: HardwareModel, decay_factor: float):
-    """The cells as the simulator builds them: a GainCellArray, read through the model's
-    loading integrator when it has one (a LoadedArray)."""
+def _array(written_V: np.ndarray, model: HardwareModel, decay_factor: float,
+           cells=(None, None)):
+    """The cells as the simulator builds them: a GainCellArray with each cell's (gain,
+    threshold shift) `cells` when drawn, read through the model's loading integrator when it
+    has one (a LoadedArray)."""
     args = dict(power_coefficients_A=model.cell.power_coefficients_A(model.read_on_V),
                 v_mid_V=model.cell.v_mid_V, decay_factor=decay_factor,
-                asymptote_V=model.decay.asymptote_of(written_V) if decay_factor else 0.0)
+                asymptote_V=model.decay.asymptote_of(written_V) if decay_factor else 0.0,
+                cell_gain=cells[0], vt_shift_V=cells[1])
     array = GainCellArray(written_V, **args)
     return array if model.loading is None else model.loading.arrays(array, written_V, **args)
 
 
 def v_array_charges_C(v_V: np.ndarray, drive_s: np.ndarray, model: HardwareModel,
-                      decay_factor: float) -> tuple[np.ndarray, np.ndarray | None]:
+                      decay_factor: float, cells=(None, None)
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """The tile's V column charges (R,) for row drives `drive_s` (C,), as the simulator computes
     them (the tile integrates every V column), and each column's conductance with all its cells
     at rest (None for an ideal readout)."""
     C = v_V.shape[0]
-    array = _array(v_V, model, decay_factor)
+    array = _array(v_V, model, decay_factor, cells)
     if model.loading is None:
         return array.row_charges_C(drive_s[None, :], C - 1, 0, C)[0, 0], None
     charge, rest = array.row_charges_and_rest_C(drive_s[None, :], C - 1, 0, C,
@@ -94,9 +99,11 @@ def written_V(target_V: np.ndarray, model: HardwareModel, write_error: bool) -> 
 
 
 def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareModel,
-              token_period_s: float | None = None, write_error: bool = False) -> ModelStages:
+              token_period_s: float | None = None, write_error: bool = False,
+              mismatch_seed: int | None = None) -> ModelStages:
     """q (R,), target voltages k_V and v_V (C, R); with `write_error`, the model's write
-    error applies (as when the tile writes through its write devices)."""
+    error applies (as when the tile writes through its write devices); with `mismatch_seed`,
+    every cell has its drawn (gain, threshold shift), as in the simulator's own runs."""
     C, R = k_V.shape
     queries = np.zeros((C, R))
     queries[-1] = q
@@ -104,6 +111,7 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
                               quantize_output=False, decay=token_period_s is not None,
                               token_period_s=token_period_s, keep_intermediates=True,
                               block_queries=C, write_error=write_error,
+                              mismatch_seed=mismatch_seed,
                               # the CLI refuses ages beyond the decay fit unless asked
                               extrapolate=True)
     result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
@@ -113,8 +121,15 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
     out = np.array(result.output[-1], dtype=float)
     edge = model.pulse_edge_time_s
     drive = phi + edge * (phi > 0) if edge else phi
+    v_cells = (None, None)
+    if mismatch_seed is not None:
+        # The simulator's own draw for this tile (one head, one array of C tokens): its V
+        # cells, for the V charges recomputed here.
+        drawn = draw_mismatch(model, mismatch_seed, 1, R, config, C)
+        if drawn is not None:
+            v_cells = _per_token(drawn[1], 0, C, False, C)
     A, rest = v_array_charges_C(written_V(v_V, model, write_error), drive, model,
-                                result.decay_factor)
+                                result.decay_factor, v_cells)
     check = model.output_converter.convert(A * conversion_stretch(model, rest, A, "v"),
                                            quantize=False)
     if not np.allclose(check, out, rtol=1e-9, atol=1e-12):

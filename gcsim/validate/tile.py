@@ -176,11 +176,12 @@ def _mismatch(p: TileParams, models: processes.ModelSet) -> Callable[[str], str]
     """Per-cell threshold shifts for Monte Carlo: Pelgrom sigma of each cell transistor times a
     standard-normal draw that is a fixed function of (seed, cell name, device), so a cell gets
     the same draw whichever netlist (split or single) it is in."""
-    if p.mc_seed is None:
-        return lambda name: ""
+    if p.mc_seed is None or models.mismatch == "pdk":
+        return lambda name: ""   # a PDK draws its own, from the netlist's seed (_pdk_seed)
     if models.mismatch != "pelgrom":
         raise ParameterError(f"models {models.name}: Monte Carlo in the tile needs Pelgrom "
-                             "coefficients for the cell roles (e.g. builtin)")
+                             "coefficients for the cell roles or mismatch models of its "
+                             "own (builtin, sky130)")
     sigma = {
         "dn": processes.pelgrom_sigma_V(models.roles["read_nmos"].a_vt_mV_um,
                                             p["w_read_n"], p["l_read_n"]),
@@ -195,6 +196,19 @@ def _mismatch(p: TileParams, models: processes.ModelSet) -> Callable[[str], str]
             f" {key}={f(s * processes.standard_normal(p.mc_seed, 0, f'{name}.{key}'))}"
             for key, s in sigma.items())
     return params
+
+
+def _pdk_seed(tile: Tile, p: TileParams, models: processes.ModelSet, part: str,
+              columns: list[int]) -> int | None:
+    """ngspice's seed for a netlist of a PDK with its own mismatch models (None: no Monte
+    Carlo there). ngspice draws by instance order, so two column netlists with one seed would
+    repeat each other's draws: each netlist's seed follows from (mc_seed, its first column).
+    Every device gets a draw, the periphery's too; split and single runs are different
+    samples of the same distribution."""
+    if p.mc_seed is None or models.mismatch != "pdk":
+        return None
+    run = {"full": 0, "k": 1 + columns[0], "v": 1 + tile.cols + columns[0]}[part]
+    return processes.run_seed(p.mc_seed, run)
 
 
 # ----------------------------------------------------------------------------- shared parts
@@ -514,7 +528,8 @@ def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str 
     """
     p = params
     columns = _check_part(tile, p, part, columns, pulses)
-    model_lines = models.lines()
+    seed = _pdk_seed(tile, p, models, part, columns)
+    model_lines = models.lines(seed)
     lines = _preamble(tile, p, models, part, columns, model_lines)
     w = _Writer(p, _mismatch(p, models), probe_storage)
     w.lines += _supplies(p)
@@ -536,5 +551,5 @@ def build(tile: Tile, params: TileParams, models: processes.ModelSet, part: str 
         sizes: dict[str, set] = {}
         for device in devices.check_sizes("\n".join(lines), models):
             sizes.setdefault(device.role, set()).add((device.w_m, device.l_m))
-        lines[2:2 + len(model_lines)] = models.lines(None, sizes)
+        lines[2:2 + len(model_lines)] = models.lines(seed, sizes)
     return Netlist("\n".join(lines) + "\n", w.vectors, part, columns)
