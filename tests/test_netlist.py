@@ -18,8 +18,8 @@ def pulse():
 def test_defaults_and_globals(pulse):
     assert pulse.defaults["t_pulse"] == 15e-9
     assert pulse.defaults["v_mid"] == 0.45
-    # temp_c feeds .options, so it cannot differ between instances of one run.
-    assert pulse.global_params == {"temp_c"}
+    # temp_c, c_store and vdd feed .options, so they cannot differ between instances of one run.
+    assert pulse.global_params == {"temp_c", "c_store", "vdd"}
     assert pulse.element_line("VBL").startswith("VBL bl 0")
 
 

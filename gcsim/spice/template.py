@@ -43,6 +43,7 @@ class Template:
     body: list[str]             # testbench elements and .ic lines: replicated per instance
     model_line_index: int | None  # position in `outside` where the model lines go
     global_params: set[str] = field(default_factory=set)
+    options: list[str] = field(default_factory=list)   # top-level .options lines
 
     @classmethod
     def load(cls, path: str | Path) -> "Template":
@@ -92,7 +93,9 @@ class Template:
         if not defaults:
             raise SpecError(f"{path.name}: a template needs .param lines with defaults")
         template = cls(path, title, defaults, outside, body, model_index)
-        template.global_params = template._referenced(top_level) & set(defaults)
+        template.global_params = template.referenced(top_level) & set(defaults)
+        template.options = [line for line in top_level
+                            if line.split(None, 1)[0].lower() in (".options", ".option", ".opt")]
         return template
 
     @staticmethod
@@ -120,7 +123,10 @@ class Template:
         return out
 
     @staticmethod
-    def _referenced(lines: list[str]) -> set[str]:
+    def referenced(lines: list[str]) -> set[str]:
+        """Every name inside the lines' {expressions}, lower case: a superset of the
+        parameters they use (a number's exponent or suffix, as in 1e-3 or 1m, reads as a name
+        too, so intersect with the declared parameters)."""
         names: set[str] = set()
         for line in lines:
             for expression in re.findall(r"\{([^}]*)\}", line):

@@ -158,6 +158,19 @@ def _subcircuits() -> list[str]:
     return lines
 
 
+def _tolerance_options(p: TileParams) -> list[str]:
+    """The cell testbench's tolerance options (gain_cell_pulse.cir), preceded by the parameters
+    they are written in, at the tile's values. The storage nodes hold the tile's smallest
+    charges, so the cell's options are the tightest of the testbenches' and serve the
+    periphery too (docs/reference/ngspice.md, Tolerances)."""
+    template = Template.load(resources.NETLISTS / "gain_cell_pulse.cir")
+    lines = [line for line in template.options if "temp_c" not in Template.referenced([line])]
+    names = sorted(Template.referenced(lines) & set(template.defaults))
+    if not names:
+        return lines
+    return [".param " + " ".join(f"{name}={f(p[name])}" for name in names)] + lines
+
+
 def _chunks(items: list[str], size: int = 8) -> list[str]:
     return [" ".join(items[i:i + size]) for i in range(0, len(items), size)]
 
@@ -219,7 +232,8 @@ def _preamble(tile: Tile, p: TileParams, models: processes.ModelSet, part: str,
     lines = [(f"* gcsim validate tile {tile.rows}x{tile.cols} ({part}, columns "
               f"{columns[0]}..{columns[-1]}) models {models.name}")]
     lines.append(f".options temp={f(p['temp_c'])}")
-    lines += model_lines
+    lines += model_lines      # at lines[2:], where `build` puts a prebinned library's lines
+    lines += _tolerance_options(p)
     lines += _subcircuits()
     lines.append(".subckt tile_cell sn rwl_n rwl_p bl vdd wwl wbl params: dn=0 dp=0 dw=0")
     lines.append("X1 sn wwl wbl rwl_n rwl_p bl vdd gain_cell " + " ".join(
