@@ -23,7 +23,7 @@ from gcsim.validate.timing import TileParams
 
 NGSPICE_DEFAULTS = {"chgtol": 1e-14, "abstol": 1e-12}
 CELL_TESTBENCHES = ("gain_cell.cir", "gain_cell_pulse.cir", "gain_cell_retention.cir",
-                    "gain_cell_write.cir")
+                    "gain_cell_write.cir", "gain_cell_read_disturb.cir")
 # Below this fraction of the charge a figure resolves, a tolerance cannot move the figure.
 FRACTION = 0.01
 _OPTION = re.compile(r"^\s*(abstol|chgtol|reltol)\s*\([^)]*\)\s*=\s*(\S+)", re.IGNORECASE)
