@@ -158,6 +158,19 @@ class _Term:
     feature: np.ndarray | None  # (tokens, head_dim) otherwise
 
 
+def _derivative_coefficient(a: np.ndarray, m: int, u):
+    """sum_{i>=m} a_i binom(i, m) u^(i-m) (the m-th Taylor coefficient of I at u), by Horner:
+    u is a scalar or one value per cell, and array powers would dominate building the array."""
+    coefficients = [a[i] * math.comb(i, m) for i in range(m, len(a))]
+    if np.isscalar(u) or np.ndim(u) == 0:
+        return float(np.polynomial.polynomial.polyval(float(u), coefficients))
+    total = np.full(np.shape(u), coefficients[-1], dtype=np.float64)
+    for c in reversed(coefficients[:-1]):
+        total *= u
+        total += c
+    return total
+
+
 class GainCellArray:
     """The gain cells holding one head's keys or values, written at `written_V` (tokens, head_dim).
 
@@ -206,7 +219,7 @@ class GainCellArray:
         b_power = None  # b**m, built by multiplication: ndarray ** int is much slower
         for m in range(len(a)):
             b_power = None if m == 0 else (b.copy() if m == 1 else b_power * b)
-            g_m = sum(a[i] * math.comb(i, m) * u ** (i - m) for i in range(m, len(a)))
+            g_m = _derivative_coefficient(a, m, u)
             if np.isscalar(g_m) and g_m == 0.0:
                 continue  # e.g. the linear cell has only the m = 1 term
             if m == 0 and gain is None and np.isscalar(g_m):

@@ -20,7 +20,7 @@ from gcsim.spice.template import Template
 # Periphery parameters taken from the characterisation testbench charge_to_pulse.cir, and cell
 # parameters from gain_cell_pulse.cir, so the tile uses the circuits that were characterised.
 C2P_PARAMS = ("vdd", "v_mid", "t_edge", "t_rst", "t_gap", "t_hold", "t_max", "t_align", "i_ref",
-              "c_int", "i_bias", "cc", "rz", "temp_c")
+              "c_int", "i_bias", "cc", "rz", "temp_c", "c_bl")
 CELL_PARAMS = ("c_store", "w_write", "l_write", "w_read_n", "l_read_n", "w_read_p", "l_read_p",
                "v_in", "v_wwl_low")
 # Periphery device sizes, from charge_to_pulse.cir (integrator, HardSigmoid converter) and
