@@ -209,6 +209,20 @@ def test_design_of_another_process_is_refused(tmp_path):
         Sweep(_small_iv(tmp_path), workers=1, progress=False, design=str(path))
 
 
+def test_sweep_design_brings_its_process_and_refuses_other_models(tmp_path):
+    # --design alone runs on its process's models (as regen and validate take it), so a
+    # shipped spec that names builtin models is not refused for --design sky130.
+    refused = invoke("sweep", "gain_cell_write", "--design", "sky130", "--models", "builtin",
+                     "-o", tmp_path / "w.parquet")
+    assert "--design sky130 is for process sky130, and --models is builtin" in error_line(refused)
+    if HAVE_SKY130:
+        result = invoke("sweep", "gain_cell_write", "--design", "sky130",
+                        "-o", tmp_path / "w.parquet")
+        assert result.exit_code == 0, result.output
+        sidecar = json.loads((tmp_path / "w.json").read_text())
+        assert sidecar["models"].startswith("sky130")
+
+
 def test_copied_design_file_keeps_its_hash(tmp_path):
     copy = tmp_path / "copy.toml"
     shutil.copy(BUILTIN, copy)

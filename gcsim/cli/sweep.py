@@ -13,7 +13,7 @@ from gcsim.characterize import spec as spec_module
 from gcsim.characterize.cache import ResultCache
 from gcsim.cli.common import design_option, fail
 from gcsim.core import resources
-from gcsim.core.design import load_design
+from gcsim.core.design import choose_design
 from gcsim.core.errors import GcsimError
 from gcsim.core.values import parse_assignment
 
@@ -77,7 +77,10 @@ def sweep_command(spec_file, output, fmt, assignments, jobs, models, no_cache, p
 
     try:
         overrides = dict(parse_assignment(text) for text in assignments)
-        chosen = load_design(design) if design is not None else None
+        # --design alone brings its process (sky130 runs on sky130:tt), as regen and validate
+        # take it; models alone keep the spec's own design choice.
+        chosen, models = (choose_design(design, models) if design is not None
+                          else (None, models))
         runner = executors.from_options(executor, scheduler)
         spec_file = shipped_spec(spec_file)
         spec = spec_module.load(spec_file)
