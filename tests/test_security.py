@@ -347,7 +347,7 @@ def test_a_minimal_bundle_says_what_stands_in_for_each_missing_fit(tmp_path):
     assert [line.split(":")[0] for line in notes] == [
         "no sense_amp.json", "no signed_converter.json", "no mismatch.json",
         "no readout_loading.json", "no cell_conductance.json", "no write.json",
-        "no design.toml"]
+        "no read_disturb.json", "no design.toml"]
     assert load_fitted_models(__import__("gcsim.core.resources", fromlist=["FITS"]).FITS
                               ).notes["stand_ins"] == []
 
@@ -364,4 +364,4 @@ def test_the_cli_says_what_stands_in(tmp_path):
     text = CliRunner().invoke(main, args)
     assert text.exit_code == 0 and "note: fits bundle: no signed_converter.json" in text.output
     report = __import__("json").loads(CliRunner().invoke(main, [*args, "--json"]).output)
-    assert len(report["stand_ins"]) == 6   # five optional fits and the design
+    assert len(report["stand_ins"]) == 8   # seven optional fits and the design

@@ -136,6 +136,15 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
     return array
 
 
+def _report_files(report_dir: Path, write) -> list[Path]:
+    """`write()`'s files, an OSError turned into one line naming the report folder."""
+    try:
+        return write()
+    except OSError as exc:
+        raise GcsimError(f"cannot write the report in {report_dir}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, report_dir, jobs,
          single, readout, mc_seed, r_wire, c_wire, q_path=None, k_path=None, v_path=None,
          max_age=None, executor="local", scheduler=None, design=None,
@@ -230,12 +239,8 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
                                    token_period_s=token_period, extra=source,
                                    max_errors=max_limits, biases=bias_limits)
         if report_dir is not None:
-            try:
-                written = compare.write_report(result.report, result.stages, report_dir,
-                                               inputs={"q": q, "k": k, "v": v})
-            except OSError as exc:
-                raise GcsimError(f"cannot write the report in {report_dir}: "
-                                 f"{exc.strerror or exc}") from None
+            written = _report_files(report_dir, lambda: compare.write_report(
+                result.report, result.stages, report_dir, inputs={"q": q, "k": k, "v": v}))
     except (GcsimError, FitsBundleError, ValueError) as exc:
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
@@ -483,11 +488,8 @@ def montecarlo_command(rows, cols, samples, seed, inputs_name, models, fits_dir,
                 q, k, v, model, model_set, samples=samples, jobs=jobs, params=params,
                 sigma_ratio=band, alpha=alpha, extra=extra, progress=progress)
         if report_dir is not None:
-            try:
-                written = montecarlo.write_report(result, report_dir, {"q": q, "k": k, "v": v})
-            except OSError as exc:
-                raise GcsimError(f"cannot write the report in {report_dir}: "
-                                 f"{exc.strerror or exc}") from None
+            written = _report_files(report_dir, lambda: montecarlo.write_report(
+                result, report_dir, {"q": q, "k": k, "v": v}))
     except (GcsimError, FitsBundleError, ValueError) as exc:
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:

@@ -120,27 +120,17 @@ def _mismatch(bundle: FitsBundle) -> CellMismatch | None:
                         float(record.value("stored_voltage_shift_sigma")), float(correlation))
 
 
-def _write_error(bundle: FitsBundle) -> WriteError | None:
-    """Where writes land, when the write fit measured it at the array's write pulse."""
-    record = bundle.records.get("write")
-    if record is None or "level_error" not in record.parameters:
+def _level_table(bundle: FitsBundle, kind: str, levels: str, values: str, cls):
+    """A per-level table (`cls`, a LevelTable) from `kind`'s record, None without the record
+    or its parameters (an older bundle)."""
+    record = bundle.records.get(kind)
+    if record is None or levels not in record.parameters or values not in record.parameters:
         return None
     try:
-        return WriteError(tuple(float(v) for v in record.value("target_levels")),
-                          tuple(float(v) for v in record.value("level_error")))
-    except ValueError as exc:
-        raise FitFileError(f"fits bundle {bundle.directory}: write.json: {exc}") from None
-
-
-def _read_disturb(bundle: FitsBundle) -> ReadDisturb | None:
-    record = bundle.records.get("read_disturb")
-    if record is None:
-        return None
-    try:
-        return ReadDisturb(tuple(float(v) for v in record.value("disturb_levels")),
-                           tuple(float(v) for v in record.value("disturb_per_read")))
-    except ValueError as exc:
-        raise FitFileError(f"fits bundle {bundle.directory}: read_disturb.json: {exc}") from None
+        return cls(tuple(float(v) for v in record.value(levels)),
+                   tuple(float(v) for v in record.value(values)))
+    except (TypeError, ValueError) as exc:
+        raise FitFileError(f"fits bundle {bundle.directory}: {kind}.json: {exc}") from None
 
 
 def _loading(bundle: FitsBundle, c2p: ChargeToPulse) -> ReadoutLoading | None:
@@ -241,6 +231,8 @@ def hardware_model(bundle: FitsBundle) -> HardwareModel:
                "design": bundle.design.name if bundle.design is not None else None,
                "design_sha256": bundle.design.sha256 if bundle.design is not None else None},
         operating_point=point,
-        write_error=_write_error(bundle),
-        read_disturb=_read_disturb(bundle),
+        # where writes land, measured at the array's write pulse; how far a read moves a cell
+        write_error=_level_table(bundle, "write", "target_levels", "level_error", WriteError),
+        read_disturb=_level_table(bundle, "read_disturb", "disturb_levels",
+                                  "disturb_per_read", ReadDisturb),
     )

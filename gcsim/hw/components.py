@@ -149,46 +149,41 @@ class ExponentialDecay:
 
 
 @dataclass(frozen=True)
-class ReadDisturb:
-    """How far one read moves a stored voltage, known at `levels_V` (linear in between)."""
+class LevelTable:
+    """A quantity known at a few stored levels (increasing), linear in between and held
+    constant beyond them: what a fit swept at the DAC's levels gives."""
 
     levels_V: tuple[float, ...]
-    shift_per_read_V: tuple[float, ...]
+    values: tuple[float, ...]
 
     def __post_init__(self):
         levels = np.asarray(self.levels_V, float)
-        if (levels.size < 1 or levels.size != len(self.shift_per_read_V)
+        if (levels.size < 1 or levels.size != len(self.values)
                 or np.any(np.diff(levels) <= 0)):
-            raise ValueError("the read disturb needs one shift per level, the levels "
+            raise ValueError(f"{type(self).__name__} needs one value per level, the levels "
                              "increasing")
+
+    def at(self, stored_V) -> np.ndarray:
+        return np.interp(np.asarray(stored_V, dtype=np.float64), self.levels_V, self.values)
+
+
+class ReadDisturb(LevelTable):
+    """How far one read moves a stored voltage (values in volts per read)."""
 
     def per_read_V(self, stored_V) -> np.ndarray:
-        return np.interp(np.asarray(stored_V, dtype=float), self.levels_V,
-                         self.shift_per_read_V)
+        return self.at(stored_V)
 
 
-@dataclass(frozen=True)
-class WriteError:
-    """Where a write lands: target + error(target), the error known at the target levels the
-    write fit swept (linear in between). The write device's channel charge and feed-through
+class WriteError(LevelTable):
+    """Where a write lands: target + error(target), the error (values, volts) known at the
+    target levels the write fit swept. The write device's channel charge and feed-through
     leave a systematic, per-level error however long the pulse, so it is not noise to average
     away: summed over a column it shifts the charge."""
-
-    target_levels_V: tuple[float, ...]
-    level_error_V: tuple[float, ...]
-
-    def __post_init__(self):
-        levels = np.asarray(self.target_levels_V, float)
-        if (levels.size < 1 or levels.size != len(self.level_error_V)
-                or np.any(np.diff(levels) <= 0)):
-            raise ValueError("the write error needs one error per target level, the levels "
-                             "increasing")
 
     def written_V(self, target_V) -> np.ndarray:
         """The stored voltage a write of `target_V` leaves (targets outside the swept levels
         take the nearest level's error: the DAC clips to the stored range first)."""
-        target = np.asarray(target_V, dtype=np.float64)
-        return target + np.interp(target, self.target_levels_V, self.level_error_V)
+        return np.asarray(target_V, dtype=np.float64) + self.at(target_V)
 
 
 @dataclass(frozen=True)
