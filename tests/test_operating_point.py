@@ -102,8 +102,10 @@ def test_regen_reads_the_nonlinearity_at_the_designs_read_on_level(tmp_path):
     path = tmp_path / "builtin_1v8.toml"
     path.write_text(_design_1v8())
     assert regen_options("nonlinearity", load_design(path))["v_in_V"] == 1.8
-    assert regen_options("charge_per_pulse", builtin) == {"order": 5, "edge_order": 3,
-                                                           "objective": "lsq"}
+    # The design's [fits] table sets the orders; without a design, the regen defaults.
+    assert regen_options("charge_per_pulse", builtin) == {
+        "order": builtin.fits.charge_order, "edge_order": 3, "objective": "lsq"}
+    assert regen_options("charge_per_pulse")["order"] == 5
 
 
 def test_headline_states_the_records_levels():
