@@ -213,13 +213,24 @@ def headline(r: schema.FitRecord) -> list[tuple[str, str]]:
             rows.append((f"pulse current at {ends} V", f"{low * 1e6:.2f} / {high * 1e6:.2f} µA"))
             rows.append(("edge time", f"{r.value('edge_time') * 1e12:.0f} ps"))
     elif r.kind == "decay":
-        rows.append(("tau (simulator, window)", f"{r.value('time_constant') * 1e3:.3g} ms, "
-                                                f"asymptote {r.value('asymptote'):.3f} V"))
+        if "asymptote_by_level" in r.parameters:
+            asymptotes = np.asarray(r.value("asymptote_by_level"))
+            rows.append(("tau (simulator, window)",
+                         f"{r.value('time_constant') * 1e3:.3g} ms, asymptotes "
+                         f"{asymptotes.min():.3f} ... {asymptotes.max():.3f} V per level"))
+        else:
+            rows.append(("tau (simulator, window)", f"{r.value('time_constant') * 1e3:.3g} ms, "
+                                                    f"asymptote {r.value('asymptote'):.3f} V"))
         rows.append(("tau (sinh law)", f"{r.value('law_time_constant') * 1e3:.3g} ms, "
                                        f"V_s {r.value('law_voltage_scale') * 1e3:.0f} mV"))
+        level_law = m.get("window_level_law_at_nominal", {})
+        if level_law:
+            rows.append(("  simulator's law in window",
+                         f"{level_law['max_error_pct_fs']:.2f} % FS max"))
         window = m.get("window_exponential_at_nominal", {})
         if window:
-            rows.append(("  exponential in window", f"{window['max_error_pct_fs']:.2f} % FS max"))
+            rows.append(("  one exponential in window",
+                         f"{window['max_error_pct_fs']:.2f} % FS max"))
         if "activation_energy" in r.parameters:
             rows.append(("tau activation energy", f"{r.value('activation_energy'):.3f} eV"))
     elif r.kind == "sense_amp":
