@@ -208,21 +208,20 @@ def test_unit_width_totals_equal_the_products_with_unit_widths(decay_factor, mis
     rows = array.row_charges_C(np.ones((n_q, n_keys)), q0, k0, size)
     assert np.allclose(array.row_totals_C(n_q, q0, k0, size, n_keys), rows,
                        rtol=1e-10, atol=1e-22)
+    def ranged_rows(lo, hi):
+        """The totals over per-query key ranges [lo, hi), checked against the product with
+        widths 1 inside each range and 0 outside; returns that product."""
+        lo, hi = np.array(lo), np.array(hi)
+        keys = np.arange(k0, k0 + n_keys)
+        inside = (keys >= lo[:, None]) & (keys < hi[:, None])
+        rows = array.row_charges_C(inside.astype(float), q0, k0, size)
+        assert np.allclose(array.row_totals_C(n_q, q0, k0, size, n_keys, (lo, hi)), rows,
+                           rtol=1e-10, atol=1e-22)
+        return rows
+
     # Per-query key ranges (a ring buffer's rows held when the query reads) cut sub-tiles at
     # both ends: the same as the product with widths 1 inside each range, 0 outside.
-    lo = np.array([16, 20, 31, 33, 47])
-    hi = np.array([40, 60, 45, 60, 49])
-    inside = np.arange(k0, k0 + n_keys)
-    inside = (inside >= lo[:, None]) & (inside < hi[:, None])
-    rows = array.row_charges_C(inside.astype(float), q0, k0, size)
-    assert np.allclose(array.row_totals_C(n_q, q0, k0, size, n_keys, (lo, hi)), rows,
-                       rtol=1e-10, atol=1e-22)
+    rows = ranged_rows([16, 20, 31, 33, 47], [40, 60, 45, 60, 49])
     assert not np.allclose(rows, array.row_charges_C(np.ones((n_q, n_keys)), q0, k0, size))
     # Empty ranges, ranges on sub-tile boundaries and ranges past the keys count nothing there.
-    lo = np.array([16, 32, 10, 60, 100])
-    hi = np.array([16, 48, 17, 200, 120])
-    inside = np.arange(k0, k0 + n_keys)
-    inside = (inside >= lo[:, None]) & (inside < hi[:, None])
-    rows = array.row_charges_C(inside.astype(float), q0, k0, size)
-    assert np.allclose(array.row_totals_C(n_q, q0, k0, size, n_keys, (lo, hi)), rows,
-                       rtol=1e-10, atol=1e-22)
+    ranged_rows([16, 32, 10, 60, 100], [16, 48, 17, 200, 120])

@@ -136,6 +136,22 @@ def _load(path: Path | None, name: str) -> np.ndarray | None:
     return array
 
 
+def _finish(report: dict, as_json: bool, table, written_line: str | None,
+            failed_message: str) -> None:
+    """Print a validation's report (JSON, or its table and the files written) and exit
+    EXIT_FAILED naming the failed stages when it did not pass."""
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(table(report))
+        if written_line:
+            click.echo(written_line)
+    if not report["passed"]:
+        failed = [name for name, m in report["stages"].items() if not m["passed"]]
+        click.echo(failed_message.format(", ".join(failed)), err=True)
+        sys.exit(EXIT_FAILED)
+
+
 def _report_files(report_dir: Path, write) -> list[Path]:
     """`write()`'s files, an OSError turned into one line naming the report folder."""
     try:
@@ -245,18 +261,10 @@ def _run(scenario, rows, cols, seed, models, fits_dir, thresholds, as_json, repo
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted") from None
-    report = result.report
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(format_summary(report))
-        if written:
-            click.echo(f"wrote {', '.join(str(path) for path in written[:-1])} and "
-                       f"{written[-1]}")
-    if not report["passed"]:
-        failed = [name for name, m in report["stages"].items() if not m["passed"]]
-        click.echo(f"validation FAILED: {', '.join(failed)} above threshold", err=True)
-        sys.exit(EXIT_FAILED)
+    written_line = (f"wrote {', '.join(str(path) for path in written[:-1])} and {written[-1]}"
+                    if written else None)
+    _finish(result.report, as_json, format_summary, written_line,
+            "validation FAILED: {} above threshold")
 
 
 def format_summary(report: dict) -> str:
@@ -494,14 +502,6 @@ def montecarlo_command(rows, cols, samples, seed, inputs_name, models, fits_dir,
         raise click.ClickException(one_line(exc)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted") from None
-    report = result.report
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(montecarlo.format_table(report))
-        if written:
-            click.echo(f"wrote {', '.join(str(path) for path in written)}")
-    if not report["passed"]:
-        failed = [name for name, m in report["stages"].items() if not m["passed"]]
-        click.echo(f"montecarlo validation FAILED: {', '.join(failed)}", err=True)
-        sys.exit(EXIT_FAILED)
+    _finish(result.report, as_json, montecarlo.format_table,
+            f"wrote {', '.join(str(path) for path in written)}" if written else None,
+            "montecarlo validation FAILED: {}")

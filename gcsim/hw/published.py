@@ -60,9 +60,10 @@ def paper_model(constants: PublishedConstants = PAPER) -> HardwareModel:
 
 
 def linear_model(constants: PublishedConstants = PAPER) -> HardwareModel:
-    """Linear hardware: I = g * (V_store - 0.45), same decay, HardSigmoid and converters as `paper`.
+    """Linear hardware: I = g * (V_store - mid-rail), same decay, HardSigmoid and converters as
+    `paper`.
 
-    g is the least-squares linear fit of the published cell curve at V_in = 0.9 V over the full
+    g is the least-squares linear fit of the published cell curve at its read-on level over the full
     stored range (about 19.21 µA/V), so S and the outputs have the paper model's scale; the
     authors' own linear model used 19.3 µA/V. (The Taylor term at x = 0 alone, 13.6 µA/V, would
     ignore the strong cubic term and understate the scale.)
@@ -74,7 +75,8 @@ def linear_model(constants: PublishedConstants = PAPER) -> HardwareModel:
     return dataclasses.replace(
         paper,
         name="linear",
-        label=f"linear (I = {gain / MICROAMPERE:.2f} µA/V x (V_store - 0.45 V))",
+        label=(f"linear (I = {gain / MICROAMPERE:.2f} µA/V x "
+               f"(V_store - {constants.mid_rail_V:g} V))"),
         cell=PolynomialCell(coefficients_A=coefficients, v_mid_V=constants.mid_rail_V),
         notes={"linear_gain_A_per_V": gain},
     )
