@@ -137,3 +137,24 @@ def test_fitted_mode_applies_the_committed_loading_and_can_switch_it_off():
     # A few per cent, not a different model.
     scale = np.abs(ideal.S).max()
     assert np.max(np.abs(loaded.S - ideal.S)) < 0.15 * scale
+
+
+@pytest.mark.parametrize("bundle", ["builtin", "sky130"])
+def test_the_float32_correction_keeps_the_float64_model_to_a_millionth_of_full_scale(bundle):
+    """The loading correction's products run in float32 by default (half the cost); the
+    correction is a few per cent of S, so every stage stays within 1e-5 of its full scale of
+    the float64 correction's, and the switch does reach the products (they differ)."""
+    model = hardware_model(load_bundle(resources.FITS.parent / bundle))
+    rng = np.random.default_rng(11)
+    point = model.operating_point
+    q = rng.uniform(0, 1, (1, 2, 256, 64))
+    k, v = (rng.uniform(point.stored_min_V, point.stored_max_V, (1, 2, 256, 64))
+            for _ in range(2))
+    runs = {dtype: simulate_attention(q, k, v, "fitted", model=model, config=SimulationConfig(
+        window=256, quantize_output=False, loading_dtype=dtype)) for dtype in
+        ("float64", "float32")}
+    full, single = runs["float64"], runs["float32"]
+    for name in ("S", "phi", "output"):
+        reference, value = getattr(full, name), getattr(single, name)
+        difference = np.abs(value - reference).max() / np.abs(reference).max()
+        assert 0 < difference < 1e-5, (name, difference)

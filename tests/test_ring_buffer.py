@@ -116,7 +116,8 @@ def test_fitted_mode_matches_the_dense_physical_array_reference(T, window, array
     q, k, v = rng.random((T, D)), rng.random((T, D)) * 0.9, rng.random((T, D)) * 0.9
     config = SimulationConfig(window=window, array_size=array, decay=decay_factor is not False,
                               decay_factor=decay_factor or None, mismatch_seed=seed,
-                              readout_loading=loading, quantize_output=False, block_queries=32)
+                              readout_loading=loading, quantize_output=False, block_queries=32,
+                              loading_dtype="float64")   # the reference is float64 throughout
     result = simulate_attention(q, k, v, "fitted", model=model, config=config)
     _, _, vd = prepare_inputs(q, k, v, config, model.operating_point)
     cells = v_cells(model, seed, window, array, T, D)

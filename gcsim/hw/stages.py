@@ -206,6 +206,7 @@ class GainCellArray:
         shift = None if vt_shift_V is None else np.asarray(vt_shift_V, dtype=np.float64)
         self.terms: list[_Term] = []
         self._global_keys: np.ndarray | None = None
+        self._global_sums: np.ndarray | None = None   # (tokens, terms), see _term_sums
         if self.decay_factor == 0.0:
             # No decay: e = 1, the stored value is the written one and I(x) is a single feature.
             x = written_V - v_mid_V if shift is None else written_V - v_mid_V + shift
@@ -355,11 +356,25 @@ class GainCellArray:
             total += product * decay**term.power if term.power else product
         return total
 
+    def _term_sums(self, keys: np.ndarray) -> np.ndarray:
+        """(n_keys, terms): each key's sum over its head_dim cells of every term's feature."""
+        sums = np.empty((keys.shape[0], len(self.terms)), dtype=self.dtype)
+        col = 0
+        for index, term in enumerate(self.terms):
+            if term.constant is not None:   # one key column standing for head_dim equal cells
+                np.multiply(keys[:, col], self.head_dim, out=sums[:, index])
+                col += 1
+            else:
+                keys[:, col:col + self.head_dim].sum(axis=1, out=sums[:, index])
+                col += self.head_dim
+        return sums
+
     def column_totals_C(self, n_queries: int, query_start: int, key_start: int,
                         key_stop: int) -> np.ndarray:
         """`column_charges_C` with every width 1: each column's sum over all its cells (a
         conductance array's resting conductance). The unit widths factor out of the product,
-        so this sums the key features once instead of multiplying them by every query."""
+        so this sums the key features once (once per array when one set of decay factors
+        serves the whole sequence) and weighs the sums by each query's decay factors."""
         n_k = key_stop - key_start
         if not self.terms:
             return np.zeros((n_queries, n_k), dtype=self.dtype)
@@ -369,19 +384,18 @@ class GainCellArray:
         if base is None:
             return self.column_charges_C(np.ones((n_queries, self.head_dim), self.dtype),
                                          query_start, key_start, key_stop)
-        keys = self._key_features(key_start, key_stop, base)
-        scales = [None] if single else self._query_scales(query_start, n_queries, base)
-        out = np.zeros((n_queries, n_k), dtype=self.dtype)
-        col = 0
-        for term, scale in zip(self.terms, scales):
-            if term.constant is not None:   # one key column standing for head_dim equal cells
-                total = self.head_dim * keys[:, col]
-                col += 1
-            else:
-                total = keys[:, col : col + self.head_dim].sum(axis=1)
-                col += self.head_dim
-            out += total[None, :] if scale is None else np.multiply.outer(scale, total)
-        return out
+        if base == 0 and self._global_base and key_stop <= self.n_tokens:
+            if self._global_sums is None:
+                self._global_sums = self._term_sums(self._key_features(0, self.n_tokens, 0))
+            sums = self._global_sums[key_start:key_stop]
+        else:
+            sums = self._term_sums(self._key_features(key_start, key_stop, base))
+        if single:
+            return np.broadcast_to(sums[:, 0], (n_queries, n_k)).copy()
+        scales = self._query_scales(query_start, n_queries, base)
+        weights = np.stack([np.ones(n_queries, self.dtype) if scale is None else scale
+                            for scale in scales], axis=1)
+        return weights @ sums.T
 
     def row_totals_C(self, n_queries: int, query_start: int, key_start: int,
                      array_size: int, n_keys: int, key_ranges=None) -> np.ndarray:

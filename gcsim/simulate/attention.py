@@ -6,11 +6,14 @@ per-physical-array) outputs for the caller.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from gcsim.hw import (PAPER, PAPER_OPERATING_POINT, HardwareModel, MismatchSample,
                       OperatingPoint, WriteError, model_for_mode)
@@ -56,6 +59,8 @@ class SimulationConfig:
     temperature_C: float | None = None  # the decay's temperature (None: the model's nominal)
     extrapolate: bool = False  # run a fit beyond the range it was fitted over (and say so)
     read_disturb: bool = True  # with decay: every cell's reads move it (one read per token)
+    threads: int | None = None  # heads run at once (None: one per core)
+    loading_dtype: str = "float32"  # the readout-loading correction's products (few % of S)
 
     def validate(self) -> None:
         def positive_int(name, value, minimum=1):
@@ -71,6 +76,8 @@ class SimulationConfig:
         if self.stored_levels is not None:
             positive_int("stored levels", self.stored_levels, 2)
         positive_int("block size", self.block_queries)
+        if self.threads is not None:
+            positive_int("threads", self.threads)
         if self.decay_factor is not None and self.token_period_s is not None:
             raise ValueError("give either a decay factor or a token period, not both")
         if self.decay_factor is not None and not (
@@ -83,8 +90,9 @@ class SimulationConfig:
             raise ValueError(f"token period must be finite and > 0 s, got {self.token_period_s}")
         if self.temperature_C is not None and not math.isfinite(self.temperature_C):
             raise ValueError(f"temperature must be finite, got {self.temperature_C}")
-        if np.dtype(self.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        for name, value in (("dtype", self.dtype), ("loading dtype", self.loading_dtype)):
+            if np.dtype(value) not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise ValueError(f"{name} must be float32 or float64, got {value!r}")
 
 
 @dataclass
@@ -289,6 +297,7 @@ class _Run:
     keep: bool
     quantize_output: bool
     loading: ReadoutLoading | None
+    correction_dtype: np.dtype
     masks: BlockMasks
     write_error: WriteError | None
     decay: ExponentialDecay
@@ -332,6 +341,7 @@ class _Run:
             keep=config.keep_intermediates,
             quantize_output=config.quantize_output,
             loading=model.loading if config.readout_loading else None,
+            correction_dtype=np.dtype(config.loading_dtype),
             masks=BlockMasks(window, dtype),
             write_error=model.write_error if config.write_error else None,
             decay=decay,
@@ -414,10 +424,10 @@ def _gain_cell_arrays(k_written_V, v_written_V, model: HardwareModel, run: _Run,
     v_array = GainCellArray(v_written_V, cell_gain=v_gain, vt_shift_V=v_shift,
                             asymptote_V=v_asymptote, **array_args)
     if run.loading is not None:
-        k_array = run.loading.arrays(k_array, k_written_V, cell_gain=k_gain, vt_shift_V=k_shift,
-                                     asymptote_V=k_asymptote, **array_args)
-        v_array = run.loading.arrays(v_array, v_written_V, cell_gain=v_gain, vt_shift_V=v_shift,
-                                     asymptote_V=v_asymptote, **array_args)
+        k_array = run.loading.arrays(k_array, k_written_V, run.correction_dtype, cell_gain=k_gain,
+                                     vt_shift_V=k_shift, asymptote_V=k_asymptote, **array_args)
+        v_array = run.loading.arrays(v_array, v_written_V, run.correction_dtype, cell_gain=v_gain,
+                                     vt_shift_V=v_shift, asymptote_V=v_asymptote, **array_args)
     return k_array, v_array
 
 
@@ -564,18 +574,34 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
         mismatch = draw_mismatch(model, config.mismatch_seed, heads, head_dim, config,
                                  run.window)
     signals = _Signals.allocate(qd.shape, run)
-    for h in range(heads):
-        k_cells = v_cells = (None, None)
-        if mismatch is not None:
-            k_cells = _per_token(mismatch[0], h, n_tokens, True, run.array_size)
-            v_cells = _per_token(mismatch[1], h, n_tokens, False, run.array_size)
-        for b in range(batch):
-            k_array, v_array = _gain_cell_arrays(kd[b, h], vd[b, h], model, run, k_cells,
-                                                 v_cells)
-            widths = _query_pulses_s(qd[b, h], model, run.dtype)
-            for t0 in range(0, n_tokens, run.block):
-                _run_block(k_array, v_array, widths, t0, min(n_tokens, t0 + run.block), model,
-                           run, signals, b, h)
+    per_head = [((None, None), (None, None))] * heads
+    if mismatch is not None:
+        per_head = [(_per_token(mismatch[0], h, n_tokens, True, run.array_size),
+                     _per_token(mismatch[1], h, n_tokens, False, run.array_size))
+                    for h in range(heads)]
+
+    def one_head(b: int, h: int) -> None:
+        k_cells, v_cells = per_head[h]
+        k_array, v_array = _gain_cell_arrays(kd[b, h], vd[b, h], model, run, k_cells, v_cells)
+        widths = _query_pulses_s(qd[b, h], model, run.dtype)
+        for t0 in range(0, n_tokens, run.block):
+            _run_block(k_array, v_array, widths, t0, min(n_tokens, t0 + run.block), model, run,
+                       signals, b, h)
+
+    pairs = [(b, h) for h in range(heads) for b in range(batch)]
+    workers = min(len(pairs), config.threads or os.cpu_count() or 1)
+    if workers == 1:
+        for b, h in pairs:
+            one_head(b, h)
+    else:
+        # One head per thread, each with a single-threaded BLAS: the block products are too
+        # small for BLAS's own threads to pay (they wait on each other, worst on a busy
+        # machine), while heads are independent and NumPy releases the GIL in its kernels.
+        # Every head writes only its own slices of `signals`.
+        with threadpool_limits(limits=1, user_api="blas"), \
+                ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in [pool.submit(one_head, b, h) for b, h in pairs]:
+                done.result()
 
     return AttentionResult(
         mode=model.name,

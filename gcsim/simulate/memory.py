@@ -91,7 +91,8 @@ def estimate_peak_bytes(config, shapes, *, powers: int = 6, references: tuple[st
         n_sub = keys // a
         slots = min(_ceil_div(window, a) + 1, n_tiles)
         loading = config.readout_loading and run_mode == "fitted"
-        arrays_per_side = 3 if loading else 1    # the current array, resting and extra
+        # the current array, resting and extra, and the current in the correction's precision
+        arrays_per_side = 4 if loading else 1
         result = n * 8
         if keep:   # S, phi, S in the published units (the report), the sub-tile outputs
             result += 3 * batch * heads * tokens * band * size
@@ -113,7 +114,9 @@ def estimate_peak_bytes(config, shapes, *, powers: int = 6, references: tuple[st
         v_side = n_sub * block * powers * dim * size
         v_side += (2 * arrays_per_side + 3) * block * n_sub * dim * size
         v_side += 2 * block * slots * dim * size
-        working = written + cells + mismatch + masks + k_side + v_side
+        # Heads run in parallel threads, each with its own arrays and block temporaries.
+        workers = min(batch * heads, getattr(config, "threads", None) or os.cpu_count() or 1)
+        working = written + mismatch + masks + workers * (cells + k_side + v_side)
         return result, working
 
     result, working = run_bytes(mode, config.keep_intermediates)

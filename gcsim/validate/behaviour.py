@@ -112,6 +112,9 @@ def run_model(q: np.ndarray, k_V: np.ndarray, v_V: np.ndarray, model: HardwareMo
                               token_period_s=token_period_s, keep_intermediates=True,
                               block_queries=C, write_error=write_error,
                               mismatch_seed=mismatch_seed,
+                              # one tile, checked against SPICE and against the charges
+                              # recomputed below: the loading correction in full precision
+                              loading_dtype="float64",
                               # the CLI refuses ages beyond the decay fit unless asked
                               extrapolate=True)
     result = simulate_attention(queries, k_V, v_V, mode="fitted", config=config, model=model)
