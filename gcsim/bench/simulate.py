@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from gcsim.simulate.attention import SimulationConfig, prepare_inputs, simulate_attention
 from gcsim.simulate.memory import check_memory, estimate_peak_bytes
@@ -47,23 +50,55 @@ def _floor_operands(q, k, v, window: int, seed: int, mid_rail_V: float):
     return q.astype(np.float32), keys_t, pulses, (v - mid_rail_V).astype(np.float32)
 
 
-def floor_products(queries, keys_t, pulses, values, powers: int) -> None:
-    """One Q.K^T and one phi.V product per polynomial power, full (tokens x tokens) size."""
-    for _ in range(powers):
-        np.matmul(queries, keys_t)
-        np.matmul(pulses, values)
+def floor_products(queries, keys_t, pulses, values, powers: int, threads: int | None = None
+                   ) -> None:
+    """One Q.K^T and one phi.V product per polynomial power, full (tokens x tokens) size, with
+    the heads spread over threads as the simulator spreads them (see `per_head`)."""
+    def one_head(b: int, h: int) -> None:
+        for _ in range(powers):
+            np.matmul(queries[b, h], keys_t[b, h])
+            np.matmul(pulses[b, h], values[b, h])
+
+    per_head(one_head, queries.shape[0], queries.shape[1], threads)
 
 
-def softmax_attention(queries, keys_t, values, window: int) -> np.ndarray:
-    """Plain dense float32 causal sliding-window softmax attention in NumPy."""
+def per_head(work, batch: int, heads: int, threads: int | None = None) -> None:
+    """Runs `work(b, h)` for every head as the simulator does: one head per thread, each on a
+    single BLAS thread, when there is more than one head and core. So floor and simulator
+    share one way of using the cores, and a busy machine slows both alike (BLAS's own
+    threads, spinning while the other core is taken, slow a large product far more)."""
+    pairs = [(b, h) for b in range(batch) for h in range(heads)]
+    workers = min(len(pairs), threads or os.cpu_count() or 1)
+    if workers == 1:
+        for b, h in pairs:
+            work(b, h)
+        return
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(work, b, h) for b, h in pairs]:
+            done.result()
+
+
+def softmax_attention(queries, keys_t, values, window: int, threads: int | None = None
+                      ) -> np.ndarray:
+    """Plain dense float32 causal sliding-window softmax attention in NumPy, one head per
+    thread (see `per_head`)."""
     tokens = queries.shape[-2]
-    scores = np.matmul(queries, keys_t) * np.float32(1.0 / math.sqrt(queries.shape[-1]))
     age = np.arange(tokens)[:, None] - np.arange(tokens)[None, :]
-    scores[..., ~((age >= 0) & (age < window))] = -np.inf
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    return np.matmul(scores, values)
+    outside = ~((age >= 0) & (age < window))
+    out = np.empty(queries.shape[:-1] + values.shape[-1:], dtype=values.dtype)
+
+    def one_head(b: int, h: int) -> None:
+        scores = queries[b, h] @ keys_t[b, h]
+        scores *= np.float32(1.0 / math.sqrt(queries.shape[-1]))
+        scores[outside] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        np.matmul(scores, values[b, h], out=out[b, h])
+
+    per_head(one_head, queries.shape[0], queries.shape[1], threads)
+    return out
 
 
 def estimate_bench_bytes(batch: int, heads: int, tokens: int, dim: int, window: int,
@@ -149,6 +184,8 @@ def run_bench(
     result = {
         "shape": {"batch": batch, "heads": heads, "tokens": tokens, "dim": dim, "window": window},
         "repeats": repeats,
+        "threads": min(batch * heads, os.cpu_count() or 1),
+        "load_average": _load_average(),
         "floor_s": best["floor"],
         "floor_products": f"{2 * powers} float32 matmuls per head ({powers} powers x 2 products)",
         "softmax_s": best["softmax"],
@@ -163,6 +200,14 @@ def run_bench(
             "ratio_to_softmax": best[name] / best["softmax"],
         }
     return result
+
+
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them ('n/a' where unknown)."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def format_bench(result: dict) -> str:
@@ -180,5 +225,7 @@ def format_bench(result: dict) -> str:
                 f"  {entry['ratio_to_floor']:5.2f}x floor"
                 f"  {entry['ratio_to_softmax']:5.2f}x softmax  [{entry['dtype']}; {entry['label']}]"
             )
-    lines.append(f"  best of {result['repeats']} interleaved repeats; target <= 2.5x floor")
+    lines.append(f"  best of {result['repeats']} interleaved repeats, {result['threads']} "
+                 f"thread(s), one head per thread, all entries; load average "
+                 f"{result['load_average']}")
     return "\n".join(lines)
