@@ -7,6 +7,7 @@ gcsim.simulate.windows.)
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +208,7 @@ class GainCellArray:
         self.terms: list[_Term] = []
         self._global_keys: np.ndarray | None = None
         self._global_sums: np.ndarray | None = None   # (tokens, terms), see _term_sums
+        self._lock = threading.Lock()
         if self.decay_factor == 0.0:
             # No decay: e = 1, the stored value is the written one and I(x) is a single feature.
             x = written_V - v_mid_V if shift is None else written_V - v_mid_V + shift
@@ -289,7 +291,9 @@ class GainCellArray:
         if base != 0 or not self._global_base:
             return self._build_keys(start, stop, base)
         if self._global_keys is None:
-            self._global_keys = self._build_keys(0, self.n_tokens, 0)
+            with self._lock:   # blocks of one array may run in parallel threads
+                if self._global_keys is None:
+                    self._global_keys = self._build_keys(0, self.n_tokens, 0)
         if stop <= self.n_tokens:
             return self._global_keys[start:stop]
         out = np.zeros((stop - start, self._global_keys.shape[1]), dtype=self.dtype)
@@ -386,7 +390,10 @@ class GainCellArray:
                                          query_start, key_start, key_stop)
         if base == 0 and self._global_base and key_stop <= self.n_tokens:
             if self._global_sums is None:
-                self._global_sums = self._term_sums(self._key_features(0, self.n_tokens, 0))
+                keys = self._key_features(0, self.n_tokens, 0)
+                with self._lock:
+                    if self._global_sums is None:
+                        self._global_sums = self._term_sums(keys)
             sums = self._global_sums[key_start:key_stop]
         else:
             sums = self._term_sums(self._key_features(key_start, key_stop, base))

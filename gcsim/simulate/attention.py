@@ -580,28 +580,41 @@ def _simulate_hardware(qd, kd, vd, model: HardwareModel, config, output_shape) -
                      _per_token(mismatch[1], h, n_tokens, False, run.array_size))
                     for h in range(heads)]
 
-    def one_head(b: int, h: int) -> None:
+    def head_arrays(b: int, h: int):
         k_cells, v_cells = per_head[h]
         k_array, v_array = _gain_cell_arrays(kd[b, h], vd[b, h], model, run, k_cells, v_cells)
-        widths = _query_pulses_s(qd[b, h], model, run.dtype)
+        return k_array, v_array, _query_pulses_s(qd[b, h], model, run.dtype)
+
+    def block(arrays, b: int, h: int, t0: int) -> None:
+        _run_block(*arrays, t0, min(n_tokens, t0 + run.block), model, run, signals, b, h)
+
+    def one_head(b: int, h: int) -> None:
+        arrays = head_arrays(b, h)
         for t0 in range(0, n_tokens, run.block):
-            _run_block(k_array, v_array, widths, t0, min(n_tokens, t0 + run.block), model, run,
-                       signals, b, h)
+            block(arrays, b, h, t0)
 
     pairs = [(b, h) for h in range(heads) for b in range(batch)]
-    workers = min(len(pairs), config.threads or os.cpu_count() or 1)
-    if workers == 1:
-        for b, h in pairs:
-            one_head(b, h)
-    else:
-        # One head per thread, each with a single-threaded BLAS: the block products are too
-        # small for BLAS's own threads to pay (they wait on each other, worst on a busy
-        # machine), while heads are independent and NumPy releases the GIL in its kernels.
-        # Every head writes only its own slices of `signals`.
-        with threadpool_limits(limits=1, user_api="blas"), \
-                ThreadPoolExecutor(max_workers=workers) as pool:
-            for done in [pool.submit(one_head, b, h) for b, h in pairs]:
-                done.result()
+    workers = config.threads or os.cpu_count() or 1
+    # The block products are too small for BLAS's own threads to pay: they wait on each
+    # other, and on a busy machine a spinning BLAS thread slows a block tenfold. So BLAS runs
+    # single-threaded and the threads take whole heads, or, with fewer heads than threads,
+    # the blocks of one head (NumPy releases the GIL in its kernels). Each head and each
+    # block writes only its own slices of `signals`.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            for b, h in pairs:
+                one_head(b, h)
+        elif len(pairs) >= workers:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for done in [pool.submit(one_head, b, h) for b, h in pairs]:
+                    done.result()
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for b, h in pairs:
+                    arrays = head_arrays(b, h)
+                    for done in [pool.submit(block, arrays, b, h, t0)
+                                 for t0 in range(0, n_tokens, run.block)]:
+                        done.result()
 
     return AttentionResult(
         mode=model.name,
