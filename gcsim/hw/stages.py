@@ -336,14 +336,20 @@ class GainCellArray:
         base = self._choose_base(query_start + n_q - 1, key_start, key_stop)
         if base is not None:
             scales = self._query_scales(query_start, n_q, base)
-            columns = []
+            queries = np.empty((n_q, self._width), dtype=self.dtype)
+            col = 0
             for term, scale in zip(self.terms, scales):
                 if term.constant is not None:  # the key side carries the constant
                     total = widths.sum(axis=1)
-                    columns.append((total if scale is None else total * scale)[:, None])
+                    queries[:, col] = total if scale is None else total * scale
+                    col += 1
+                    continue
+                part = queries[:, col:col + self.head_dim]
+                if scale is None:
+                    np.copyto(part, widths)
                 else:
-                    columns.append(widths if scale is None else widths * scale[:, None])
-            queries = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
+                    np.multiply(widths, scale[:, None], out=part)
+                col += self.head_dim
             return queries @ self._key_features(key_start, key_stop, base).T
         # Decay too strong to factorise over this span: explicit decay matrix per power.
         decay = self._decay_matrix(query_start, n_q, key_start, n_k)
@@ -431,8 +437,7 @@ class GainCellArray:
         by_tile = sums.reshape(n_sub, array_size, -1)
         sums = by_tile.sum(axis=1)   # (sub, N)
         # Every query sees the same sums; only the decay scales differ between queries.
-        products = np.broadcast_to(sums[:, None, :], (n_sub, n_queries, sums.shape[1]))
-        totals = np.array(self._weigh_row_terms(products, query_start, base))
+        totals = self._weigh_sums(sums, query_start, n_queries, base)
         if key_ranges is None:
             return totals
         # A query's range cuts at most the sub-tiles holding its ends: those two get their kept
@@ -465,6 +470,28 @@ class GainCellArray:
         totals[head[cut], queries[cut]] = kept[0][cut]
         totals[tail[cut], queries[cut]] = kept[1][cut]
         return totals
+
+    def _weigh_sums(self, sums: np.ndarray, query_start: int, n_queries: int, base: int
+                    ) -> np.ndarray:
+        """`_weigh_row_terms` of sums every query shares, (sub, N) -> (sub, query, head_dim):
+        one small product of the queries' decay scales with the sums, not a pass over a
+        (sub, query, N) broadcast."""
+        n_sub = sums.shape[0]
+        if self._single_feature() and self.terms[0].feature is not None:
+            return np.repeat(sums[:, None, :], n_queries, axis=1)
+        scales = self._query_scales(query_start, n_queries, base)
+        weights = np.stack([np.ones(n_queries, self.dtype) if s is None else s
+                            for s in scales], axis=1)   # (query, terms)
+        # Per term: (sub, head_dim); a constant term's one column stands for every cell.
+        per_term = np.empty((len(self.terms), n_sub, self.head_dim), dtype=self.dtype)
+        col = 0
+        for index, term in enumerate(self.terms):
+            width = 1 if term.constant is not None else self.head_dim
+            per_term[index] = sums[:, col:col + width]
+            col += width
+        out = weights @ per_term.reshape(len(self.terms), -1)   # (query, sub * head_dim)
+        return np.ascontiguousarray(out.reshape(n_queries, n_sub, self.head_dim)
+                                    .transpose(1, 0, 2))
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
         """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the
