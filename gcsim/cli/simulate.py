@@ -170,6 +170,13 @@ def simulate_group() -> None:
                    "says so) instead of refusing.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Arithmetic precision of the arrays.")
+@click.option("--loading-dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True,
+              help="Fitted mode: precision of the readout-loading correction's products (a "
+                   "few per cent of S; float32 keeps S within 1e-5 of full scale of float64's "
+                   "at half the cost).")
+@click.option("--threads", type=click.IntRange(1, 4096), default=None,
+              help="Threads the simulator runs heads (or one head's blocks) on [one per core].")
 @click.option("--save", "save_path", type=str, default=None,
               help="Write S, phi, output, the inputs q, k, v and more to this .npz (a name "
                    "without a suffix gets .npz).")
@@ -180,8 +187,8 @@ def simulate_group() -> None:
 def attention_command(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                       array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                       mismatch_seed, no_readout_loading, no_write_error, temperature,
-                      extrapolate, dtype, save_path, plot_path, as_json,
-                      confirmed):  # fmt: skip
+                      extrapolate, dtype, loading_dtype, threads, save_path, plot_path,
+                      as_json, confirmed):  # fmt: skip
     """Simulate attention on gain-cell arrays and report its accuracy against ideal and linear.
 
     Inputs are your own Q, K, V .npy files (2-D tokens x dim, 3-D heads x tokens x dim or 4-D
@@ -223,7 +230,7 @@ _OUT_OF_MEMORY = ("out of memory: the run needed more than the machine could giv
 def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, seed, window,
                    array_size, no_quantize, no_clip, no_decay, decay_factor, token_period,
                    mismatch_seed, no_readout_loading, no_write_error, temperature,
-                   extrapolate, dtype, save_path, plot_path, as_json,
+                   extrapolate, dtype, loading_dtype, threads, save_path, plot_path, as_json,
                    confirmed) -> dict:  # fmt: skip
     # Everything that can be refused is, before anything large is allocated or simulated:
     # the outputs, the options, the inputs' shapes and the memory the run would need.
@@ -231,7 +238,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
     random_shape = _random_shape(q_path, k_path, v_path, tokens, heads, dim)
     model = _check_options(mode, fits_dir, no_decay, decay_factor, token_period, mismatch_seed)
     fitted_only = {"--no-write-error": no_write_error, "--temperature": temperature is not None,
-                   "--extrapolate": extrapolate}
+                   "--extrapolate": extrapolate, "--loading-dtype": loading_dtype != "float32"}
     for option, given in fitted_only.items():
         if given and mode != "fitted":
             raise ValueError(f"{option} needs --mode fitted: it acts on the fits bundle's models")
@@ -239,7 +246,7 @@ def _run_attention(mode, fits_dir, q_path, k_path, v_path, tokens, heads, dim, s
                                 token_period, mismatch_seed, no_readout_loading, dtype,
                                 keep_intermediates=bool(save_path or plot_path))
     config = replace(config, write_error=not no_write_error, temperature_C=temperature,
-                     extrapolate=extrapolate)
+                     extrapolate=extrapolate, loading_dtype=loading_dtype, threads=threads)
     config.validate()
     if random_shape is None:
         q, k, v = (_load_npy(p, n) for p, n in zip((q_path, k_path, v_path), "QKV"))
