@@ -104,6 +104,11 @@ class ReportingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`gcsim ... | head`): stop quietly, as Unix tools do, with
+            # stdout pointed at devnull so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None   # 128 + SIGPIPE, as a shell reports it
         except click.UsageError as exc:
             # A missing argument or a bad option of any sub-command: one line, like every other
             # error, naming where help is (click would print usage and hint lines first).

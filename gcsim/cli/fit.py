@@ -253,9 +253,65 @@ def export_group():
     """Export fitted models to other tools' formats.
 
     \b
-    Example:
-      gcsim export paper-coefficients fits/nonlinearity.json
+    Examples:
+      gcsim export paper-model fits/builtin --token-period 0.8e-6
+      gcsim export paper-coefficients fits/builtin/charge_per_pulse.json
     """
+
+
+@export_group.command("paper-model")
+@click.argument("fits_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--token-period", type=float, default=None,
+              help="Token period in seconds for the decay factor [the design's].")
+@click.option("--temperature", type=float, default=None,
+              help="Temperature in °C of the decay [the bundle's nominal one].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def export_paper_model(fits_dir, token_period, temperature, as_json):
+    """A fits bundle in the published model's form, for the published PyTorch training code.
+
+    Prints the 10 cell coefficients (the fitted current at the read level projected onto the
+    published cubic, in µA over the published stored range [0, 0.9] V that the design's DAC
+    range maps onto), the decay factor per token (token period / retention time constant),
+    the HardSigmoid saturation (the code's 80) and the output full scale (its 40), in the
+    code's units (µA x T_max), and then what the form cannot express, each with its size.
+    `gcsim accuracy --modes ...,exported` measures what that costs on a task.
+
+    \b
+    Examples:
+      gcsim export paper-model fits/builtin
+      gcsim export paper-model fits/sky130 --token-period 1e-6 --temperature 85 --json
+    """
+    from gcsim.hw import load_fitted_models
+    from gcsim.hw.export import published_form
+
+    try:
+        model = load_fitted_models(fits_dir)
+        form = published_form(model, token_period, temperature, source=str(fits_dir))
+    except (GcsimError, ValueError, OSError) as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps({**form.numbers, "not_expressed": list(form.not_expressed)},
+                              indent=2))
+        return
+    numbers = form.numbers
+    error = numbers["cubic_error_percent_of_max_current"]
+    click.echo(f"published form of {fits_dir} (token period {numbers['token_period_s']:.3g} s, "
+               f"{numbers['temperature_C']} °C)")
+    click.echo("  coefficients (µA, order (i,j) = "
+               + " ".join(f"{i}{j}" for i, j in numbers["coefficient_order"]) + "):")
+    click.echo("    [" + ", ".join(f"{c:.8g}" for c in numbers["coefficients"]) + "]")
+    click.echo(f"    cubic off the fitted cell by {error['rms']:.2f} % RMS, {error['max']:.2f} % "
+               "max of the largest current")
+    click.echo(f"  stored values: {numbers['stored_mapping']}")
+    click.echo(f"  decay factor per token  {numbers['decay_factor']:.6g}   (published 1.6e-4; "
+               f"tau {numbers['retention_time_constant_s']:.4g} s)")
+    click.echo(f"  HardSigmoid saturation  {numbers['hardsigmoid_saturation']:.6g}   "
+               "(published 80)")
+    click.echo(f"  output full scale       {numbers['output_full_scale']:.6g}   (published 40), "
+               f"{numbers['output_levels']} levels")
+    click.echo("  not expressed:")
+    for line in form.not_expressed:
+        click.echo(f"    - {line}")
 
 
 @export_group.command("paper-coefficients")
