@@ -252,6 +252,8 @@ GRADIENT_TWINS = [   # (id, twin from window, array and options)
                                                    decay_factor=0.05, **o)),
     ("fitted", lambda w, a, **o: fitted(window=w, array=a, decay_factor=0.02, mismatch_seed=2,
                                         **o)),
+    ("fitted-no-decay", lambda w, a, **o: fitted(window=w, array=a, decay=False,
+                                                 mismatch_seed=2, **o)),
     # sky130's cells hardly leak over the fitted ages: a decay far past them, to have one
     ("sky130", lambda w, a, **o: fitted(SKY130, window=w, array=a, decay_factor=0.05,
                                         mismatch_seed=2, extrapolate=True, **o)),

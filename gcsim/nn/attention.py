@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from gcsim.hw import (PAPER_OPERATING_POINT, HardwareModel, OperatingPoint, at_operating_point,
@@ -122,8 +121,8 @@ class GainCellAttention(nn.Module):
             # refuses a window older than the decay fit unless `extrapolate`.
             run = _Run.plan(self.model, self._config, int(window))
             self.run = run.on_ring(window) if self.model.ring_buffer else run
+            self.law = _cell_law(self.model, self.run)
         self._geometry_cache: dict = {}
-        self._powers = None
         for name in ("k_cell_gain", "k_cell_shift_V", "v_cell_gain", "v_cell_shift_V"):
             self.register_buffer(name, None)
         self._mismatch_shape = None
@@ -184,7 +183,6 @@ class GainCellAttention(nn.Module):
                                  f"of dim {self._mismatch_shape[1]}, got {heads} x {head_dim}")
             return
         self._mismatch_shape = (heads, head_dim)
-        self._powers = None   # per-cell shifts change which decay powers the cells have
         if self._config.mismatch_seed is None or self.run is None:
             return
         drawn = draw_mismatch(self.model, self._config.mismatch_seed, heads, head_dim,
@@ -238,7 +236,7 @@ class GainCellAttention(nn.Module):
         age = t - j
         inside = (age >= 0) & (age < window) & (j < n_tokens)
         f = self.run.decay_factor
-        max_power = self._max_power()
+        max_power = self.law.degree
         powers = torch.arange(max_power + 1, dtype=torch.float64)[:, None, None]
         factorised = f * max_power * n_keys <= FACTORISE_EXPONENT_LIMIT[ref.dtype]
         if factorised:
@@ -273,12 +271,6 @@ class GainCellAttention(nn.Module):
         return _Geometry(mask=inside.to(ref), decay=decay, held=held,
                          held_decay=held_decay, read=read.T.unsqueeze(-1).to(ref), n_sub=n_sub)
 
-    def _max_power(self) -> int:
-        orders = [len(self.run.power_coefficients_A)]
-        loading = self.run.loading
-        if loading is not None:
-            orders.append(max(len(loading.on_conductance_S), len(loading.off_conductance_S)))
-        return max(orders) - 1
 
     def _fold(self, per_subtile: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Per-sub-tile values summed per physical array of the ring (sub-tile s lives in
@@ -356,67 +348,13 @@ class GainCellAttention(nn.Module):
             return AttentionSignals(output, None, None)
         return AttentionSignals(output, torch.where(inside, dots, 0.0), weights)
 
-    def _arrays(self, written_V, cells):
-        """One array's cells (K or V) written at the DAC voltages: where the writes land, each
-        cell's asymptote, and its features for the current and, with loading, the resting and
-        the pulsed-minus-resting conductances (gcsim.hw.loading.ReadoutLoading.arrays), as
-        {"current", "rest", "extra"}: fn.CellFeatures. Recomputed in the backward pass rather
-        than kept: the float64 power tables behind them are several times their size."""
+    def _arrays(self, written_V, cells) -> dict[str, fn.CellFeatures]:
+        """One array's cells (K or V) written at the DAC voltages, as {"current", and with
+        loading "rest" and "extra"}: their features for the current, the resting and the
+        pulsed-minus-resting conductances (gcsim.hw.loading.ReadoutLoading.arrays)."""
         gain, shift = cells
-        values = torch.utils.checkpoint.checkpoint(self._cell_values, written_V, gain, shift,
-                                                   use_reentrant=False)
-        powers = self._cell_powers()
-        return {name: fn.CellFeatures(p, v)
-                for name, p, v in zip(("current", "rest", "extra"), powers, values)}
-
-    def _polynomials(self) -> list:
-        """The cell current's power coefficients and, with loading, the resting and the
-        pulsed-minus-resting conductances' (gcsim.hw.loading.ReadoutLoading.arrays)."""
-        run = self.run
-        polynomials = [run.power_coefficients_A]
-        loading = run.loading
-        if loading is not None:
-            order = max(len(loading.on_conductance_S), len(loading.off_conductance_S))
-            on = list(loading.on_conductance_S) + [0.0] * (order - len(loading.on_conductance_S))
-            off = (list(loading.off_conductance_S)
-                   + [0.0] * (order - len(loading.off_conductance_S)))
-            polynomials += [off, [a - b for a, b in zip(on, off)]]
-        return polynomials
-
-    def _cell_features(self, written_V, gain, shift) -> list[fn.CellFeatures]:
-        run, model = self.run, self.model
-        # In float64 whatever the module's dtype, then cast, as the simulator builds its
-        # features: the terms of the decay expansion cancel (by about three digits on sky130,
-        # whose fitted asymptotes lie far beyond its levels).
-        dtype = written_V.dtype
-        written_V = written_V.to(torch.float64)
-        gain, shift = (None if x is None else x.to(torch.float64) for x in (gain, shift))
-        if run.write_error is not None:
-            written_V = written_V + fn.interp(written_V, run.write_error.levels_V,
-                                              run.write_error.values)
-        asymptote = 0.0
-        if run.decay_factor:
-            decay = run.decay
-            asymptote = (decay.asymptote_V if decay.asymptote_levels_V is None else
-                         fn.interp(written_V, decay.asymptote_levels_V,
-                                   decay.asymptote_by_level_V))
-        cells = fn.cell_features(written_V, self._polynomials(), model.cell.v_mid_V,
-                                 run.decay_factor, asymptote, gain, shift)
-        return [fn.CellFeatures(c.powers, c.values.to(dtype)) for c in cells]
-
-    def _cell_values(self, written_V, gain, shift) -> tuple[torch.Tensor, ...]:
-        return tuple(c.values for c in self._cell_features(written_V, gain, shift))
-
-    def _cell_powers(self) -> list[list[int]]:
-        """Which decay powers each polynomial's features have (they depend on the model and
-        on whether the cells have per-cell asymptotes, not on the values written)."""
-        if self._powers is None:
-            ref = self._reference
-            probe = torch.full((1, 1), self.operating_point.mid_rail_V, dtype=torch.float64,
-                               device=ref.device)
-            cells = None if self.k_cell_gain is None else torch.ones_like(probe)
-            self._powers = [c.powers for c in self._cell_features(probe, cells, cells)]
-        return self._powers
+        features = fn.cell_features(written_V, self.law, gain, shift)
+        return dict(zip(("current", "rest", "extra"), features))
 
     def _hardware(self, qd, kd, vd, keep: bool) -> AttentionSignals:
         """The hardware modes' signal chain (gcsim.simulate.attention._run_block, dense over the
@@ -544,3 +482,27 @@ class GainCellAttention(nn.Module):
         if self._config.quantize_output:
             x = fn.quantize(x, -1.0, 1.0, converter.levels)
         return x
+
+
+def _cell_law(model: HardwareModel, run: _Run) -> fn.CellLaw:
+    """What the run does to the cells (the simulator's _gain_cell_arrays): the model's cell
+    current and, with loading, the resting and the pulsed-minus-resting conductances (padded to
+    one order, as ReadoutLoading.arrays does); the run's decay (with the read disturb folded
+    in) and write error."""
+    polynomials = [tuple(float(a) for a in run.power_coefficients_A)]
+    loading = run.loading
+    if loading is not None:
+        order = max(len(loading.on_conductance_S), len(loading.off_conductance_S))
+        on = list(loading.on_conductance_S) + [0.0] * (order - len(loading.on_conductance_S))
+        off = list(loading.off_conductance_S) + [0.0] * (order - len(loading.off_conductance_S))
+        polynomials += [tuple(off), tuple(a - b for a, b in zip(on, off))]
+    decay = run.decay
+    table = None
+    if run.decay_factor and decay.asymptote_levels_V is not None:
+        table = (tuple(decay.asymptote_levels_V), tuple(decay.asymptote_by_level_V))
+    write = run.write_error
+    return fn.CellLaw(
+        polynomials=tuple(polynomials), v_mid_V=model.cell.v_mid_V,
+        decay_factor=run.decay_factor, asymptote_V=float(decay.asymptote_V),
+        asymptote_table=table,
+        write_error=None if write is None else (tuple(write.levels_V), tuple(write.values)))

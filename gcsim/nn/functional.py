@@ -5,6 +5,7 @@ and the two array products against a dense decay matrix per power."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -52,20 +53,43 @@ def clip(x: torch.Tensor, lo: float, hi: float, straight_through: bool = False) 
     return torch.clamp(x, lo, hi)
 
 
-def interp(x: torch.Tensor, xp, fp) -> torch.Tensor:
-    """np.interp(x, xp, fp) in torch (xp increasing; held constant beyond its ends), with the
-    piecewise slope as gradient."""
+def _interp(x: torch.Tensor, xp, fp, slope: bool = False):
+    """np.interp(x, xp, fp) in torch (xp increasing; held constant beyond its ends), and with
+    `slope`, its derivative: the segment's slope inside [xp[0], xp[-1]), zero outside."""
     xp_t = torch.as_tensor(np.asarray(xp, dtype=np.float64), dtype=x.dtype, device=x.device)
     fp_t = torch.as_tensor(np.asarray(fp, dtype=np.float64), dtype=x.dtype, device=x.device)
     n = xp_t.numel()
     if n == 1:
-        return fp_t[0] + 0.0 * x
-    j = (torch.searchsorted(xp_t, x.detach().contiguous(), right=True) - 1).clamp(0, n - 2)
+        value = torch.full_like(x, float(fp_t[0]))
+        return (value, torch.zeros_like(x)) if slope else value
+    j = (torch.searchsorted(xp_t, x.contiguous(), right=True) - 1).clamp(0, n - 2)
     x0, y0 = xp_t[j], fp_t[j]
-    slope = (fp_t[j + 1] - y0) / (xp_t[j + 1] - x0)
-    y = slope * (x - x0) + y0
-    y = torch.where(x < xp_t[0], fp_t[0], y)
-    return torch.where(x >= xp_t[-1], fp_t[-1], y)
+    segment = (fp_t[j + 1] - y0) / (xp_t[j + 1] - x0)
+    value = segment * (x - x0) + y0
+    below, above = x < xp_t[0], x >= xp_t[-1]
+    value = torch.where(below, fp_t[0], torch.where(above, fp_t[-1], value))
+    if not slope:
+        return value
+    return value, torch.where(below | above, 0.0, segment)
+
+
+class _Interp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, xp, fp):
+        value, slope = _interp(x, xp, fp, slope=True)
+        ctx.save_for_backward(slope)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None, None
+
+
+def interp(x: torch.Tensor, xp, fp) -> torch.Tensor:
+    """np.interp(x, xp, fp) in torch (xp increasing; held constant beyond its ends), with the
+    segment's slope as gradient (zero beyond the ends)."""
+    return _Interp.apply(x, tuple(xp), tuple(fp))
 
 
 class CellFeatures(NamedTuple):
@@ -76,12 +100,52 @@ class CellFeatures(NamedTuple):
     values: torch.Tensor
 
 
+@dataclass(frozen=True)
+class CellLaw:
+    """What turns written voltages into the cells' features (gcsim.hw.stages.GainCellArray
+    with the simulator's run plan): the polynomials I = sum_i a_i x^i in x = V - v_mid + shift
+    (the current and, with loading, the conductances), the decay per token, where the writes
+    land (`write_error`: levels, errors) and each level's asymptote (`asymptote_table`:
+    levels, asymptotes; else the one `asymptote_V`)."""
+
+    polynomials: tuple[tuple[float, ...], ...]
+    v_mid_V: float
+    decay_factor: float
+    asymptote_V: float = 0.0
+    asymptote_table: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    write_error: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def degree(self) -> int:
+        return max(len(a) for a in self.polynomials) - 1
+
+    def padded(self) -> list[np.ndarray]:
+        return [np.pad(np.asarray(a, dtype=np.float64), (0, self.degree + 1 - len(a)))
+                for a in self.polynomials]
+
+    def powers(self, per_cell: bool) -> list[list[int]]:
+        """Each polynomial's decay powers: every one when the cells have their own u (per-level
+        asymptotes or threshold shifts), else those whose coefficient is not exactly zero
+        (e.g. the linear cell: m = 1 only); without decay, m = 0."""
+        if self.decay_factor == 0.0:
+            return [[0] for _ in self.polynomials]
+        if per_cell or self.asymptote_table is not None:
+            return [list(range(self.degree + 1)) for _ in self.polynomials]
+        u = self.asymptote_V - self.v_mid_V
+        return [[m for m, g in enumerate(np.polynomial.polynomial.polyval(
+            u, _taylor_matrix(a, self.degree))) if g != 0.0] for a in self.padded()]
+
+
 def _power_table(x: torch.Tensor, degree: int) -> torch.Tensor:
-    """(..., degree + 1): 1, x, x^2, ... by repeated multiplication."""
-    table = [torch.ones_like(x), x]
-    for _ in range(degree - 1):
-        table.append(table[-1] * x)
-    return torch.stack(table[:degree + 1], dim=-1)
+    """(..., T, degree + 1, D) from x (..., T, D): 1, x, x^2, ... by repeated multiplication."""
+    table = torch.empty(x.shape[:-1] + (degree + 1, x.shape[-1]), dtype=x.dtype,
+                        device=x.device)
+    table[..., 0, :] = 1.0
+    if degree >= 1:
+        table[..., 1, :] = x
+    for i in range(2, degree + 1):
+        torch.mul(table[..., i - 1, :], x, out=table[..., i, :])
+    return table
 
 
 def _taylor_matrix(a: np.ndarray, degree: int) -> np.ndarray:
@@ -94,49 +158,115 @@ def _taylor_matrix(a: np.ndarray, degree: int) -> np.ndarray:
     return matrix
 
 
-def cell_features(written_V: torch.Tensor, polynomials, v_mid_V: float, decay_factor: float,
-                  asymptote_V, gain: torch.Tensor | None = None,
-                  shift_V: torch.Tensor | None = None) -> list[CellFeatures]:
+def _horner(a: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """sum_i a_i x^i (numpy's polyval)."""
+    total = torch.full_like(x, float(a[-1]))
+    for c in reversed(a[:-1]):
+        total = total * x + float(c)
+    return total
+
+
+def _evaluate_law(written_V, gain, shift_V, law: CellLaw, grads=None):
+    """Each polynomial's features (..., T, powers, D): F_m = gain b^m g_m(u), b = V - A(V),
+    u = A(V) - v_mid + shift, g_m the m-th Taylor coefficient at u, V = W + error(W) for the
+    DAC voltage W written; without decay, F_0 = gain I(x). With `grads` (one per polynomial,
+    shaped like its features, or None), instead the gradient by W of sum F . grad, from the
+    closed form dF_m/dV = P_m (1 - A') + P_(m+1) A', P_m = m b^(m-1) g_m."""
+    degree = law.degree
+    written, d_written = written_V, None
+    if law.write_error is not None:
+        error, error_slope = _interp(written_V, *law.write_error, slope=True)
+        written = written_V + error
+        d_written = 1.0 + error_slope
+    powers = law.powers(per_cell=shift_V is not None)
+    features, total = [], torch.zeros_like(written_V)
+    if law.decay_factor == 0.0:
+        x = written - law.v_mid_V if shift_V is None else written - law.v_mid_V + shift_V
+        for p, a in enumerate(law.padded()):
+            if grads is None:
+                features.append(_horner(a, x).unsqueeze(-2))
+            elif grads[p] is not None:
+                slope = a[1:] * np.arange(1, degree + 1)
+                total = total + grads[p][..., 0, :] * _horner(slope, x)
+    else:
+        asymptote, asymptote_slope = law.asymptote_V, None
+        if law.asymptote_table is not None:
+            asymptote, asymptote_slope = _interp(written, *law.asymptote_table, slope=True)
+        b = written - asymptote
+        u = asymptote - law.v_mid_V
+        if shift_V is not None:
+            u = u + shift_V
+        b_table = _power_table(b, degree)                      # (..., T, N + 1, D)
+        u_table = _power_table(u, degree) if torch.is_tensor(u) else None
+        m = np.arange(degree + 1)
+        for p, (a, kept) in enumerate(zip(law.padded(), powers)):
+            # g_m (for the features) or m g_m (for their derivative), for every power
+            taylor = _taylor_matrix(a, degree) * (1 if grads is None else m)
+            if u_table is None:   # one u for every cell: the coefficients are numbers
+                g = torch.as_tensor(np.polynomial.polynomial.polyval(float(u), taylor),
+                                    dtype=b.dtype, device=b.device).unsqueeze(-1)
+            else:
+                g = torch.matmul(torch.as_tensor(taylor.T, dtype=b.dtype, device=b.device),
+                                 u_table)
+            if grads is None:
+                values = g * b_table
+                features.append(values if len(kept) == degree + 1 else values[..., kept, :])
+                continue
+            if grads[p] is None:
+                continue
+            grad = grads[p]
+            if len(kept) != degree + 1:
+                full = torch.zeros_like(b_table)
+                full[..., kept, :] = grad
+                grad = full
+            tail = b_table[..., :-1, :] * g[..., 1:, :]        # P_m for m = 1 ... N
+            term = (grad[..., 1:, :] * tail).sum(dim=-2)       # sum_m grad_m P_m
+            if asymptote_slope is not None:
+                shifted = (grad[..., :-1, :] * tail).sum(dim=-2)   # sum_m grad_m P_(m+1)
+                term = term * (1.0 - asymptote_slope) + shifted * asymptote_slope
+            total = total + term
+    if grads is None:
+        return powers, [f if gain is None else f * gain.unsqueeze(-2) for f in features]
+    if gain is not None:
+        total = total * gain
+    return total if d_written is None else total * d_written
+
+
+class _CellFeatures(torch.autograd.Function):
+    """The features in float64 (`written_V`, `gain`, `shift_V` float64), returned in
+    `dtype`; backward from their closed-form derivative, so neither the power tables nor an
+    autograd graph through them are kept."""
+
+    @staticmethod
+    def forward(ctx, written_V, gain, shift_V, law, dtype):
+        ctx.save_for_backward(written_V, gain, shift_V)
+        ctx.law = law
+        _, features = _evaluate_law(written_V, gain, shift_V, law)
+        return tuple(f.to(dtype) for f in features)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        written_V, gain, shift_V = ctx.saved_tensors
+        grads = [None if g is None else g.to(written_V.dtype) for g in grads]
+        return _evaluate_law(written_V, gain, shift_V, ctx.law, grads), None, None, None, None
+
+
+def cell_features(written_V: torch.Tensor, law: CellLaw, gain: torch.Tensor | None = None,
+                  shift_V: torch.Tensor | None = None,
+                  dtype: torch.dtype | None = None) -> list[CellFeatures]:
     """The cells' current (or conductance) I = sum_i a_i x^i, x = V - v_mid + shift, for each
-    coefficient vector a in `polynomials`, with V decaying from `written_V` (..., T, D) to
-    `asymptote_V` as V_inf + b e, regrouped in powers of e = exp(-decay_factor * age) as
-    gcsim.hw.stages.GainCellArray does: I = gain * sum_m F_m e^m with
-    F_m = b^m sum_{i>=m} a_i binom(i, m) u^(i-m), b = V - V_inf, u = V_inf - v_mid + shift.
-    Terms whose coefficient is exactly zero for every cell are left out. Without decay, one
-    term m = 0: the current at the written voltage. The polynomials share the power tables."""
-    coefficients = [np.asarray(a, dtype=np.float64) for a in polynomials]
-    degree = max(len(a) for a in coefficients) - 1
-    padded = [np.pad(a, (0, degree + 1 - len(a))) for a in coefficients]
-    out = []
-    if decay_factor == 0.0:
-        x = written_V - v_mid_V if shift_V is None else written_V - v_mid_V + shift_V
-        table = _power_table(x, degree)
-        for a in padded:
-            current = torch.matmul(table, torch.as_tensor(a, dtype=x.dtype, device=x.device))
-            current = current if gain is None else current * gain
-            out.append(CellFeatures([0], current.unsqueeze(-2)))
-        return out
-    b = written_V - asymptote_V
-    u = asymptote_V - v_mid_V
-    if shift_V is not None:
-        u = u + shift_V
-    b_table = _power_table(b, degree)          # (..., T, D, degree + 1)
-    u_table = _power_table(u, degree) if torch.is_tensor(u) else None
-    for a in padded:
-        taylor = _taylor_matrix(a, degree)
-        if u_table is None:   # one u for every cell: the coefficients are numbers
-            g = np.polynomial.polynomial.polyval(float(u), taylor)   # (degree + 1,) per m
-            powers = [m for m in range(degree + 1) if g[m] != 0.0]   # e.g. linear: m = 1
-            values = b_table[..., powers] * torch.as_tensor(g[powers], dtype=b.dtype,
-                                                            device=b.device)
-        else:
-            powers = list(range(degree + 1))
-            g = torch.matmul(u_table, torch.as_tensor(taylor, dtype=b.dtype, device=b.device))
-            values = g * b_table
-        if gain is not None:
-            values = values * gain.unsqueeze(-1)
-        out.append(CellFeatures(powers, values.transpose(-1, -2)))
-    return out
+    of the law's polynomials, the cells written at the DAC voltages `written_V` (..., T, D):
+    landing where the write error puts them, then decaying to their asymptote as V_inf + b e,
+    regrouped in powers of e = exp(-decay_factor * age) as gcsim.hw.stages.GainCellArray
+    does: I = gain sum_m F_m e^m, F_m = b^m sum_{i>=m} a_i binom(i, m) u^(i-m), b = V - V_inf,
+    u = V_inf - v_mid + shift. Without decay, one term m = 0: the current at the written
+    voltage. Computed in float64 (the terms cancel: by about three digits on sky130), returned
+    in `dtype` (default: written_V's), (..., T, powers, D) per polynomial."""
+    dtype = dtype or written_V.dtype
+    as64 = [None if x is None else x.to(torch.float64) for x in (written_V, gain, shift_V)]
+    values = _CellFeatures.apply(*as64, law, dtype)
+    powers = law.powers(per_cell=shift_V is not None)
+    return [CellFeatures(p, v) for p, v in zip(powers, values)]
 
 
 class DecayPowers:
