@@ -382,11 +382,12 @@ def test_clipping_stops_the_gradient_unless_straight_through():
         assert (q.grad[0, 0, 5, 1] != 0) == moves
 
 
-def test_interp_is_numpys():
+def test_interp_is_numpys_and_its_slope_the_segments():
     xp, fp = (0.0, 0.3, 0.5, 0.9), (1.0, -2.0, 0.5, 0.25)
     x = np.array([-0.2, 0.0, 0.1, 0.3, 0.42, 0.5, 0.899, 0.9, 1.3])
-    np.testing.assert_array_equal(fn.interp(torch.tensor(x), xp, fp).numpy(),
-                                  np.interp(x, xp, fp))
+    value, slope = fn.interp(torch.tensor(x), xp, fp, slope=True)
+    np.testing.assert_array_equal(value.numpy(), np.interp(x, xp, fp))
+    np.testing.assert_allclose(slope.numpy(), [0, -10, -10, 12.5, 12.5, -0.625, -0.625, 0, 0])
 
 
 # -- the layers --------------------------------------------------------------------------------

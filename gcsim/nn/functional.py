@@ -1,6 +1,6 @@
-"""The torch twin's differentiable pieces: straight-through rounding and clipping, np.interp's
-piecewise-linear tables, the gain cell's features per decay power (GainCellArray's expansion),
-and the two array products against a dense decay matrix per power."""
+"""The torch twin's differentiable pieces: straight-through rounding and clipping, the gain
+cells' features per decay power (GainCellArray's expansion, with a closed-form backward), and
+the two array products, the decay factorised into query and key scales or dense per power."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def clip(x: torch.Tensor, lo: float, hi: float, straight_through: bool = False) 
     return torch.clamp(x, lo, hi)
 
 
-def _interp(x: torch.Tensor, xp, fp, slope: bool = False):
+def interp(x: torch.Tensor, xp, fp, slope: bool = False):
     """np.interp(x, xp, fp) in torch (xp increasing; held constant beyond its ends), and with
-    `slope`, its derivative: the segment's slope inside [xp[0], xp[-1]), zero outside."""
+    `slope`, its derivative too: the segment's slope inside [xp[0], xp[-1]), zero outside."""
     xp_t = torch.as_tensor(np.asarray(xp, dtype=np.float64), dtype=x.dtype, device=x.device)
     fp_t = torch.as_tensor(np.asarray(fp, dtype=np.float64), dtype=x.dtype, device=x.device)
     n = xp_t.numel()
@@ -71,25 +71,6 @@ def _interp(x: torch.Tensor, xp, fp, slope: bool = False):
     if not slope:
         return value
     return value, torch.where(below | above, 0.0, segment)
-
-
-class _Interp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, xp, fp):
-        value, slope = _interp(x, xp, fp, slope=True)
-        ctx.save_for_backward(slope)
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        (slope,) = ctx.saved_tensors
-        return grad * slope, None, None
-
-
-def interp(x: torch.Tensor, xp, fp) -> torch.Tensor:
-    """np.interp(x, xp, fp) in torch (xp increasing; held constant beyond its ends), with the
-    segment's slope as gradient (zero beyond the ends)."""
-    return _Interp.apply(x, tuple(xp), tuple(fp))
 
 
 class CellFeatures(NamedTuple):
@@ -120,6 +101,7 @@ class CellLaw:
         return max(len(a) for a in self.polynomials) - 1
 
     def padded(self) -> list[np.ndarray]:
+        """The polynomials' coefficients, zero-padded to one degree."""
         return [np.pad(np.asarray(a, dtype=np.float64), (0, self.degree + 1 - len(a)))
                 for a in self.polynomials]
 
@@ -175,7 +157,7 @@ def _evaluate_law(written_V, gain, shift_V, law: CellLaw, grads=None):
     degree = law.degree
     written, d_written = written_V, None
     if law.write_error is not None:
-        error, error_slope = _interp(written_V, *law.write_error, slope=True)
+        error, error_slope = interp(written_V, *law.write_error, slope=True)
         written = written_V + error
         d_written = 1.0 + error_slope
     powers = law.powers(per_cell=shift_V is not None)
@@ -191,7 +173,7 @@ def _evaluate_law(written_V, gain, shift_V, law: CellLaw, grads=None):
     else:
         asymptote, asymptote_slope = law.asymptote_V, None
         if law.asymptote_table is not None:
-            asymptote, asymptote_slope = _interp(written, *law.asymptote_table, slope=True)
+            asymptote, asymptote_slope = interp(written, *law.asymptote_table, slope=True)
         b = written - asymptote
         u = asymptote - law.v_mid_V
         if shift_V is not None:
