@@ -142,9 +142,11 @@ def test_the_options_map_onto_the_simulators_config_and_model():
         window=96, array_size=32, token_period_s=1e-6, quantize_inputs=False,
         quantize_output=False, mismatch_seed=3, clip_inputs=False, temperature_C=55,
         read_disturb=False, write_error=False, readout_loading=False, query_levels=8,
-        stored_levels=4, extrapolate=True, dtype="float32")
+        stored_levels=4, extrapolate=True, dtype="float32", loading_dtype="float32")
     assert twin.model == load_fitted_models(BUILTIN) == model_for_mode("fitted", BUILTIN)
-    assert fitted(window=64, array=64).config == SimulationConfig(window=64, array_size=64)
+    # the loading correction in the module's own precision (the simulator's default: float32)
+    assert fitted(window=64, array=64).config == SimulationConfig(window=64, array_size=64,
+                                                                  loading_dtype="float64")
     # the array size defaults to the design's; the operating point is the model's
     assert fitted(SKY130, window=64).config.array_size == 64
     point = load_fitted_models(SKY130).operating_point

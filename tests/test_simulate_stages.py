@@ -225,3 +225,16 @@ def test_unit_width_totals_equal_the_products_with_unit_widths(decay_factor, mis
     assert not np.allclose(rows, array.row_charges_C(np.ones((n_q, n_keys)), q0, k0, size))
     # Empty ranges, ranges on sub-tile boundaries and ranges past the keys count nothing there.
     ranged_rows([16, 32, 10, 60, 100], [16, 48, 17, 200, 120])
+
+
+def test_a_dac_writes_its_own_levels_on_a_range_that_starts_above_zero():
+    """sky130's stored range is 0.05 ... 1.75 V: its 8 levels are 0.05 + k * 0.2429 V. The
+    published grid through zero would write 0 V (below the range) and never 1.75 V."""
+    from gcsim.hw.stages import InputDAC
+    dac = InputDAC(0.05, 1.75, 8)
+    levels = 0.05 + np.arange(8) * (1.7 / 7)
+    np.testing.assert_allclose(dac.convert(levels + 0.01), levels, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(dac.convert([0.0, 2.0]), [0.05, 1.75], rtol=0, atol=1e-15)
+    # from zero, the published grid exactly
+    np.testing.assert_array_equal(InputDAC(0.0, 0.9, 8).convert([0.31, 0.9]),
+                                  np.round(np.array([0.31, 0.9]) / (0.9 / 7)) * (0.9 / 7))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gcsim.core.quantize import quantize
+from gcsim.core.quantize import quantize, quantize_levels
 
 
 _quantize = quantize  # for methods whose `quantize` flag shadows the function
@@ -49,7 +49,7 @@ class InputDAC:
                 f"range [{self.lo:g}, {self.hi:g}] (clipping is off)"
             )
         if self.quantize:
-            _quantize(x, self.lo, self.hi, self.levels, out=x)
+            quantize_levels(x, self.lo, self.hi, self.levels, out=x)
         return x
 
 

@@ -153,7 +153,9 @@ class GainCellAttention(nn.Module):
         """The simulator's options this module runs with (its dtype the module's now):
         `simulate_attention(q, k, v, self.mode, model=self.model, config=self.config)` gives
         its forward pass."""
-        return replace(self._config, dtype=_DTYPES[self._reference.dtype])
+        dtype = _DTYPES[self._reference.dtype]
+        # The twin computes the loading correction in its own precision.
+        return replace(self._config, dtype=dtype, loading_dtype=dtype)
 
     @property
     def decay_factor(self) -> float:
@@ -321,7 +323,8 @@ class GainCellAttention(nn.Module):
             if low < lo or high > hi:
                 raise ValueError(f"{name} values span [{low:.4g}, {high:.4g}], outside the "
                                  f"physical range [{lo:g}, {hi:g}] (clipping is off)")
-        return fn.quantize(x, lo, hi, levels) if quantize else x
+        # A DAC's levels are lo + k * step (gcsim.core.quantize.quantize_levels).
+        return lo + fn.quantize(x - lo, 0.0, hi - lo, levels) if quantize else x
 
     def _dacs(self, q, k, v):
         point, config = self.operating_point, self._config
