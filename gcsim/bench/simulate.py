@@ -70,8 +70,10 @@ def per_head(work, batch: int, heads: int, threads: int | None = None) -> None:
     pairs = [(b, h) for b in range(batch) for h in range(heads)]
     workers = min(len(pairs), threads or os.cpu_count() or 1)
     if workers == 1:
-        for b, h in pairs:
-            work(b, h)
+        # One head: BLAS may use every core on its large products, unless held to one thread.
+        with threadpool_limits(limits=threads, user_api="blas"):
+            for b, h in pairs:
+                work(b, h)
         return
     with threadpool_limits(limits=1, user_api="blas"), \
             ThreadPoolExecutor(max_workers=workers) as pool:
@@ -139,8 +141,11 @@ def run_bench(
     seed: int = 0,
     fits_dir: str | Path | None = None,
     include_float32: bool = True,
+    threads: int | None = None,
 ) -> dict:
-    """Times the paper and fitted modes, the floor and softmax; returns seconds and ratios."""
+    """Times the paper and fitted modes, the floor and softmax; returns seconds and ratios.
+    With one thread, also the CPU seconds of each (process time), whose ratios a busy
+    machine disturbs less than the wall clock's."""
     fits_dir = fits_dir or default_fits_dir()
     fitted = load_fitted_models(fits_dir) if fits_dir else fitted_model_from_paper_coefficients()
     # The inputs span the fitted model's DAC range (its bundle's design; published without).
@@ -162,29 +167,33 @@ def run_bench(
     queries, keys_t, pulses, values = _floor_operands(qd, kd, vd, window, seed, point.mid_rail_V)
 
     runners = {
-        "floor": lambda: floor_products(queries, keys_t, pulses, values, powers),
-        "softmax": lambda: softmax_attention(queries, keys_t, values, window),
+        "floor": lambda: floor_products(queries, keys_t, pulses, values, powers, threads),
+        "softmax": lambda: softmax_attention(queries, keys_t, values, window, threads),
     }
     for name, (model, dtype) in cases.items():
-        config = SimulationConfig(window=window, keep_intermediates=False, dtype=dtype)
+        config = SimulationConfig(window=window, keep_intermediates=False, dtype=dtype,
+                                  threads=threads)
         runners[name] = (
             lambda model=model, config=config: simulate_attention(
                 q, k, v, model.name, model=model, config=config
             )
         )
     best = {name: math.inf for name in runners}
+    cpu = {name: math.inf for name in runners}
     for run in runners.values():  # warm-up: allocations, BLAS thread start
         run()
     for _ in range(repeats):
         for name, run in runners.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
             best[name] = min(best[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    single = threads == 1 or (os.cpu_count() or 1) == 1
 
     result = {
         "shape": {"batch": batch, "heads": heads, "tokens": tokens, "dim": dim, "window": window},
         "repeats": repeats,
-        "threads": min(batch * heads, os.cpu_count() or 1),
+        "threads": threads or min(batch * heads, os.cpu_count() or 1),
         "load_average": _load_average(),
         "floor_s": best["floor"],
         "floor_products": f"{2 * powers} float32 matmuls per head ({powers} powers x 2 products)",
@@ -199,6 +208,11 @@ def run_bench(
             "ratio_to_floor": best[name] / best["floor"],
             "ratio_to_softmax": best[name] / best["softmax"],
         }
+        if single:
+            result[name]["cpu_s"] = cpu[name]
+            result[name]["cpu_ratio_to_floor"] = cpu[name] / cpu["floor"]
+    if single:
+        result["floor_cpu_s"] = cpu["floor"]
     return result
 
 
@@ -220,9 +234,11 @@ def format_bench(result: dict) -> str:
     for name in ("paper", "fitted", "fitted_float32", "fitted_ideal_readout"):
         if name in result:
             entry = result[name]
+            cpu = (f"  CPU {entry['cpu_ratio_to_floor']:5.2f}x" if "cpu_ratio_to_floor" in entry
+                   else "")
             lines.append(
                 f"  {name:<20} {entry['time_s'] * 1e3:9.1f} ms"
-                f"  {entry['ratio_to_floor']:5.2f}x floor"
+                f"  {entry['ratio_to_floor']:5.2f}x floor{cpu}"
                 f"  {entry['ratio_to_softmax']:5.2f}x softmax  [{entry['dtype']}; {entry['label']}]"
             )
     lines.append(f"  best of {result['repeats']} interleaved repeats, {result['threads']} "

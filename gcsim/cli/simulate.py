@@ -492,9 +492,13 @@ def _format_report(report: dict) -> str:
               help="Times each entry runs; the best is reported (shared machines are noisy).")
 @click.option("--fits", "fits_dir", type=str, default=None,
               help="Fits bundle for the fitted entry [fits/; paper coefficients if it has none].")
+@click.option("--threads", type=click.IntRange(1, 4096), default=None,
+              help="Threads for every entry alike [one per core]. --threads 1 also reports "
+                   "CPU-time ratios, which a busy machine disturbs least.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @yes_option
-def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json, confirmed):
+def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, threads, as_json,
+                   confirmed):
     """Time the paper and fitted modes against the float32 matmul floor and NumPy softmax.
 
     The floor is one float32 product per polynomial power for each of the two dot products, at
@@ -503,12 +507,14 @@ def bench_simulate(batch, heads, tokens, dim, window, repeats, fits_dir, as_json
     the machine has available is refused unless --yes is given.
 
     \b
-    Example:
-      gcsim bench simulate --json
+    Examples:
+      gcsim bench simulate --repeats 3
+      gcsim bench simulate --threads 1 --json
     """
     try:
         check_bench_memory(batch, heads, tokens, dim, window, confirmed)
-        result = run_bench(batch, heads, tokens, dim, window, repeats, fits_dir=fits_dir)
+        result = run_bench(batch, heads, tokens, dim, window, repeats, fits_dir=fits_dir,
+                           threads=threads)
     except (ValueError, OSError, GcsimError, FitsBundleError) as exc:
         raise click.ClickException(one_line(exc)) from None
     except MemoryError:
