@@ -127,7 +127,24 @@ def run_summary(results: list[engine.RunResult]) -> dict:
     summary["op_s"] = median(
         r.accounting.get("Total analysis time (seconds)", math.nan)
         - r.accounting.get("Transient analysis time", math.nan) for r in ok)
+    # ngspice times itself by the clock, so a busy machine stretches its figures (they can
+    # exceed the run's CPU time); their shares of the analysis hold better.
+    parts = {"device_share": ("Matrix load time",),
+             "sparse_share": ("Matrix reorder time", "Matrix factor time", "Matrix solve time")}
+    for name, keys in parts.items():
+        summary[name] = median(_share(r, keys) for r in ok)
+    summary["op_share"] = median(
+        1.0 - r.accounting.get("Transient analysis time", math.nan) /
+        r.accounting["Total analysis time (seconds)"]
+        if r.accounting.get("Total analysis time (seconds)") else math.nan for r in ok)
     return summary
+
+
+def _share(result: engine.RunResult, keys: tuple[str, ...]) -> float:
+    total = result.accounting.get("Total analysis time (seconds)")
+    if not total:
+        return math.nan
+    return sum(result.accounting.get(key, 0.0) for key in keys) / total
 
 
 _ANALYSES = (".tran", ".dc", ".op", ".ac", ".noise", ".ic", ".nodeset", ".save", ".print",
@@ -302,14 +319,17 @@ def format_validate(report: dict) -> str:
                      f"{fixed['runs']} runs; x runs at {entry['sizes'][0]['rows']} rows: "
                      f"{entry['fixed_share_of_cpu_at_baseline']:.0%} of its CPU")
         lines.append("  rows  runs    wall s  x base   CPU s  x base  size x | per K column run: "
-                     "CPU s  eqs  device s  sparse s   op s | per V run: CPU s")
+                     "CPU s   eqs device sparse   OP | per V run: CPU s   eqs")
         for s in entry["sizes"]:
             k, v = s["k_run"], s["v_run"]
             lines.append(
                 f"  {s['rows']:4d} {s['runs']:5d} {s['wall_s']:9.1f} {s['wall_ratio']:7.2f} "
                 f"{s['cpu_s']:7.1f} {s['cpu_ratio']:7.2f} {s['size_ratio']:7.2f} |"
-                f"{k['cpu_s']:22.3f} {k['equations']:4.0f} {k['device_eval_s']:9.3f} "
-                f"{k['sparse_s']:9.3f} {k['op_s']:6.3f} | {v['cpu_s']:14.3f}")
+                f"{k['cpu_s']:22.3f} {k['equations']:5.0f} {k['device_share']:6.0%} "
+                f"{k['sparse_share']:6.0%} {k['op_share']:4.0%} | {v['cpu_s']:14.3f} "
+                f"{v['equations']:5.0f}")
+        lines.append("  device, sparse, OP: shares of ngspice's analysis time (its accounting): "
+                     "evaluating the devices, the sparse solver, the initial operating point")
     lines.append(_load_line(report))
     return "\n".join(lines)
 
@@ -366,14 +386,30 @@ def estimate_simulate_bytes(tokens: int, window: int, heads: int, dim: int, powe
     return floor + simulation
 
 
+def _blas_threads(threads: int | None):
+    """A context that holds the BLAS libraries to `threads` threads (threadpoolctl, when
+    installed), and what it did, for the report."""
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext(), "unchanged"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext(), "unchanged (threadpoolctl is not installed)"
+    return threadpool_limits(limits=threads, user_api="blas"), threads
+
+
 def bench_simulate(tokens: list[int], windows: list[int], modes: list[str],
                    window: int = 1024, at_tokens: int = 16384, heads: int = 1, dim: int = 64,
                    repeats: int = 3, budget_s: float = 20.0, fits_dir=None, seed: int = 0,
-                   confirmed: bool = False, progress: bool = True) -> dict:
+                   threads: int | None = 1, confirmed: bool = False,
+                   progress: bool = True) -> dict:
     """Time the simulator against T at window `window`, and against W at `at_tokens`
     tokens, in each of `modes`, with the banded float32 floor at each shape as its baseline.
-    Each shape's cases (floor, then each mode) are interleaved `repeats` times, the best
-    kept; a case stops repeating once it has spent `budget_s` (it runs at least once)."""
+    Each shape's cases (floor, then each mode) are interleaved `repeats` times and the best
+    wall time and the best CPU time kept; a case stops repeating once it has spent
+    `budget_s` (it runs at least once). `threads`: BLAS threads (None: the library's own)."""
     from gcsim.bench.simulate import random_inputs
     from gcsim.hw import default_fits_dir, load_fitted_models, paper_model
     from gcsim.simulate.attention import SimulationConfig, simulate_attention
@@ -390,14 +426,16 @@ def bench_simulate(tokens: list[int], windows: list[int], modes: list[str],
     check_memory(largest, "bench growth simulate at its largest shape (--tokens "
                  f"{max(tokens)} --window {window}, --windows {max(windows)} at "
                  f"{at_tokens} tokens)", confirmed)
+    limit, blas = _blas_threads(threads)
     started = time.perf_counter()
     report = {"bench": "simulate", "heads": heads, "dim": dim, "batch": 1,
               "window": window, "at_tokens": at_tokens, "tokens": sorted(tokens),
               "windows": sorted(windows), "modes": modes, "repeats": repeats,
-              "budget_s": budget_s, "fitted": fitted.label,
+              "budget_s": budget_s, "fitted": fitted.label, "blas_threads": blas,
               "floor": f"float32: {2 * powers} matmuls ({powers} powers x 2 products) per "
                        f"block of {block} queries against the keys its windows reach",
               "dtype": "float64", "machine_before": machine()}
+
     def cases(t: int, w: int) -> dict:
         q, k, v = random_inputs(1, heads, t, dim, seed, fitted.operating_point)
         operands = _banded_floor_operands(t, w, dim, block, array, seed)
@@ -412,33 +450,40 @@ def bench_simulate(tokens: list[int], windows: list[int], modes: list[str],
                              simulate_attention(q, k, v, model.name, model=model, config=c))
         return runners
 
-    # Warm-up at the smallest shape: allocations, BLAS threads, the models' lazy tables.
-    for run in cases(*shapes[0]).values():
-        run()
     measured = {}
-    for t, w in shapes:
-        runners = cases(t, w)
-        best = {name: math.inf for name in runners}
-        spent = {name: 0.0 for name in runners}
-        counts = {name: 0 for name in runners}
-        for repeat in range(repeats):
-            for name, run in runners.items():
-                if repeat and spent[name] >= budget_s:
-                    continue
-                begin = time.perf_counter()
-                run()
-                elapsed = time.perf_counter() - begin
-                best[name] = min(best[name], elapsed)
-                spent[name] += elapsed
-                counts[name] += 1
-        del runners
-        measured[(t, w)] = {"tokens": t, "window": w, "floor_s": _sig(best["floor"]),
-                            "repeats": counts}
-        for mode in modes:
-            measured[(t, w)][f"{mode}_s"] = _sig(best[mode])
-            measured[(t, w)][f"{mode}_over_floor"] = round(best[mode] / best["floor"], 3)
-        _say(progress, f"  T={t} W={w}: floor {best['floor']:.3g} s, " + ", ".join(
-            f"{mode} {best[mode]:.3g} s" for mode in modes) + f"; load average {load_average()}")
+    with limit:
+        # Warm-up at the smallest shape: allocations, BLAS threads, the models' lazy tables.
+        for run in cases(*shapes[0]).values():
+            run()
+        for t, w in shapes:
+            runners = cases(t, w)
+            wall = {name: math.inf for name in runners}
+            cpu = {name: math.inf for name in runners}
+            spent = {name: 0.0 for name in runners}
+            counts = {name: 0 for name in runners}
+            for repeat in range(repeats):
+                for name, run in runners.items():
+                    if repeat and spent[name] >= budget_s:
+                        continue
+                    begin, begin_cpu = time.perf_counter(), time.process_time()
+                    run()
+                    elapsed = time.perf_counter() - begin
+                    wall[name] = min(wall[name], elapsed)
+                    cpu[name] = min(cpu[name], time.process_time() - begin_cpu)
+                    spent[name] += elapsed
+                    counts[name] += 1
+            del runners
+            point = {"tokens": t, "window": w, "repeats": counts}
+            for name in ["floor"] + modes:
+                point[f"{name}_s"] = _sig(wall[name])
+                point[f"{name}_cpu_s"] = _sig(cpu[name])
+            for mode in modes:
+                point[f"{mode}_over_floor"] = round(wall[mode] / wall["floor"], 3)
+                point[f"{mode}_cpu_over_floor"] = round(cpu[mode] / cpu["floor"], 3)
+            measured[(t, w)] = point
+            _say(progress, f"  T={t} W={w}: " + ", ".join(
+                f"{name} {wall[name]:.3g} s (CPU {cpu[name]:.3g} s)"
+                for name in ["floor"] + modes) + f"; load average {load_average()}")
     report["against_tokens"] = _series([measured[(t, window)] for t in sorted(tokens)],
                                        "tokens", modes)
     report["against_window"] = _series([measured[(at_tokens, w)] for w in sorted(windows)],
@@ -457,32 +502,37 @@ def _series(points: list[dict], axis: str, modes: list[str]) -> list[dict]:
         entry["size_ratio"] = round(point[axis] / base[axis], 3)
         for name in ["floor"] + modes:
             entry[f"{name}_growth"] = round(point[f"{name}_s"] / base[f"{name}_s"], 3)
+            entry[f"{name}_cpu_growth"] = round(point[f"{name}_cpu_s"] /
+                                                base[f"{name}_cpu_s"], 3)
         out.append(entry)
     xs = [p[axis] for p in points]
     for name in ["floor"] + modes:
-        for entry, slope in zip(out, _slopes(xs, [p[f"{name}_s"] for p in points])):
-            entry[f"{name}_slope"] = slope
+        for entry, slope in zip(out, _slopes(xs, [p[f"{name}_cpu_s"] for p in points])):
+            entry[f"{name}_cpu_slope"] = slope
     return out
 
 
 def format_simulate(report: dict) -> str:
     modes = report["modes"]
     lines = [f"gcsim bench growth simulate: B=1 H={report['heads']} D={report['dim']}, "
-             f"{report['dtype']}; floor = {report['floor']}; best of up to "
-             f"{report['repeats']} interleaved repeats ({report['budget_s']:g} s per case)"]
+             f"{report['dtype']}, BLAS threads {report['blas_threads']}; best of up to "
+             f"{report['repeats']} interleaved repeats ({report['budget_s']:g} s per case)",
+             f"  floor = {report['floor']}",
+             "  x base: CPU time against the series' first shape; x floor: CPU time against "
+             "the floor's at the same shape"]
     for key, axis, label in (("against_tokens", "tokens", f"W = {report['window']}"),
                              ("against_window", "window", f"T = {report['at_tokens']}")):
         lines.append(f"against {axis}, {label}:")
-        head = f"  {axis:>7}  size x   floor s  x base"
+        head = f"  {axis:>7}  size x | floor: wall s   CPU s  x base"
         for mode in modes:
-            head += f"  {mode + ' s':>10}  x base  x floor"
+            head += f" | {mode}: wall s   CPU s  x base x floor"
         lines.append(head)
         for p in report[key]:
-            row = f"  {p[axis]:7d} {p['size_ratio']:7.2f} {p['floor_s']:9.4f} " \
-                  f"{p['floor_growth']:7.2f}"
+            row = (f"  {p[axis]:7d} {p['size_ratio']:7.2f} | {p['floor_s']:13.4f} "
+                   f"{p['floor_cpu_s']:7.4f} {p['floor_cpu_growth']:7.2f}")
             for mode in modes:
-                row += f"  {p[f'{mode}_s']:10.4f} {p[f'{mode}_growth']:7.2f} " \
-                       f"{p[f'{mode}_over_floor']:8.2f}"
+                row += (f" | {p[f'{mode}_s']:{len(mode) + 8}.3f} {p[f'{mode}_cpu_s']:7.3f} "
+                        f"{p[f'{mode}_cpu_growth']:7.2f} {p[f'{mode}_cpu_over_floor']:7.2f}")
             lines.append(row)
     lines.append(_load_line(report))
     return "\n".join(lines)
@@ -577,15 +627,15 @@ def format_sweep(report: dict) -> str:
                      f"{fixed['wall_s']:.3g} s wall, {fixed['process_cpu_s']:.3g} s CPU "
                      f"({fixed['cpu_s']:.3g} s in ngspice)")
         lines.append("  batch  runs  points/s  x base   CPU s  CPU/point ms | per run: CPU s  "
-                     "eqs  timepoints  device s  sparse s")
+                     "  eqs timepoints device sparse")
         for row in entry["batches"]:
             run = row["run"]
             lines.append(
                 f"  {row['batch']:5d} {row['runs']:5d} {row['points_per_s']:9.1f} "
                 f"{row['throughput_ratio']:7.2f} {row['cpu_s']:7.1f} "
                 f"{row['cpu_per_point_s'] * 1e3:12.2f} | {run['cpu_s']:14.3f} "
-                f"{run['equations']:4.0f} {run['timepoints']:11.0f} "
-                f"{run['device_eval_s']:9.3f} {run['sparse_s']:9.3f}")
+                f"{run['equations']:5.0f} {run['timepoints']:10.0f} "
+                f"{run['device_share']:6.0%} {run['sparse_share']:6.0%}")
     lines.append(_load_line(report))
     return "\n".join(lines)
 
@@ -683,13 +733,15 @@ def plot_simulate(report: dict, path) -> str:
         points = report[key]
         xs = [p[axis] for p in points]
         for i, name in enumerate(names):
-            ax.plot(xs, [p[f"{name}_s"] for p in points], "o-" if name != "floor" else "s--",
-                    color=f"C{i}", label=name)
-        _reference(ax, xs, points[0]["floor_s"], 1, f"O({axis})")
+            ax.plot(xs, [p[f"{name}_cpu_s"] for p in points],
+                    "o-" if name != "floor" else "s--", color=f"C{i}", label=f"{name}: CPU")
+            ax.plot(xs, [p[f"{name}_s"] for p in points], ".:", color=f"C{i}", alpha=0.5,
+                    label=f"{name}: wall")
+        _reference(ax, xs, points[0]["floor_cpu_s"], 1, f"O({axis})")
         if axis == "tokens":
-            _reference(ax, xs, points[0]["floor_s"], 2, "O(T²)")
+            _reference(ax, xs, points[0]["floor_cpu_s"], 2, "O(T²)")
         ax.set_xlabel(label)
-        ax.set_ylabel("seconds (best)")
+        ax.set_ylabel(f"seconds (best; BLAS threads {report['blas_threads']})")
     return _finish_plot(plt, figure, list(axes), f"gcsim bench growth simulate (H="
                         f"{report['heads']}, D={report['dim']})", report, path)
 

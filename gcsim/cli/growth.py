@@ -141,8 +141,7 @@ def growth_validate(models, rows, cols, repeats, jobs, seed, plot_path, as_json)
     try:
         _check_plot(plot_path)
         _check_models(models)
-        report = growth.bench_validate(models, rows, cols, repeats, jobs, seed,
-                                       progress=not as_json)
+        report = growth.bench_validate(models, rows, cols, repeats, jobs, seed)
     except GcsimError as exc:
         fail(exc)
     report["command"] = _invocation()
@@ -171,13 +170,17 @@ def growth_validate(models, rows, cols, repeats, jobs, seed, plot_path, as_json)
               help="Seconds after which a case stops repeating (it runs at least once).")
 @click.option("--fits", "fits_dir", default=None,
               help="Fits bundle of the fitted mode [the repository's fits/builtin/].")
+@click.option("--threads", type=click.IntRange(0, 256), default=1, show_default=True,
+              help="BLAS threads for the floor and the simulator; 0: the library's own. "
+                   "One thread measures the work itself: on a shared machine, waiting BLAS "
+                   "threads make multi-threaded timings swing.")
 @click.option("--yes", "confirmed", is_flag=True,
               help="Run even when the largest shape's estimated memory is more than the "
                    "machine has available.")
 @_plot_option
 @_json_option
 def growth_simulate(tokens, windows, window, at_tokens, modes, heads, dim, repeats, budget_s,
-                    fits_dir, confirmed, plot_path, as_json):
+                    fits_dir, threads, confirmed, plot_path, as_json):
     """Time the array simulator against T and against W, and the matmul floor at each shape.
 
     The floor, timed beside each run, is the float32 products a blocked polynomial-cell
@@ -199,8 +202,8 @@ def growth_simulate(tokens, windows, window, at_tokens, modes, heads, dim, repea
                              "window longer than the sequence is the sequence; raise "
                              "--at-tokens")
         report = growth.bench_simulate(tokens, windows, modes, window, at_tokens, heads, dim,
-                                       repeats, budget_s, fits_dir, confirmed=confirmed,
-                                       progress=not as_json)
+                                       repeats, budget_s, fits_dir, threads=threads or None,
+                                       confirmed=confirmed)
     except (GcsimError, ValueError, OSError) as exc:
         fail(exc)
     except MemoryError:
@@ -218,7 +221,7 @@ def growth_simulate(tokens, windows, window, at_tokens, modes, heads, dim, repea
               help="Comma-separated device models, e.g. builtin,sky130:tt.")
 @click.option("--grid", default="16,32", show_default=True, callback=_int_list(2, 1000, ordered=False),
               help="Stored voltages, pulse widths of the pulse sweep (points: their product).")
-@click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Runs of each batch, interleaved; the best is kept.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Worker processes (default: cores).")
@@ -245,8 +248,7 @@ def growth_sweep(batches, models, grid, repeats, jobs, plot_path, as_json):
             raise GcsimError(f"--grid takes two numbers, stored voltages and pulse widths, "
                              f"e.g. 16,32; got {len(grid)}")
         _check_models(models)
-        report = growth.bench_sweep(batches, models, (grid[0], grid[1]), repeats, jobs,
-                                    progress=not as_json)
+        report = growth.bench_sweep(batches, models, (grid[0], grid[1]), repeats, jobs)
     except GcsimError as exc:
         fail(exc)
     report["command"] = _invocation()
