@@ -137,7 +137,21 @@ def run_summary(results: list[engine.RunResult]) -> dict:
         1.0 - r.accounting.get("Transient analysis time", math.nan) /
         r.accounting["Total analysis time (seconds)"]
         if r.accounting.get("Total analysis time (seconds)") else math.nan for r in ok)
+    # The same parts in CPU seconds: each clock figure times the run's CPU / wall (the share
+    # of the run's time it had a core), so a busy machine does not inflate them.
+    for name, keys in (("device_cpu_s", ("Matrix load time",)),
+                       ("sparse_cpu_s", ("Matrix reorder time", "Matrix factor time",
+                                         "Matrix solve time"))):
+        summary[name] = median(sum(r.accounting.get(k, 0.0) for k in keys) * _on_core(r)
+                               for r in ok)
+    summary["op_cpu_s"] = median(
+        (r.accounting.get("Total analysis time (seconds)", math.nan)
+         - r.accounting.get("Transient analysis time", math.nan)) * _on_core(r) for r in ok)
     return summary
+
+
+def _on_core(result: engine.RunResult) -> float:
+    return min(1.0, result.cpu_s / result.elapsed_s) if result.elapsed_s > 0 else math.nan
 
 
 def _share(result: engine.RunResult, keys: tuple[str, ...]) -> float:
@@ -641,12 +655,33 @@ def format_sweep(report: dict) -> str:
 
 
 # ------------------------------------------------------------------------- plots
-def _reference(ax, xs, y0, exponent: int, label: str) -> None:
-    """A dashed line of slope `exponent` through (xs[0], y0): where a curve leaves it, it
-    bends."""
-    xs = np.array([min(xs), max(xs)], dtype=float)
-    ax.plot(xs, y0 * (xs / xs[0]) ** exponent, color="0.6", lw=1,
+def _reference(ax, xs, at: tuple[float, float], exponent: int, label: str) -> None:
+    """A grey line of slope `exponent` through the point `at`, over the data's x range and
+    clipped to its y range: where a curve leaves it, it bends."""
+    limits = ax.get_ylim()
+    x0, y0 = at
+    span = np.array([min(xs), max(xs)], dtype=float)
+    ax.plot(span, y0 * (span / x0) ** exponent, color="0.6", lw=1,
             ls=":" if exponent == 2 else "--", label=label)
+    ax.set_ylim(limits)
+
+
+def _ticks(ax, xs) -> None:
+    """Ticks at the measured sizes."""
+    ax.set_xticks(list(xs))
+    ax.xaxis.set_major_formatter(_plain())
+    ax.xaxis.set_minor_locator(_null_locator())
+    ax.gcsim_ticks = True
+
+
+def _plain():
+    from matplotlib import ticker
+    return ticker.FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def _null_locator():
+    from matplotlib import ticker
+    return ticker.NullLocator()
 
 
 def _figure(panels: int):
@@ -656,6 +691,9 @@ def _figure(panels: int):
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.6), squeeze=False)
+    for ax in axes[0]:    # log-log from the start: the references read the data's limits
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     return plt, figure, axes[0]
 
 
@@ -663,11 +701,10 @@ def _finish_plot(plt, figure, axes, title: str, report: dict, path) -> str:
     from matplotlib import ticker
 
     for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):
+        axes_to_tick = [ax.yaxis] if getattr(ax, "gcsim_ticks", False) else [ax.xaxis, ax.yaxis]
+        for axis in axes_to_tick:
             axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_major_formatter(_plain())
             axis.set_minor_formatter(ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -695,29 +732,31 @@ def plot_validate(report: dict, path) -> str:
         total.plot(rows, [n * entry["fixed"]["process_cpu_s"] for n in runs], "x:", color=color,
                    label=f"{entry['models']}: runs x fixed cost")
         eqs = [s["k_run"]["equations"] for s in entry["sizes"]]
-        for key, marker, label in (("cpu_s", "o-", "CPU"), ("device_eval_s", "^--",
+        for key, marker, label in (("cpu_s", "o-", "CPU"), ("device_cpu_s", "^--",
                                                           "device evaluation"),
-                                   ("sparse_s", "v--", "sparse factor+solve"),
-                                   ("op_s", "d:", "operating point")):
+                                   ("sparse_cpu_s", "v--", "sparse solver"),
+                                   ("op_cpu_s", "d:", "operating point")):
             column.plot(eqs, [s["k_run"][key] for s in entry["sizes"]], marker, color=color,
                         label=f"{entry['models']}: {label}", alpha=1 if key == "cpu_s" else 0.7)
         column.axhline(entry["fixed"]["process_cpu_s"], color=color, lw=0.8, alpha=0.6)
     first = report["models"][0]
     rows = [s["rows"] for s in first["sizes"]]
-    _reference(total, rows, first["sizes"][0]["cpu_s"], 1, "O(rows)")
+    _reference(total, rows, (rows[-1], first["sizes"][-1]["cpu_s"]), 1, "O(rows)")
     # The references start at the first model's smallest column run.
     eqs = [s["k_run"]["equations"] for s in first["sizes"]]
-    _reference(column, eqs, first["sizes"][0]["k_run"]["cpu_s"], 1, "O(n)")
-    _reference(column, eqs, first["sizes"][0]["k_run"]["cpu_s"], 2, "O(n²)")
+    at = (eqs[0], first["sizes"][0]["k_run"]["cpu_s"])
+    _reference(column, eqs, at, 1, "O(n)")
+    _reference(column, eqs, at, 2, "O(n²)")
     values = [s["k_run"][key] for m in report["models"] for s in m["sizes"]
-              for key in ("cpu_s", "device_eval_s", "sparse_s", "op_s")]
+              for key in ("cpu_s", "device_cpu_s", "sparse_cpu_s", "op_cpu_s")]
     values = [v for v in values if v and v > 0]
     column.set_ylim(min(values) / 2, max(values) * 2)
+    _ticks(total, rows)
     total.set_xlabel(f"tile rows (x {report['cols']} columns)")
     total.set_ylabel("seconds")
     total.set_title("SPICE side of the tile validation", fontsize=9)
     column.set_xlabel("circuit equations of one K column run")
-    column.set_ylabel("seconds per run (median); lines: fixed cost")
+    column.set_ylabel("CPU seconds per run (median); lines: fixed cost")
     column.set_title("one K column run, from ngspice's accounting", fontsize=9)
     return _finish_plot(plt, figure, [total, column], "gcsim bench growth validate", report,
                         path)
@@ -737,9 +776,12 @@ def plot_simulate(report: dict, path) -> str:
                     "o-" if name != "floor" else "s--", color=f"C{i}", label=f"{name}: CPU")
             ax.plot(xs, [p[f"{name}_s"] for p in points], ".:", color=f"C{i}", alpha=0.5,
                     label=f"{name}: wall")
-        _reference(ax, xs, points[0]["floor_cpu_s"], 1, f"O({axis})")
+        middle = points[len(points) // 2]
+        at = (middle[axis], middle["floor_cpu_s"])
+        _reference(ax, xs, at, 1, f"O({axis})")
         if axis == "tokens":
-            _reference(ax, xs, points[0]["floor_cpu_s"], 2, "O(T²)")
+            _reference(ax, xs, at, 2, "O(T²)")
+        _ticks(ax, xs)
         ax.set_xlabel(label)
         ax.set_ylabel(f"seconds (best; BLAS threads {report['blas_threads']})")
     return _finish_plot(plt, figure, list(axes), f"gcsim bench growth simulate (H="
@@ -755,17 +797,22 @@ def plot_sweep(report: dict, path) -> str:
                   label=entry["models"])
         per_run.plot(batches, [r["run"]["cpu_s"] for r in entry["batches"]], "o-",
                      color=color, label=f"{entry['models']}: CPU per run")
-        per_run.plot(batches, [r["run"]["device_eval_s"] for r in entry["batches"]], "^--",
+        per_run.plot(batches, [r["run"]["device_cpu_s"] for r in entry["batches"]], "^--",
                      color=color, label=f"{entry['models']}: device evaluation", alpha=0.7)
         per_run.axhline(entry["fixed"]["process_cpu_s"], color=color, lw=0.8, alpha=0.6)
         if i == 0:
-            _reference(rate, batches, entry["batches"][0]["points_per_s"], 1, "O(batch)")
+            _reference(rate, batches, (batches[0], entry["batches"][0]["points_per_s"]), 1,
+                       "O(batch)")
     first = report["models"][0]["batches"]
     batches = [r["batch"] for r in first]
-    _reference(per_run, batches, first[0]["run"]["cpu_s"], 1, "O(batch)")
+    middle = first[len(first) // 2]
+    _reference(per_run, batches, (middle["batch"], middle["run"]["cpu_s"]), 1, "O(batch)")
+    _reference(per_run, batches, (middle["batch"], middle["run"]["cpu_s"]), 2, "O(batch²)")
+    _ticks(rate, batches)
+    _ticks(per_run, batches)
     rate.set_xlabel("points per ngspice run (batch)")
     rate.set_ylabel(f"points per second ({report['jobs']} jobs)")
     per_run.set_xlabel("points per ngspice run (batch)")
-    per_run.set_ylabel("seconds per run (median); lines: fixed cost")
+    per_run.set_ylabel("CPU seconds per run (median); lines: fixed cost")
     return _finish_plot(plt, figure, [rate, per_run], f"gcsim bench growth sweep "
                         f"({report['points']}-point pulse sweep)", report, path)
