@@ -16,7 +16,7 @@ from gcsim.characterize.cache import ResultCache
 from gcsim.characterize.sweep import Sweep, Unit
 
 def _pulse_spec(points: int, models: processes.ModelSet, batch: int | None,
-                workers: int = 1) -> spec_module.Spec:
+                workers: int = 1, grid: tuple[int, int] | None = None) -> spec_module.Spec:
     raw = spec_module.load(resources.CHARACTERIZATION / "gain_cell_pulse.toml").raw
     raw = {**raw, "axes": [dict(axis) for axis in raw["axes"]],
            "parameters": dict(raw.get("parameters", {})),
@@ -24,6 +24,8 @@ def _pulse_spec(points: int, models: processes.ModelSet, batch: int | None,
     # A near-square grid of stored voltage x pulse width with at least `points` points.
     n_store = max(2, int(math.sqrt(points)))
     n_pulse = max(2, math.ceil(points / n_store))
+    if grid is not None:    # exactly these (stored voltages, pulse widths)
+        n_store, n_pulse = grid
     raw["axes"][0].update(num=n_store)
     raw["axes"][1].update(num=n_pulse)
     # Levels and sizes come from the process's design, as in any sweep of the shipped specs.

@@ -62,3 +62,6 @@ main.add_command(validate_group)
 from gcsim.cli.energy import energy_command  # noqa: E402
 
 main.add_command(energy_command)
+from gcsim.cli.growth import growth_group  # noqa: E402
+
+bench.add_command(growth_group)

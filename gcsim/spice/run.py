@@ -11,6 +11,7 @@ import ctypes.util
 import functools
 import logging
 import os
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ class RunRequest:
     ngbehavior: str | None = None
     timeout_s: float = 600.0
     tag: object = None      # the caller's handle; never sent to ngspice
+    accounting: bool = False    # also read ngspice's `rusage all` after the run (benchmarks)
 
 
 @dataclass
@@ -44,6 +46,13 @@ class RunResult:
     kind: str = "ok"              # ok | failed | timeout | crashed
     messages: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # Where the run's time went, measured in the process that ran it (gcsim bench growth):
+    # the circuit load (netlist and model library parsed, instances made) and its CPU time.
+    load_s: float = 0.0
+    cpu_s: float = 0.0
+    # With RunRequest.accounting: ngspice's own figures ("Circuit Equations", "Transient
+    # timepoints", "Matrix factor time", ...), numbers only, as `rusage all` names them.
+    accounting: dict[str, float] = field(default_factory=dict)
 
 
 def library_path() -> str:
@@ -75,6 +84,7 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
     """Run one netlist in the current process. Workers call this; so does the per-point
     baseline of ``gcsim bench sweep``, which reuses one ngspice instance on purpose."""
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if shared is None:
         shared = new_ngspice()
     from PySpice.Spice.NgSpice.Shared import NgSpiceCircuitError, NgSpiceCommandError
@@ -98,10 +108,12 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
     # ngspice writes files of its own into the working folder (bsim4v5.out: BSIM 4.5's
     # parameter check, which sky130's native devices trigger): a scratch folder takes them.
     with _scratch_folder():
+        loading = time.perf_counter()
         try:
             shared.load_circuit(request.netlist)
         except NgSpiceCircuitError:
             pass
+        load_s = time.perf_counter() - loading
         collect()
         try:
             shared.clear_output()
@@ -109,15 +121,38 @@ def run_in_this_process(request: RunRequest, shared=None) -> RunResult:
         except NgSpiceCommandError:
             pass
         collect()
+        accounting = _accounting(shared) if request.accounting else {}
     vectors, missing = _read_vectors(shared, request.vectors, messages)
     elapsed = time.perf_counter() - started
+    timing = {"load_s": load_s, "cpu_s": time.process_time() - cpu_started,
+              "accounting": accounting}
     empty = [name for name, data in vectors.items() if data.size == 0]
     if missing or empty or (shared.last_plot or "").startswith("const"):
         reasons = [line.strip() for line in messages if _interesting(line)]
         reason = " | ".join(dict.fromkeys(reasons)) or \
             f"ngspice produced no values for {(missing or empty)[:3]}"
-        return RunResult(False, {}, reason[:2000], "failed", messages[-50:], elapsed)
-    return RunResult(True, vectors, None, "ok", messages[-50:], elapsed)
+        return RunResult(False, {}, reason[:2000], "failed", messages[-50:], elapsed, **timing)
+    return RunResult(True, vectors, None, "ok", messages[-50:], elapsed, **timing)
+
+
+_ACCOUNTING_LINE = re.compile(r"^\s*([A-Za-z][^=]*?)\s*=\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)")
+
+
+def _accounting(shared) -> dict[str, float]:
+    """ngspice's `rusage all` after a run: its circuit size, time points, iterations and
+    where the analysis time went, as {name: number} (units dropped: seconds, or counts)."""
+    from PySpice.Spice.NgSpice.Shared import NgSpiceCommandError
+
+    try:
+        text = shared.exec_command("rusage all") or ""
+    except NgSpiceCommandError:
+        return {}
+    figures = {}
+    for line in text.splitlines():
+        match = _ACCOUNTING_LINE.match(line)
+        if match:
+            figures[match[1].strip()] = float(match[2])
+    return figures
 
 
 def _read_vectors(shared, wanted_vectors: list[str], messages: list[str]
