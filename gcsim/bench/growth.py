@@ -371,18 +371,18 @@ def _banded_floor_operands(tokens: int, window: int, dim: int, block: int, array
 
 def banded_floor(queries, keys_t, values, pulses, window: int, block: int, array: int,
                  powers: int) -> None:
-    """`gcsim.bench.simulate.floor_products` on each block of queries against the keys its
+    """`gcsim.bench.simulate.head_floor_products` on each block of queries against the keys its
     windows reach (the simulator's own blocks, keys aligned to arrays): the products a
     blocked polynomial-cell simulator cannot avoid, at a sliding window's cost, not T x T."""
-    from gcsim.bench.simulate import floor_products
+    from gcsim.bench.simulate import head_floor_products
 
     tokens = queries.shape[0]
     for t0 in range(0, tokens, block):
         t1 = min(tokens, t0 + block)
         k0 = (max(0, t0 - window + 1) // array) * array
         k1 = min(tokens, k0 + -(-(t1 - k0) // array) * array)
-        floor_products(queries[t0:t1], keys_t[:, k0:k1], pulses[:t1 - t0, :k1 - k0],
-                       values[k0:k1], powers)
+        head_floor_products(queries[t0:t1], keys_t[:, k0:k1], pulses[:t1 - t0, :k1 - k0],
+                            values[k0:k1], powers)
 
 
 def estimate_simulate_bytes(tokens: int, window: int, heads: int, dim: int, powers: int,
@@ -458,8 +458,9 @@ def bench_simulate(tokens: list[int], windows: list[int], modes: list[str],
         for mode in modes:
             # The window may read keys older than the decay fit covers: the timing does not
             # depend on it, so the fit extrapolates there.
+            # The simulator's own threads match the floor's BLAS threads.
             mode_config = SimulationConfig(window=w, keep_intermediates=False,
-                                           dtype="float64", extrapolate=True)
+                                           dtype="float64", extrapolate=True, threads=threads)
             runners[mode] = (lambda model=models[mode], c=mode_config:
                              simulate_attention(q, k, v, model.name, model=model, config=c))
         return runners

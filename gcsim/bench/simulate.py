@@ -55,11 +55,16 @@ def floor_products(queries, keys_t, pulses, values, powers: int, threads: int | 
     """One Q.K^T and one phi.V product per polynomial power, full (tokens x tokens) size, with
     the heads spread over threads as the simulator spreads them (see `per_head`)."""
     def one_head(b: int, h: int) -> None:
-        for _ in range(powers):
-            np.matmul(queries[b, h], keys_t[b, h])
-            np.matmul(pulses[b, h], values[b, h])
+        head_floor_products(queries[b, h], keys_t[b, h], pulses[b, h], values[b, h], powers)
 
     per_head(one_head, queries.shape[0], queries.shape[1], threads)
+
+
+def head_floor_products(queries, keys_t, pulses, values, powers: int) -> None:
+    """One head's floor: a Q.K^T and a phi.V product per polynomial power (2-D operands)."""
+    for _ in range(powers):
+        np.matmul(queries, keys_t)
+        np.matmul(pulses, values)
 
 
 def per_head(work, batch: int, heads: int, threads: int | None = None) -> None:
