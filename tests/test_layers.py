@@ -27,9 +27,11 @@ ALLOWED = {
     "bench": {"core", "spice", "characterize", "fit", "hw", "simulate"},
     "pipeline": {"core", "spice", "characterize", "fit", "hw", "simulate", "validate"},
     "cli": {"core", "spice", "characterize", "fit", "hw", "simulate", "validate", "energy",
-            "bench", "pipeline", "schemas"},
+            "bench", "pipeline", "schemas", "accuracy"},
     "schemas": {"core", "spice", "characterize", "fit", "hw"},
     "nn": {"core", "fit", "hw", "simulate"},
+    # Task accuracy on the twin: PyTorch models trained and evaluated through gcsim.nn.
+    "accuracy": {"core", "nn", "simulate"},
     "_data": set(),  # package data only: netlists, specs and fits in an installed wheel
 }
 # Top-level modules that belong to no layer: the package marker and `python -m gcsim`.

@@ -62,3 +62,6 @@ main.add_command(validate_group)
 from gcsim.cli.energy import energy_command  # noqa: E402
 
 main.add_command(energy_command)
+from gcsim.cli.accuracy import accuracy_command  # noqa: E402
+
+main.add_command(accuracy_command)
