@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gcsim.accuracy.adapt import adapt, calibrate, hardware_copy, swap_twins
-from gcsim.accuracy.model import HardwareCore, ModelConfig, TinyTransformer
+from gcsim.accuracy.adapt import calibrate, hardware_copy, scaler_parameters, swap_twins
+from gcsim.accuracy.model import ModelConfig, TinyTransformer
 from gcsim.accuracy.tasks import make_task
-from gcsim.accuracy.train import TrainConfig, accuracy, train
+from gcsim.accuracy.train import TrainConfig, evaluate, train
 
 # Non-idealities, each switched on alone and all together ("none": every one off). What stays
 # on in every row is the mode itself: the cell law, HardSigmoid, converters, readout.
@@ -59,7 +59,7 @@ class AccuracySettings:
     task_options: dict = field(default_factory=dict)
     layers: int = 2
     heads: int = 1
-    steps: int = 600
+    steps: int = 400
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0
@@ -69,12 +69,14 @@ class AccuracySettings:
     mismatch_seed: int = 0
     window: int | None = None               # None: the sequence length
     array: int = 64
-    eval_sequences: int = 512
+    eval_sequences: int = 256
     eval_batch: int = 64
     calibration_sequences: int = 32
-    scaler_steps: int = 30
-    weight_steps: int = 90
+    scaler_steps: int = 20
+    weight_steps: int = 60
     adapt_batch: int = 16
+    scaler_lr: float = 0.1     # Adam on log gain and offset: about 10 % a step at first
+    weight_lr: float = 3e-3
     adapt: bool = True
     dtype: str = "float32"
     check_sequences: int = 2
@@ -110,7 +112,7 @@ def quick_settings(settings: AccuracySettings) -> AccuracySettings:
     options = {"vocab": 64, "pairs": 8, "seq_len": 64} if settings.task == "mqar" else {
         "vocab": 16, "seq_len": 32}
     return replace(settings, task_options={**options, **settings.task_options}, steps=150,
-                   eval_sequences=128, calibration_sequences=16, scaler_steps=10,
+                   eval_sequences=64, calibration_sequences=16, scaler_steps=10,
                    weight_steps=20, check_sequences=1, quick=True)
 
 
@@ -246,11 +248,14 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
     with stage("training"), bar(settings.steps, "softmax training") as progress_bar:
         log_train = train(model, task, train_config, progress=progress_bar)
     with stage("evaluation"):
-        softmax_accuracy = accuracy(model, eval_set, settings.eval_batch)
+        softmax_accuracy, softmax_loss = evaluate(model, eval_set, settings.eval_batch)
     say(f"trained {model.parameter_count()} parameters in {log_train.seconds:.1f} s: softmax "
         f"accuracy {softmax_accuracy:.3f} (chance {task.chance:.3f})")
 
-    results, adaptations, checks = [], [], []
+    results, adaptations, checks, transfers = [], [], [], []
+    # The published chain: the model adapted on linear cells (the intermediate model), carried
+    # onto each other mode by the statistics calibration alone.
+    intermediate = None
     nonidealities = [n for n in NONIDEALITIES if n in settings.nonidealities]
     for spec in settings.modes:
         row_names = [n for n in nonidealities if spec.applicable(n)]
@@ -269,7 +274,7 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
             for name in row_names:
                 variant = swap_twins(mapped, make_twins(spec, settings, window, name,
                                                         seeds["mismatch_evaluation"]))
-                before[name] = accuracy(variant, eval_set, settings.eval_batch, progress_bar)
+                before[name] = evaluate(variant, eval_set, settings.eval_batch, progress_bar)
         if settings.check_sequences and spec.mode != "ideal":
             with stage("twin check"):
                 tokens = torch.as_tensor(eval_set.tokens[:settings.check_sequences])
@@ -282,30 +287,59 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                 adapted = swap_twins(mapped, make_twins(spec, settings, window, full,
                                                         seeds["mismatch_adaptation"]))
                 scaler_config = TrainConfig(steps=settings.scaler_steps,
-                                            batch=settings.adapt_batch, lr=1e-2, warmup=1,
+                                            batch=settings.adapt_batch,
+                                            lr=settings.scaler_lr, warmup=1,
                                             weight_decay=0.0, seed=seeds["adaptation_data"])
                 weight_config = TrainConfig(steps=settings.weight_steps,
-                                            batch=settings.adapt_batch, lr=1e-3,
+                                            batch=settings.adapt_batch,
+                                            lr=settings.weight_lr,
                                             warmup=max(1, settings.weight_steps // 10),
                                             seed=seeds["adaptation_data"] + 1)
-                with bar(settings.scaler_steps + settings.weight_steps,
-                         f"{spec.label} adapting") as progress_bar:
-                    scaler_log, weight_log = adapt(adapted, task, scaler_config, weight_config,
-                                                   progress_bar)
+                with bar(settings.scaler_steps, f"{spec.label} adapting scalers") as progress_bar:
+                    scaler_log = train(adapted, task, scaler_config,
+                                       parameters=scaler_parameters(adapted),
+                                       progress=progress_bar)
+            with stage("evaluation"):
+                on_chip = swap_twins(adapted, make_twins(spec, settings, window, full,
+                                                         seeds["mismatch_evaluation"]))
+                scalers_only = evaluate(on_chip, eval_set, settings.eval_batch)
+            with stage("adaptation"):
+                with bar(settings.weight_steps, f"{spec.label} adapting weights") as progress_bar:
+                    weight_log = train(adapted, task, weight_config, progress=progress_bar)
             with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
                                           f"{spec.label} after") as progress_bar:
                 for name in row_names:
                     variant = swap_twins(adapted, make_twins(spec, settings, window, name,
                                                              seeds["mismatch_evaluation"]))
-                    after[name] = accuracy(variant, eval_set, settings.eval_batch, progress_bar)
+                    after[name] = evaluate(variant, eval_set, settings.eval_batch, progress_bar)
             adaptation = {"mode": spec.mode, "fits": _fits(spec), "label": spec.label,
                           "nonideality": full,
                           "calibration": asdict(calibration),
+                          "calibrated_accuracy": before[full][0] if full in before else None,
+                          "scalers_trained_accuracy": scalers_only[0],
+                          "adapted_accuracy": after[full][0] if full in after else None,
                           "scaler_steps": scaler_log.steps, "weight_steps": weight_log.steps,
                           "loss": [_first(scaler_log.losses), _last(scaler_log.losses),
                                    _last(weight_log.losses)],
                           "seconds": scaler_log.seconds + weight_log.seconds}
             adaptations.append(adaptation)
+        transferred = {}
+        if intermediate is not None and spec.mode not in ("ideal", "linear"):
+            with stage("calibration"):
+                carried = swap_twins(intermediate, make_twins(spec, settings, window, full,
+                                                              seeds["mismatch_evaluation"]))
+                carried_calibration = calibrate(carried, intermediate, calibration_set)
+            with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
+                                          f"{spec.label} from linear") as progress_bar:
+                for name in row_names:
+                    variant = swap_twins(carried, make_twins(spec, settings, window, name,
+                                                             seeds["mismatch_evaluation"]))
+                    transferred[name] = evaluate(variant, eval_set, settings.eval_batch,
+                                                 progress_bar)
+            transfers.append({"mode": spec.mode, "fits": _fits(spec), "label": spec.label,
+                              "calibration": asdict(carried_calibration)})
+        if spec.mode == "linear" and settings.adapt:
+            intermediate = adapted
         twin = make_twins(spec, settings, window, full, 0)[0]
         for name in row_names:
             switches = NONIDEALITIES[name]
@@ -315,11 +349,17 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                 "decay": switches["decay"] and spec.mode != "ideal",
                 "mismatch": _mismatch_of(name, spec),
                 "decay_factor_per_token": twin.decay_factor if switches["decay"] else 0.0,
-                "accuracy": before[name],
-                "adapted_accuracy": after.get(name)})
+                "accuracy": before[name][0], "loss": round(before[name][1], 4),
+                "adapted_accuracy": after[name][0] if name in after else None,
+                "adapted_loss": round(after[name][1], 4) if name in after else None,
+                "from_linear_accuracy": transferred[name][0] if name in transferred else None,
+                "from_linear_loss": (round(transferred[name][1], 4) if name in transferred
+                                     else None)})
         say(f"{spec.label}: " + ", ".join(
-            f"{n} {before[n]:.3f}" + (f" -> {after[n]:.3f}" if n in after else "")
-            for n in row_names) + f" ({time.perf_counter() - start:.0f} s)")
+            f"{n} {before[n][0]:.3f}" + (f" -> {after[n][0]:.3f}" if n in after else "")
+            for n in row_names) + (", from linear " + ", ".join(
+                f"{n} {transferred[n][0]:.3f}" for n in row_names) if transferred else "")
+            + f" ({time.perf_counter() - start:.0f} s)")
 
     timings = {name: round(value, 2) for name, value in stage.seconds.items()}
     timings["total"] = round(sum(stage.seconds.values()), 2)
@@ -332,15 +372,18 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                      "array": settings.array, "token_period_s": settings.token_period_s,
                      "dtype": settings.dtype, "scaler_steps": settings.scaler_steps,
                      "weight_steps": settings.weight_steps, "adapt_batch": settings.adapt_batch,
+                     "scaler_lr": settings.scaler_lr, "weight_lr": settings.weight_lr,
                      "adapt": settings.adapt, "quick": settings.quick,
                      "threads": torch.get_num_threads()},
         "seeds": {"seed": settings.seed, **seeds},
         "chance": task.chance,
         "training": {"seconds": round(log_train.seconds, 2), "steps": log_train.steps,
                      "final_loss": _last(log_train.losses), "accuracy": softmax_accuracy},
-        "reference": {"mode": "softmax", "accuracy": softmax_accuracy},
+        "reference": {"mode": "softmax", "accuracy": softmax_accuracy,
+                      "loss": round(softmax_loss, 4)},
         "results": results,
         "adaptation": adaptations,
+        "from_linear": transfers,
         "twin_check": checks,
         "timings_s": timings,
     }

@@ -146,12 +146,23 @@ class TinyTransformer(nn.Module):
 
 
 class Scaler(nn.Module):
-    """a * x + b with one (a, b) per head: the published method's range scaler."""
+    """a * x + b with one (a, b) per head: the published method's range scaler. The gain is
+    kept as log a (a > 0), so that training moves it by ratios: output gains run from about 1
+    to 30 across designs, and one learning rate must suit them all."""
 
     def __init__(self, heads: int, a: float = 1.0, b: float = 0.0):
         super().__init__()
-        self.a = nn.Parameter(torch.full((1, heads, 1, 1), float(a)))
+        self.log_a = nn.Parameter(torch.full((1, heads, 1, 1), math.log(a)))
         self.b = nn.Parameter(torch.full((1, heads, 1, 1), float(b)))
+
+    @property
+    def a(self) -> torch.Tensor:
+        return self.log_a.exp()
+
+    @torch.no_grad()
+    def set(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.log_a.copy_(a.clamp(min=1e-30).log())
+        self.b.copy_(b)
 
     def forward(self, x):
         return self.a * x + self.b

@@ -27,6 +27,12 @@ def _describe_task(task: dict) -> str:
     return f"vocabulary {task['vocab']}, {task['seq_len']} tokens"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(line[i])) for line in [header] + rows) for i in range(len(header))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip()
+            for line in [header] + rows]
+
+
 def format_report(report: dict) -> list[str]:
     task, model, train = report["task"], report["model"], report["training"]
     settings = report["settings"]
@@ -46,25 +52,31 @@ def format_report(report: dict) -> list[str]:
     for label in labels:
         cells = {r["nonideality"]: _cell(r) for r in rows if r["label"] == label}
         table.append([label] + [cells.get(c, "-") for c in present])
-    header = ["mode"] + present
-    widths = [max(len(str(line[i])) for line in [header] + table) for i in range(len(header))]
-    lines.append("")
-    for line in [header] + table:
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip())
-    lines.append("")
     adapted = settings["adapt"] and report["adaptation"]
-    lines.append("accuracy on the task's queries" + (
-        " before -> after adaptation (calibrated scalers, then "
-        f"{settings['scaler_steps']} scaler and {settings['weight_steps']} weight steps with "
-        "the hardware in the loop, every non-ideality on, on another mismatch draw)"
-        if adapted else " (no adaptation)"))
-    lines.append("'-': not applicable (ideal has no non-idealities; linear and paper model no "
-                 "mismatch)")
-    decay = sorted({r["decay_factor_per_token"] for r in rows if r["decay"]})
-    if decay:
-        lines.append("decay per token of age: " + ", ".join(
-            f"{r['label']} {r['decay_factor_per_token']:.3g}" for r in rows
-            if r["nonideality"] == "all" and r["decay"]))
+    lines += ["", "the softmax model on each mode, " + (
+        "before -> after adaptation (statistics calibration, then "
+        f"{settings['scaler_steps']} steps on the scalers and {settings['weight_steps']} on "
+        "every weight with the hardware in the loop, every non-ideality on, on another "
+        "mismatch draw):" if adapted else "calibrated on statistics (no adaptation):")]
+    lines += _table(["mode"] + present, table)
+    carried = [label for label in labels if any(
+        r["label"] == label and r.get("from_linear_accuracy") is not None for r in rows)]
+    if carried:
+        table = []
+        for label in carried:
+            cells = {r["nonideality"]: f"{r['from_linear_accuracy']:.3f}" for r in rows
+                     if r["label"] == label}
+            table.append([label] + [cells.get(c, "-") for c in present])
+        lines += ["", "the model adapted on linear cells, carried onto each mode by the "
+                      "statistics calibration alone (the published chain before its last "
+                      "fine-tune):"]
+        lines += _table(["mode"] + present, table)
+    lines += ["", "'-': not applicable (ideal has no non-idealities; linear and paper model no "
+                  "mismatch)"]
+    decays = [f"{r['label']} {r['decay_factor_per_token']:.3g}" for r in rows
+              if r["nonideality"] == "all" and r["decay"]]
+    if decays:
+        lines.append("decay exponent per token of age: " + ", ".join(decays))
     checks = report["twin_check"]
     if checks:
         largest = max(c["max_abs_difference"] for c in checks)
@@ -73,10 +85,14 @@ def format_report(report: dict) -> list[str]:
         lines.append(f"twin vs NumPy simulator on the model's own q, k, v (float64, "
                      f"{len(checks)} modes, {values:,} outputs): {verdict}, largest "
                      f"|difference| {largest:.3g}")
+    seeds = report["seeds"]
+    lines.append(f"seeds: --seed {seeds['seed']}, evaluated chip --mismatch-seed "
+                 f"{seeds['mismatch_evaluation']}, adapted on chip "
+                 f"{seeds['mismatch_adaptation']}")
     times = report["timings_s"]
     lines.append("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in
                                       times.items()) + f" ({settings['threads']} threads, "
-                                                      f"{settings['dtype']})")
+                                                      f"twin in {settings['dtype']})")
     return lines
 
 

@@ -44,20 +44,27 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model, batch: Batch, batch_size: int = 256, progress=None) -> float:
-    """Fraction of scored positions whose most likely token is the target."""
+def evaluate(model, batch: Batch, batch_size: int = 256, progress=None) -> tuple[float, float]:
+    """(accuracy, loss): the fraction of scored positions whose most likely token is the
+    target, and the mean cross-entropy there in nats (finer than accuracy near 1)."""
     model.eval()
     correct = total = 0
+    loss = 0.0
     for start in range(0, len(batch.tokens), batch_size):
         tokens, targets = as_tensors(Batch(batch.tokens[start:start + batch_size],
                                            batch.targets[start:start + batch_size]))
-        predicted = model(tokens).argmax(-1)
+        logits = model(tokens)
         scored = targets != IGNORE
-        correct += int((predicted[scored] == targets[scored]).sum())
+        correct += int((logits.argmax(-1)[scored] == targets[scored]).sum())
+        loss += float(F.cross_entropy(logits[scored].float(), targets[scored], reduction="sum"))
         total += int(scored.sum())
         if progress is not None:
             progress.update(len(tokens))
-    return correct / max(total, 1)
+    return correct / max(total, 1), loss / max(total, 1)
+
+
+def accuracy(model, batch: Batch, batch_size: int = 256, progress=None) -> float:
+    return evaluate(model, batch, batch_size, progress)[0]
 
 
 def cosine_lr(step: int, config: TrainConfig) -> float:

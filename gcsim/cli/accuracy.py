@@ -20,6 +20,10 @@ NO_TORCH = ("gcsim accuracy needs PyTorch, which gcsim's `ml` extra installs: "
             "pip install -e .[ml]")
 
 
+def _torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
 def _positive(ctx, param, value):
     if value is not None and value < 1:
         raise click.BadParameter(f"must be >= 1, got {value}")
@@ -41,7 +45,7 @@ def _positive(ctx, param, value):
 @click.option("--heads", type=int, default=None, callback=_positive,
               help="Heads per layer, each of dimension 64 (one head fills an array's rows) [1].")
 @click.option("--steps", type=int, default=None, callback=_positive,
-              help="Softmax training steps [600; --quick 150].")
+              help="Softmax training steps [400; --quick 150].")
 @click.option("--batch", type=int, default=None, callback=_positive,
               help="Training batch, sequences [64].")
 @click.option("--lr", type=float, default=None, help="Softmax training learning rate [3e-3].")
@@ -67,11 +71,11 @@ def _positive(ctx, param, value):
 @click.option("--array", type=int, default=None, callback=_positive,
               help="Array size: key positions per array [64].")
 @click.option("--eval-sequences", type=int, default=None, callback=_positive,
-              help="Held-out sequences per accuracy [512; --quick 128].")
+              help="Held-out sequences per accuracy [256; --quick 64].")
 @click.option("--scaler-steps", type=int, default=None,
-              help="Adaptation steps on the scalers alone [30; --quick 10].")
+              help="Adaptation steps on the scalers alone [20; --quick 10].")
 @click.option("--weight-steps", type=int, default=None,
-              help="Adaptation steps on every weight [90; --quick 20].")
+              help="Adaptation steps on every weight [60; --quick 20].")
 @click.option("--no-adapt", is_flag=True, help="Report accuracy before adaptation only.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="Precision of the hardware twin in evaluation and adaptation [float32; "
@@ -108,7 +112,7 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
       gcsim accuracy mqar --pairs 16 --mode paper --mode fitted --fits fits/sky130
       gcsim accuracy induction --token-period 20e-6 --nonideality decay
     """
-    if importlib.util.find_spec("torch") is None:
+    if not _torch_available():
         fail(GcsimError(NO_TORCH))
     try:
         from gcsim.accuracy import evaluate, report
