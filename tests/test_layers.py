@@ -102,6 +102,52 @@ def test_every_import_points_down_the_layers():
     assert violations() == []
 
 
+# Third-party packages only some layers may import: torch is the optional `ml` extra, so the
+# rest of gcsim must import (and run) without it.
+OPTIONAL_IMPORTS = {"torch": {"nn"}}
+
+
+def optional_import_violations(root: Path = PACKAGE) -> list[str]:
+    """Imports of an optional package (OPTIONAL_IMPORTS) outside the layers allowed it."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        layer = layer_of(module_name(path))
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                allowed = OPTIONAL_IMPORTS.get(name.split(".")[0])
+                if allowed is not None and layer not in allowed:
+                    out.append(f"{path.relative_to(root.parent)}:{node.lineno}: imports {name}, "
+                               f"which only {', '.join(sorted(allowed))} may")
+    return out
+
+
+def test_only_gcsim_nn_imports_torch():
+    assert optional_import_violations() == []
+
+
+def test_a_planted_torch_import_is_caught(tmp_path):
+    tree = tmp_path / "gcsim"
+    for folder in ("simulate", "nn"):
+        (tree / folder).mkdir(parents=True)
+        (tree / folder / "__init__.py").write_text("")
+    (tree / "__init__.py").write_text("")
+    (tree / "simulate" / "fast.py").write_text("def f():\n    import torch.nn.functional\n")
+    (tree / "nn" / "twin.py").write_text("import torch\nfrom torch import nn\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, tree
+    try:
+        found = optional_import_violations(tree)
+    finally:
+        PACKAGE = saved
+    assert len(found) == 1 and "simulate/fast.py:2: imports torch.nn.functional" in found[0]
+
+
 def test_a_planted_back_edge_is_caught(tmp_path):
     """The check itself can fail: a fit module importing the simulator is reported."""
     tree = tmp_path / "gcsim"
