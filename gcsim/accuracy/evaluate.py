@@ -28,6 +28,13 @@ NONIDEALITIES = {
 }
 MODES = ("ideal", "linear", "paper", "fitted")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Adaptation measures its validation loss every this many steps (and keeps the best state).
+VALIDATE_EVERY = 10
+# Softmax training stops once its validation accuracy reaches this, checked every
+# TRAIN_VALIDATE_EVERY steps.
+STOP_AT = 0.99
+TRAIN_VALIDATE_EVERY = 50
+TRAIN_VALIDATION_SEQUENCES = 64
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class AccuracySettings:
     task_options: dict = field(default_factory=dict)
     layers: int = 2
     heads: int = 1
-    steps: int = 400
+    steps: int = 1000          # the budget: training stops at STOP_AT validation accuracy
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0
@@ -75,7 +82,7 @@ class AccuracySettings:
     scaler_steps: int = 20
     weight_steps: int = 60
     adapt_batch: int = 16
-    scaler_lr: float = 0.1     # Adam on log gain and offset: about 10 % a step at first
+    scaler_lr: float = 0.03    # Adam on log gain and offset: about 3 % a step
     weight_lr: float = 3e-3
     adapt: bool = True
     dtype: str = "float32"
@@ -111,7 +118,7 @@ def quick_settings(settings: AccuracySettings) -> AccuracySettings:
     """The tiny run `make test` uses: about a minute on two cores."""
     options = {"vocab": 64, "pairs": 8, "seq_len": 64} if settings.task == "mqar" else {
         "vocab": 16, "seq_len": 32}
-    return replace(settings, task_options={**options, **settings.task_options}, steps=150,
+    return replace(settings, task_options={**options, **settings.task_options}, steps=300,
                    eval_sequences=64, calibration_sequences=16, scaler_steps=10,
                    weight_steps=20, check_sequences=1, quick=True)
 
@@ -232,11 +239,17 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
     seeds = {"data": _seed(settings.seed, 1), "init": _seed(settings.seed, 2),
              "evaluation": _seed(settings.seed, 3), "calibration": _seed(settings.seed, 4),
              "adaptation_data": _seed(settings.seed, 5),
+             "adaptation_validation": _seed(settings.seed, 6),
+             "training_validation": _seed(settings.seed, 7),
              "mismatch_evaluation": settings.mismatch_seed,
              "mismatch_adaptation": settings.mismatch_seed + 1}
     eval_set = task.generate(settings.eval_sequences, np.random.default_rng(seeds["evaluation"]))
     calibration_set = task.generate(settings.calibration_sequences,
                                     np.random.default_rng(seeds["calibration"]))
+    # Adaptation keeps its best state by the loss on sequences of its own (not the held-out
+    # set the accuracies are measured on).
+    validation_set = task.generate(settings.calibration_sequences,
+                                   np.random.default_rng(seeds["adaptation_validation"]))
 
     # 1. Softmax training.
     torch.manual_seed(seeds["init"])
@@ -245,8 +258,12 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
     model = TinyTransformer(config)
     train_config = TrainConfig(steps=settings.steps, batch=settings.batch, lr=settings.lr,
                                warmup=max(1, settings.steps // 10), seed=seeds["data"])
+    training_validation = task.generate(TRAIN_VALIDATION_SEQUENCES,
+                                        np.random.default_rng(seeds["training_validation"]))
     with stage("training"), bar(settings.steps, "softmax training") as progress_bar:
-        log_train = train(model, task, train_config, progress=progress_bar)
+        log_train = train(model, task, train_config, validation=training_validation,
+                          validate_every=TRAIN_VALIDATE_EVERY, stop_at=STOP_AT,
+                          progress=progress_bar)
     with stage("evaluation"):
         softmax_accuracy, softmax_loss = evaluate(model, eval_set, settings.eval_batch)
     say(f"trained {model.parameter_count()} parameters in {log_train.seconds:.1f} s: softmax "
@@ -298,14 +315,16 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                 with bar(settings.scaler_steps, f"{spec.label} adapting scalers") as progress_bar:
                     scaler_log = train(adapted, task, scaler_config,
                                        parameters=scaler_parameters(adapted),
-                                       progress=progress_bar)
+                                       validation=validation_set,
+                                       validate_every=VALIDATE_EVERY, progress=progress_bar)
             with stage("evaluation"):
                 on_chip = swap_twins(adapted, make_twins(spec, settings, window, full,
                                                          seeds["mismatch_evaluation"]))
                 scalers_only = evaluate(on_chip, eval_set, settings.eval_batch)
             with stage("adaptation"):
                 with bar(settings.weight_steps, f"{spec.label} adapting weights") as progress_bar:
-                    weight_log = train(adapted, task, weight_config, progress=progress_bar)
+                    weight_log = train(adapted, task, weight_config, validation=validation_set,
+                                       validate_every=VALIDATE_EVERY, progress=progress_bar)
             with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
                                           f"{spec.label} after") as progress_bar:
                 for name in row_names:
@@ -319,6 +338,10 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                           "scalers_trained_accuracy": scalers_only[0],
                           "adapted_accuracy": after[full][0] if full in after else None,
                           "scaler_steps": scaler_log.steps, "weight_steps": weight_log.steps,
+                          "kept_steps": [scaler_log.best_step, weight_log.best_step],
+                          "validation_loss": [
+                              [[step, round(loss, 4)] for step, _, loss in log.checkpoints]
+                              for log in (scaler_log, weight_log)],
                           "loss": [_first(scaler_log.losses), _last(scaler_log.losses),
                                    _last(weight_log.losses)],
                           "seconds": scaler_log.seconds + weight_log.seconds}
@@ -378,6 +401,8 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
         "seeds": {"seed": settings.seed, **seeds},
         "chance": task.chance,
         "training": {"seconds": round(log_train.seconds, 2), "steps": log_train.steps,
+                     "step_budget": settings.steps, "stop_at_validation_accuracy": STOP_AT,
+                     "kept_step": log_train.best_step,
                      "final_loss": _last(log_train.losses), "accuracy": softmax_accuracy},
         "reference": {"mode": "softmax", "accuracy": softmax_accuracy,
                       "loss": round(softmax_loss, 4)},

@@ -41,7 +41,9 @@ def format_report(report: dict) -> list[str]:
         f"  model: {model['layers']} layers x {model['heads']} heads of dim {model['head_dim']} "
         f"({model['parameters']:,} parameters), window {settings['window']}, arrays of "
         f"{settings['array']}",
-        f"  softmax training: {train['steps']} steps in {train['seconds']:.1f} s, accuracy "
+        f"  softmax training: {train['steps']} steps of {settings['batch']} sequences in "
+        f"{train['seconds']:.1f} s (budget {train['step_budget']}, stops at "
+        f"{train['stop_at_validation_accuracy']:.0%} on a validation batch), accuracy "
         f"{train['accuracy']:.3f} on {settings['eval_sequences']} held-out sequences",
     ]
     rows = report["results"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ class TrainLog:
     seconds: float = 0.0
     steps: int = 0
     losses: list[float] = field(default_factory=list)   # one per step
-    checkpoints: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy)
+    # (step, accuracy, loss) on the validation batch, when there is one
+    checkpoints: list[tuple[int, float, float]] = field(default_factory=list)
+    best_step: int = 0   # the step whose state the model ends in
 
 
 def as_tensors(batch: Batch, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,20 +77,38 @@ def cosine_lr(step: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
-def train(model, task, config: TrainConfig, parameters=None, eval_batch: Batch | None = None,
-          eval_every: int = 0, progress=None, time_limit_s: float | None = None) -> TrainLog:
-    """AdamW on freshly generated batches with warmup and cosine decay. `parameters` restricts
-    what is trained (default: everything); `time_limit_s` stops early, honestly logged."""
+def train(model, task, config: TrainConfig, parameters=None, validation: Batch | None = None,
+          validate_every: int = 0, stop_at: float | None = None, progress=None) -> TrainLog:
+    """AdamW on freshly generated batches with warmup and cosine decay; `parameters` restricts
+    what is trained (default: everything). With a `validation` batch, the loss there is
+    measured before the first step and every `validate_every` steps, and the model ends in its
+    best state: training with the hardware in the loop can silence a HardSigmoid (no charge
+    above threshold, no gradient), and adaptation must not leave a model worse than it found
+    it. `stop_at` ends training once the validation accuracy reaches it: the step budget is
+    an upper bound (associative recall is learnt in a sudden transition whose step varies with
+    the seed, and a long cosine schedule keeps the learning rate up until it comes)."""
     rng = np.random.default_rng(config.seed)
     params = [p for p in (parameters if parameters is not None else model.parameters())
               if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    # Weight decay on matrices only: not on biases, norms or the per-head scalers (4-D).
+    decay = [p for p in params if p.ndim == 2]
+    no_decay = [p for p in params if p.ndim != 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=config.lr, betas=(0.9, 0.98))
     log = TrainLog()
+    best = None
+
+    def check(step):
+        nonlocal best
+        accuracy_, loss_ = evaluate(model, validation)
+        log.checkpoints.append((step, accuracy_, loss_))
+        if best is None or loss_ < best[0]:
+            best = (loss_, step, copy.deepcopy(model.state_dict()))
+
     start = time.perf_counter()
+    if validation is not None:
+        check(0)
     for step in range(config.steps):
         model.train()
         for group in optimizer.param_groups:
@@ -104,9 +125,14 @@ def train(model, task, config: TrainConfig, parameters=None, eval_batch: Batch |
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{log.losses[-1]:.3f}", refresh=False)
-        if eval_every and eval_batch is not None and (step + 1) % eval_every == 0:
-            log.checkpoints.append((step + 1, accuracy(model, eval_batch)))
-        if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-            break
+        last = step + 1 == config.steps
+        if validation is not None and (last or (validate_every and
+                                                (step + 1) % validate_every == 0)):
+            check(step + 1)
+            if stop_at is not None and log.checkpoints[-1][1] >= stop_at:
+                break
+    if best is not None and best[1] != log.steps:
+        model.load_state_dict(best[2])
+    log.best_step = best[1] if best is not None else log.steps
     log.seconds = time.perf_counter() - start
     return log
