@@ -109,7 +109,7 @@ def test_bad_options_are_one_line(args, fragment):
 def test_quick_run_end_to_end(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "accuracy"
-    result = invoke("accuracy", "mqar", "--quick", "--json", "--out", out, "--threads", 2)
+    result = invoke("accuracy", "mqar", "--quick", "--json", "--out", out)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["task"]["name"] == "mqar"

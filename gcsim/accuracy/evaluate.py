@@ -87,6 +87,7 @@ class AccuracySettings:
     adapt: bool = True
     dtype: str = "float32"
     check_sequences: int = 2
+    extrapolate: bool = False   # fitted decay beyond the ages its fit covers (and say so)
     quick: bool = False
 
     def check(self) -> AccuracySettings:
@@ -158,6 +159,8 @@ def make_twins(spec: ModeSpec, settings: AccuracySettings, window: int, nonideal
                        token_period=settings.token_period_s if switches["decay"] else None)
         if switches["mismatch"] and spec.models_mismatch():
             options["mismatch_seed"] = _seed(chip_seed, layer)
+        if spec.mode == "fitted" and settings.extrapolate:
+            options["extrapolate"] = True
         if spec.fits is not None:
             twin = GainCellAttention.from_fits(spec.fits, mode=spec.mode, **options)
         else:
@@ -221,12 +224,21 @@ def _config_options(twin) -> dict:
 
 def run(settings: AccuracySettings, progress: bool | None = None, threads: int | None = None,
         log=None) -> dict:
-    """The whole study; returns the JSON-ready report (see docs/guide/accuracy.md)."""
-    from tqdm import tqdm
-
+    """The whole study; returns the JSON-ready report (see docs/guide/accuracy.md). `threads`
+    sets PyTorch's for the run (and is put back after)."""
     settings.check()
+    saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _run(settings, progress, log)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
+    from tqdm import tqdm
+
     say = log or (lambda message: None)
     task = make_task(settings.task, **settings.task_options)
     window = settings.window or task.seq_len
@@ -250,6 +262,18 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
     # set the accuracies are measured on).
     validation_set = task.generate(settings.calibration_sequences,
                                    np.random.default_rng(seeds["adaptation_validation"]))
+
+    # Every twin is built once before training, so that a setting the hardware refuses (a
+    # window older than the decay fit covers, say) stops the run before it has cost anything.
+    warnings = {}
+    for spec in settings.modes:
+        twin = make_twins(spec, settings, window, "none" if spec.mode == "ideal" else "all",
+                          0)[0]
+        if twin.warnings:
+            warnings[spec.label] = list(twin.warnings)
+    for label, lines in warnings.items():
+        for line in lines:
+            say(f"warning: {label}: {line}")
 
     # 1. Softmax training.
     torch.manual_seed(seeds["init"])
@@ -397,6 +421,7 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
                      "weight_steps": settings.weight_steps, "adapt_batch": settings.adapt_batch,
                      "scaler_lr": settings.scaler_lr, "weight_lr": settings.weight_lr,
                      "adapt": settings.adapt, "quick": settings.quick,
+                     "extrapolate": settings.extrapolate,
                      "threads": torch.get_num_threads()},
         "seeds": {"seed": settings.seed, **seeds},
         "chance": task.chance,
@@ -411,6 +436,7 @@ def run(settings: AccuracySettings, progress: bool | None = None, threads: int |
         "from_linear": transfers,
         "twin_check": checks,
         "timings_s": timings,
+        "warnings": warnings,
     }
 
 

@@ -73,8 +73,10 @@ def format_report(report: dict) -> list[str]:
                       "statistics calibration alone (the published chain before its last "
                       "fine-tune):"]
         lines += _table(["mode"] + present, table)
-    lines += ["", "'-': not applicable (ideal has no non-idealities; linear and paper model no "
-                  "mismatch)"]
+    lines.append("")
+    if len({(r["label"], r["nonideality"]) for r in rows}) < len(labels) * len(present):
+        lines.append("'-': not applicable (ideal has no non-idealities; linear and paper "
+                     "model no mismatch)")
     decays = [f"{r['label']} {r['decay_factor_per_token']:.3g}" for r in rows
               if r["nonideality"] == "all" and r["decay"]]
     if decays:
@@ -87,6 +89,8 @@ def format_report(report: dict) -> list[str]:
         lines.append(f"twin vs NumPy simulator on the model's own q, k, v (float64, "
                      f"{len(checks)} modes, {values:,} outputs): {verdict}, largest "
                      f"|difference| {largest:.3g}")
+    for label, warnings in report.get("warnings", {}).items():
+        lines += [f"warning: {label}: {line}" for line in warnings]
     seeds = report["seeds"]
     lines.append(f"seeds: --seed {seeds['seed']}, evaluated chip --mismatch-seed "
                  f"{seeds['mismatch_evaluation']}, adapted on chip "
@@ -116,6 +120,7 @@ def plot(report: dict):
     width = 0.8 / max(1, len(present))
     colors = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.2))
+    carried_labelled = False
     for j, name in enumerate(present):
         labelled = False
         for i, label in enumerate(labels):
@@ -128,6 +133,10 @@ def plot(report: dict):
                    label=None if labelled else name)
             if r.get("adapted_accuracy") is not None:
                 ax.bar(x, r["adapted_accuracy"], width * 0.45, color=colors(j))
+            if r.get("from_linear_accuracy") is not None:
+                ax.plot(x, r["from_linear_accuracy"], "kD", ms=4,
+                        label=None if carried_labelled else "from linear, calibrated only")
+                carried_labelled = True
             labelled = True
     ax.axhline(report["reference"]["accuracy"], color="k", lw=1, ls="-",
                label="softmax model")
@@ -137,8 +146,9 @@ def plot(report: dict):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("task accuracy")
     task = report["task"]
-    ax.set_title(f"{task['name']}: {_describe_task(task)}\nwide pale bars: before adaptation; "
-                 "narrow dark bars: after", fontsize=9)
+    ax.set_title(f"{task['name']}: {_describe_task(task)}\nwide pale bars: the softmax model "
+                 "calibrated; narrow dark bars: adapted; diamonds: the linear-adapted model "
+                 "calibrated", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()

@@ -64,6 +64,9 @@ def _positive(ctx, param, value):
 @click.option("--token-period", type=float, default=None,
               help="Token period in seconds, which sets the decay per token [each model's "
                    "own: 0.8 us for the published model and the shipped designs].")
+@click.option("--extrapolate", is_flag=True,
+              help="Fitted modes: run the decay beyond the ages its fit covers (a long "
+                   "--token-period) instead of refusing; the report says so.")
 @click.option("--mismatch-seed", type=int, default=0, show_default=True,
               help="The evaluated chip's per-cell mismatch draw; adaptation trains on the "
                    "next seed's chip.")
@@ -81,8 +84,9 @@ def _positive(ctx, param, value):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="Precision of the hardware twin in evaluation and adaptation [float32; "
                    "the twin-vs-simulator check always runs in float64].")
-@click.option("--threads", type=int, default=None, callback=_positive,
-              help="PyTorch threads [PyTorch's default].")
+@click.option("--threads", type=int, default=1, show_default=True, callback=_positive,
+              help="PyTorch threads. The tensors are small: a second thread gains little, and "
+                   "on cores shared with other work it can cost several times over.")
 @click.option("--quick", is_flag=True,
               help="A tiny run (about a minute on two cores), as `make test` runs it.")
 @click.option("--progress/--no-progress", default=None,
@@ -91,9 +95,9 @@ def _positive(ctx, param, value):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write accuracy.json, accuracy.csv and accuracy.png here.")
 def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps, batch, lr, seed,
-                     modes, fits_dirs, nonidealities, token_period, mismatch_seed, window, array,
-                     eval_sequences, scaler_steps, weight_steps, no_adapt, dtype, threads, quick,
-                     progress, as_json, out_dir):
+                     modes, fits_dirs, nonidealities, token_period, extrapolate, mismatch_seed,
+                     window, array, eval_sequences, scaler_steps, weight_steps, no_adapt, dtype,
+                     threads, quick, progress, as_json, out_dir):
     """Task accuracy of a small transformer on gain-cell attention, per mode and non-ideality,
     before and after adaptation.
 
@@ -111,7 +115,7 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
       gcsim accuracy mqar --out reports/accuracy
       gcsim accuracy mqar --quick --json
       gcsim accuracy mqar --pairs 16 --mode paper --mode fitted --fits fits/sky130
-      gcsim accuracy induction --token-period 20e-6 --nonideality decay
+      gcsim accuracy induction --token-period 5e-6 --nonideality none --nonideality decay
     """
     if not _torch_available():
         fail(GcsimError(NO_TORCH))
@@ -122,8 +126,8 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
     try:
         settings = _settings(evaluate, task, vocab, pairs, queries, seq_len, layers, heads,
                              steps, batch, lr, seed, modes, fits_dirs, nonidealities,
-                             token_period, mismatch_seed, window, array, eval_sequences,
-                             scaler_steps, weight_steps, no_adapt, dtype, quick)
+                             token_period, extrapolate, mismatch_seed, window, array,
+                             eval_sequences, scaler_steps, weight_steps, no_adapt, dtype, quick)
         if out_dir is not None:
             report.output_targets(out_dir)
         log = (lambda line: click.echo(line, err=True)) if not as_json else None
@@ -143,8 +147,9 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
 
 
 def _settings(evaluate, task, vocab, pairs, queries, seq_len, layers, heads, steps, batch, lr,
-              seed, modes, fits_dirs, nonidealities, token_period, mismatch_seed, window, array,
-              eval_sequences, scaler_steps, weight_steps, no_adapt, dtype, quick):
+              seed, modes, fits_dirs, nonidealities, token_period, extrapolate, mismatch_seed,
+              window, array, eval_sequences, scaler_steps, weight_steps, no_adapt, dtype,
+              quick):
     from dataclasses import replace
 
     from gcsim.core import resources
@@ -171,7 +176,7 @@ def _settings(evaluate, task, vocab, pairs, queries, seq_len, layers, heads, ste
             specs.append(evaluate.ModeSpec(mode))
     settings = evaluate.AccuracySettings(task=task, seed=seed, modes=tuple(specs),
                                          mismatch_seed=mismatch_seed,
-                                         token_period_s=token_period)
+                                         token_period_s=token_period, extrapolate=extrapolate)
     defaults = {"mqar": {"vocab": 256, "pairs": 32, "seq_len": 128},
                 "induction": {"vocab": 32, "seq_len": 128}}[task]
     settings = replace(settings, task_options=defaults)
