@@ -27,9 +27,11 @@ ALLOWED = {
     "bench": {"core", "spice", "characterize", "fit", "hw", "simulate"},
     "pipeline": {"core", "spice", "characterize", "fit", "hw", "simulate", "validate"},
     "cli": {"core", "spice", "characterize", "fit", "hw", "simulate", "validate", "energy",
-            "bench", "pipeline", "schemas"},
+            "bench", "pipeline", "schemas", "accuracy"},
     "schemas": {"core", "spice", "characterize", "fit", "hw"},
     "nn": {"core", "fit", "hw", "simulate"},
+    # Task accuracy on the twin: PyTorch models trained and evaluated through gcsim.nn.
+    "accuracy": {"core", "nn", "simulate"},
     "_data": set(),  # package data only: netlists, specs and fits in an installed wheel
 }
 # Top-level modules that belong to no layer: the package marker and `python -m gcsim`.
@@ -101,8 +103,9 @@ def test_every_import_points_down_the_layers():
 
 
 # Third-party packages only some layers may import: torch is the optional `ml` extra, so the
-# rest of gcsim must import (and run) without it.
-OPTIONAL_IMPORTS = {"torch": {"nn"}}
+# rest of gcsim must import (and run) without it (gcsim accuracy's command imports
+# gcsim.accuracy only when it runs).
+OPTIONAL_IMPORTS = {"torch": {"nn", "accuracy"}}
 
 
 def optional_import_violations(root: Path = PACKAGE) -> list[str]:
@@ -125,7 +128,7 @@ def optional_import_violations(root: Path = PACKAGE) -> list[str]:
     return out
 
 
-def test_only_gcsim_nn_imports_torch():
+def test_only_gcsim_nn_and_accuracy_import_torch():
     assert optional_import_violations() == []
 
 

@@ -65,3 +65,6 @@ main.add_command(energy_command)
 from gcsim.cli.growth import growth_group  # noqa: E402
 
 bench.add_command(growth_group)
+from gcsim.cli.accuracy import accuracy_command  # noqa: E402
+
+main.add_command(accuracy_command)
