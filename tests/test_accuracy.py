@@ -137,3 +137,34 @@ def test_quick_run_end_to_end(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.json",
                                                      "accuracy.png"]
     assert json.loads((out / "accuracy.json").read_text())["results"] == rows
+
+
+# --- the published calibration ------------------------------------------------------------------
+
+
+def test_calibration_brings_every_scaler_to_its_target():
+    torch = pytest.importorskip("torch")
+    from gcsim.accuracy.adapt import _per_head, _record, calibrate, hardware_copy, input_targets
+    from gcsim.accuracy.model import ModelConfig, TinyTransformer
+    from gcsim.nn import GainCellAttention
+
+    torch.manual_seed(0)
+    task = MQAR(vocab=16, pairs=3, seq_len=16)
+    model = TinyTransformer(ModelConfig(vocab=16, seq_len=16, layers=2, heads=2))
+    hardware = hardware_copy(model, [GainCellAttention("paper", window=16, array=64,
+                                                       dtype=torch.float32) for _ in range(2)])
+    batch = task.generate(8, np.random.default_rng(0))
+    result = calibrate(hardware, model, batch)
+    assert result.converged and result.largest_error < 0.01
+    tokens = torch.as_tensor(batch.tokens)
+    reference = _record(model, tokens, cores=False)
+    for core, scaled, ref in zip(hardware.cores(), _record(hardware, tokens, cores=True),
+                                 reference):
+        for name, (mean, std) in input_targets(core).items():
+            got_mean, got_std = _per_head(scaled[name])
+            assert torch.allclose(got_mean, torch.tensor(mean), atol=0.01 * std)
+            assert torch.allclose(got_std, torch.tensor(std), rtol=0.01)
+        for got, want in zip(_per_head(scaled["out"]), _per_head(ref["out"])):
+            assert torch.allclose(got, want, atol=0.01 * float(_per_head(ref["out"])[1].min()))
+    # The softmax model itself is untouched: calibration works on a copy.
+    assert all(core.kind == "softmax" for core in model.cores())

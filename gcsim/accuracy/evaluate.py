@@ -26,7 +26,6 @@ NONIDEALITIES = {
     "mismatch": dict(quantize=False, decay=False, mismatch=True),
     "all": dict(quantize=True, decay=True, mismatch=True),
 }
-MODES = ("ideal", "linear", "paper", "fitted")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Adaptation measures its validation loss every this many steps (and keeps the best state).
 VALIDATE_EVERY = 10
@@ -110,6 +109,10 @@ class AccuracySettings:
                              f"{', '.join(NONIDEALITIES)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        for name in ("seed", "mismatch_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer >= 0, got {value}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         return self
@@ -316,7 +319,7 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                 variant = swap_twins(mapped, make_twins(spec, settings, window, name,
                                                         seeds["mismatch_evaluation"]))
                 before[name] = evaluate(variant, eval_set, settings.eval_batch, progress_bar)
-        if settings.check_sequences and spec.mode != "ideal":
+        if settings.check_sequences:
             with stage("twin check"):
                 tokens = torch.as_tensor(eval_set.tokens[:settings.check_sequences])
                 checks.append({"mode": spec.mode, "fits": _fits(spec), "nonideality": full,
