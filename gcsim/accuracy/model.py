@@ -146,9 +146,10 @@ class TinyTransformer(nn.Module):
 
 
 class Scaler(nn.Module):
-    """a * x + b with one (a, b) per head: the published method's range scaler. The gain is
-    kept as log a (a > 0), so that training moves it by ratios: output gains run from about 1
-    to 30 across designs, and one learning rate must suit them all."""
+    """a * x + b with one (a, b) per head: the published method's range scaler, for the inputs
+    and the output alike. gcsim.nn.HardwareInputScaler is the same map on a plain gain; this
+    one keeps log a (a > 0), so that training moves the gain by ratios: the calibrated gains
+    run from about 0.2 (inputs) to 30 (sky130's output) and one learning rate must suit all."""
 
     def __init__(self, heads: int, a: float = 1.0, b: float = 0.0):
         super().__init__()
