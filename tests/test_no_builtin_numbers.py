@@ -28,6 +28,12 @@ ALLOWED = {
     # The 10 % / 50 % / 90 % points of a pulse's edge (10-90 % rise time): a fraction of the
     # pulse height, not a voltage.
     ("validate/waveforms.py", "lo, mid, hi = 0.1 * high, 0.5 * high, 0.9 * high"),
+    # The accuracy plot's bars fill 90 % of their slot: a fraction of a bar width.
+    ("accuracy/report.py",
+     'ax.bar(x, r["accuracy"], width * 0.9, color=colors(j), alpha=0.35,'),
+    ("accuracy/report.py", 'ax.bar(x, r["adapted_accuracy"], width * 0.45, color=colors(j))'),
+    # Adam's moment decay rates (the transformer literature's 0.9, 0.98), not volts.
+    ("accuracy/train.py", "lr=config.lr, betas=(0.9, 0.98))"),
 }
 
 
