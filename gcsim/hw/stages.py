@@ -315,6 +315,7 @@ class GainCellArray:
         self.terms: list[_Term] = []
         self._global_keys: np.ndarray | None = None
         self._global_sums: np.ndarray | None = None   # (tokens, terms), see _term_sums
+        self._running_sums: tuple[int, np.ndarray] | None = None   # see _block_running_sums
         self._lock = threading.Lock()
         return written_V
 
@@ -546,11 +547,21 @@ class GainCellArray:
                 j = key_start + np.arange(n_keys)
                 ones *= (j >= key_ranges[0][:, None]) & (j < key_ranges[1][:, None])
             return self.row_charges_C(ones, query_start, key_start, array_size)
-        keys = self._key_features(key_start, key_stop, base)[:n_keys]
-        sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
-        sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
-        by_tile = sums.reshape(n_sub, array_size, -1)
-        sums = by_tile.sum(axis=1)   # (sub, N)
+        # Keys counted per sub-tile: past n_keys the cells are not there, as in the padded
+        # product.
+        counts = np.minimum(array_size, n_keys - np.arange(n_sub) * array_size)
+        if base == 0 and self._global_base:
+            # One set of running sums per sub-tile serves every block (a ring reads them
+            # twice per query: the total, and the sub-tiles that hold its range's ends).
+            running_tiles = self._block_running_sums(key_start, n_sub, array_size)
+            sums = running_tiles[np.arange(n_sub), counts]   # (sub, N)
+        else:
+            running_tiles = None
+            keys = self._key_features(key_start, key_stop, base)[:n_keys]
+            sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
+            sums[:n_keys] = keys
+            by_tile = sums.reshape(n_sub, array_size, -1)
+            sums = by_tile.sum(axis=1)   # (sub, N)
         # Every query sees the same sums; only the decay scales differ between queries.
         totals = self._weigh_sums(sums, query_start, n_queries, base)
         if key_ranges is None:
@@ -568,23 +579,48 @@ class GainCellArray:
         tail = np.where(cut, last - 1, 0)
         # Running sums of the few sub-tiles that hold a range's end.
         ends, where = np.unique(np.concatenate([head, tail]), return_inverse=True)
-        running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
-        np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
+        if running_tiles is not None:
+            running = running_tiles[ends]
+        else:
+            running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
+            np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
 
-        def local(position, start):   # within the sub-tile (clipped: uncut queries too)
-            return np.clip(position - start, 0, array_size)
+        def local(position, tile):   # within the sub-tile (clipped: uncut queries too)
+            return np.clip(position - tile * array_size, 0, counts[tile])
 
-        head_start, tail_start = head * array_size, tail * array_size
         h, t = where[:n_queries], where[n_queries:]
         kept = np.stack([
-            running[h, local(hi, head_start)] - running[h, local(lo, head_start)],
-            running[t, local(hi, tail_start)] - running[t, local(lo, tail_start)],
+            running[h, local(hi, head)] - running[h, local(lo, head)],
+            running[t, local(hi, tail)] - running[t, local(lo, tail)],
         ]) * cut[None, :, None]
         kept = self._weigh_row_terms(kept, query_start, base)
         queries = np.arange(n_queries)
         totals[head[cut], queries[cut]] = kept[0][cut]
         totals[tail[cut], queries[cut]] = kept[1][cut]
         return totals
+
+    def _block_running_sums(self, key_start: int, n_sub: int, array_size: int) -> np.ndarray:
+        """(n_sub, array_size + 1, N): running sums along each sub-tile of the key features
+        based at token 0, for the sub-tiles from `key_start` (zero past the sequence); the
+        whole sequence's are built once per array."""
+        cached = self._running_sums
+        if cached is None or cached[0] != array_size:
+            keys = self._key_features(0, self.n_tokens, 0)
+            n_tiles = -(-self.n_tokens // array_size)
+            padded = np.zeros((n_tiles * array_size, keys.shape[1]), dtype=self.dtype)
+            padded[:self.n_tokens] = keys
+            running = np.zeros((n_tiles, array_size + 1, keys.shape[1]), dtype=self.dtype)
+            np.cumsum(padded.reshape(n_tiles, array_size, -1), axis=1, out=running[:, 1:])
+            with self._lock:
+                self._running_sums = cached = (array_size, running)
+        running = cached[1]
+        first = key_start // array_size
+        if first + n_sub <= running.shape[0]:
+            return running[first:first + n_sub]
+        block = np.zeros((n_sub,) + running.shape[1:], dtype=self.dtype)
+        held = running[first:]
+        block[:len(held)] = held
+        return block
 
     def _weigh_sums(self, sums: np.ndarray, query_start: int, n_queries: int, base: int
                     ) -> np.ndarray:
@@ -605,8 +641,7 @@ class GainCellArray:
             per_term[index] = sums[:, col:col + width]
             col += width
         out = weights @ per_term.reshape(len(self.terms), -1)   # (query, sub * head_dim)
-        return np.ascontiguousarray(out.reshape(n_queries, n_sub, self.head_dim)
-                                    .transpose(1, 0, 2))
+        return out.reshape(n_queries, n_sub, self.head_dim).transpose(1, 0, 2)   # a view
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
         """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the
