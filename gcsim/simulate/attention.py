@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from gcsim.core.allocator import keep_freed_memory
 from gcsim.hw import (PAPER, PAPER_OPERATING_POINT, HardwareModel, MismatchSample,
                       OperatingPoint, WriteError, model_for_mode)
 from gcsim.hw.components import ExponentialDecay
@@ -278,6 +279,7 @@ def simulate_attention(
                                mid_rail_V=point.mid_rail_V)
     model = model or model_for_mode(mode, fits_dir)
     qd, kd, vd = prepare_inputs(q, k, v, config, model.operating_point)
+    keep_freed_memory()   # the blocks' temporaries, reused rather than faulted in anew
     return _simulate_hardware(qd, kd, vd, model, config, output_shape=np.shape(q))
 
 
