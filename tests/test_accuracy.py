@@ -139,6 +139,7 @@ def test_quick_run_end_to_end(tmp_path):
     assert {row["fits"] for row in exported} == {row["fits"] for row in fitted}
     assert {row["nonideality"] for row in exported} == {"none", "quantize", "decay", "all"}
     assert all(0.0 <= row["on_fitted_accuracy"] <= 1.0 for row in exported)
+    assert all(0.0 <= row["on_fitted_calibrated_accuracy"] <= 1.0 for row in exported)
     assert all(row["on_fitted_accuracy"] is None for row in rows if row["mode"] != "exported")
     assert {(c["fits"], c["nonideality"]) for c in report["export_cost"]} == {
         (row["fits"], row["nonideality"]) for row in exported}

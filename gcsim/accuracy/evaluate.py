@@ -408,19 +408,27 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                                    _last(weight_log.losses)],
                           "seconds": scaler_log.seconds + weight_log.seconds}
             adaptations.append(adaptation)
-        deployed = {}
+        deployed, recalibrated = {}, {}
         if spec.mode == "exported" and settings.adapt:
             # What a user of the published code gets: the model adapted on the export, run on
-            # the cells the bundle was fitted from (its fitted model; under `all`, with the
-            # evaluated chip's mismatch too).
+            # the cells the bundle was fitted from (their fitted model; under `all`, with the
+            # evaluated chip's mismatch too), as adapted and carried there by the statistics
+            # calibration (the published chain's step onto the nonlinear hardware).
             on_cells = ModeSpec("fitted", spec.fits)
-            with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
+            with stage("calibration"):
+                carried = swap_twins(adapted, make_twins(on_cells, settings, window, full,
+                                                         seeds["mismatch_evaluation"]))
+                deployed_calibration = calibrate(carried, adapted, calibration_set)
+            with stage("evaluation"), bar(2 * len(row_names) * settings.eval_sequences,
                                           f"{spec.label} on fitted cells") as progress_bar:
                 for name in row_names:
-                    variant = swap_twins(adapted, make_twins(
-                        on_cells, settings, window, name, seeds["mismatch_evaluation"]))
-                    deployed[name] = evaluate(variant, eval_set, settings.eval_batch,
-                                              progress_bar)
+                    cells = make_twins(on_cells, settings, window, name,
+                                       seeds["mismatch_evaluation"])
+                    deployed[name] = evaluate(swap_twins(adapted, cells), eval_set,
+                                              settings.eval_batch, progress_bar)
+                    recalibrated[name] = evaluate(swap_twins(carried, cells), eval_set,
+                                                  settings.eval_batch, progress_bar)
+            adaptation["on_fitted_calibration"] = asdict(deployed_calibration)
         transferred = {}
         if intermediate is not None and spec.mode not in ("ideal", "linear"):
             with stage("calibration"):
@@ -454,11 +462,16 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                 "from_linear_loss": (round(transferred[name][1], 4) if name in transferred
                                      else None),
                 "on_fitted_accuracy": deployed[name][0] if name in deployed else None,
-                "on_fitted_loss": round(deployed[name][1], 4) if name in deployed else None})
+                "on_fitted_loss": round(deployed[name][1], 4) if name in deployed else None,
+                "on_fitted_calibrated_accuracy": (recalibrated[name][0] if name in recalibrated
+                                                  else None),
+                "on_fitted_calibrated_loss": (round(recalibrated[name][1], 4)
+                                              if name in recalibrated else None)})
         say(f"{spec.label}: " + ", ".join(
             f"{n} {before[n][0]:.3f}" + (f" -> {after[n][0]:.3f}" if n in after else "")
             for n in row_names) + (", on the fitted cells " + ", ".join(
-                f"{n} {deployed[n][0]:.3f}" for n in row_names) if deployed else "")
+                f"{n} {deployed[n][0]:.3f} (calibrated {recalibrated[n][0]:.3f})"
+                for n in row_names) if deployed else "")
             + (", from linear " + ", ".join(
                 f"{n} {transferred[n][0]:.3f}" for n in row_names) if transferred else "")
             + f" ({time.perf_counter() - start:.0f} s)")
