@@ -238,3 +238,64 @@ def test_a_dac_writes_its_own_levels_on_a_range_that_starts_above_zero():
     # from zero, the published grid exactly
     np.testing.assert_array_equal(InputDAC(0.0, 0.9, 8).convert([0.31, 0.9]),
                                   np.round(np.array([0.31, 0.9]) / (0.9 / 7)) * (0.9 / 7))
+
+
+@pytest.mark.parametrize("decay_factor", [0.0, 1.6e-4, 3.0, 10.0])
+@pytest.mark.parametrize("asymptote", ["one", "per_cell"])
+@pytest.mark.parametrize("mismatch", [False, True])
+def test_arrays_built_together_and_stacked_widths_equal_one_at_a_time(decay_factor, asymptote,
+                                                                     mismatch):
+    """GainCellArray.family (a current and conductances on the same cells, sharing the powers
+    of the stored voltage) equals building each array alone, and a stack of widths gives the
+    products of each widths alone, on every decay path; both against the cell current
+    evaluated directly at each cell's decayed voltage."""
+    rng = np.random.default_rng(5)
+    tokens, dim, size = 70, 8, 16
+    written = rng.uniform(0.0, 0.9, (tokens, dim))
+    asymptote_V = 0.4 if asymptote == "one" else 0.3 + 0.2 * written
+    extra = {}
+    if mismatch:
+        extra = dict(cell_gain=rng.normal(1, 0.03, (tokens, dim)),
+                     vt_shift_V=rng.normal(0, 0.01, (tokens, dim)))
+    sets = [[2e-6, 20e-6, -5e-6, 30e-6], [1e-5, 2e-5, 3e-4], [0.0, 20e-6, 0.0, 0.0, 1e-5]]
+    dtypes = [np.float64, np.float64, np.float32]
+    family = GainCellArray.family(written, sets, dtypes, v_mid_V=0.45,
+                                  decay_factor=decay_factor, asymptote_V=asymptote_V, **extra)
+    n_q, q0, k0, n_keys = 5, 64, 16, 48   # every key older than every query
+    age = np.arange(q0, q0 + n_q)[:, None] - np.arange(k0, k0 + n_keys)
+    gain = extra.get("cell_gain", np.ones_like(written))[k0:k0 + n_keys]
+    shift = extra.get("vt_shift_V", np.zeros_like(written))[k0:k0 + n_keys]
+    inf = np.broadcast_to(asymptote_V, written.shape)[k0:k0 + n_keys]
+    decayed = inf + (written[k0:k0 + n_keys] - inf) * np.exp(-decay_factor * age)[..., None]
+    pulses = rng.uniform(0, 15e-9, (2, n_q, dim))
+    row_pulses = rng.uniform(0, 15e-9, (2, n_q, n_keys))
+    for coefficients, dtype, together in zip(sets, dtypes, family):
+        alone = GainCellArray(written, coefficients, 0.45, decay_factor, asymptote_V,
+                              dtype=dtype, **extra)
+        assert together.dtype == alone.dtype
+        assert [t.power for t in together.terms] == [t.power for t in alone.terms]
+        tolerance = 1e-12 if dtype == np.float64 else 1e-5
+        for mine, theirs in zip(together.terms, alone.terms):
+            if theirs.feature is None:
+                assert mine.constant == pytest.approx(theirs.constant, rel=1e-12)
+            else:
+                scale = np.abs(theirs.feature).max()
+                assert np.abs(mine.feature - theirs.feature).max() <= tolerance * scale
+        # (query, key, dim): the current of every cell at its age when the query reads
+        current = gain * np.polynomial.polynomial.polyval(decayed - 0.45 + shift, coefficients)
+        columns = together.column_charges_C(pulses, q0, k0, k0 + n_keys)
+        rows = together.row_charges_C(row_pulses, q0, k0, size)
+        for index in range(2):
+            expected = np.einsum("qd,qkd->qk", pulses[index], current)
+            assert columns.shape == (2, n_q, n_keys)
+            assert np.allclose(columns[index], expected, rtol=10 * tolerance,
+                               atol=10 * tolerance * np.abs(expected).max())
+            assert np.array_equal(columns[index], together.column_charges_C(
+                pulses[index], q0, k0, k0 + n_keys))
+            by_tile = (row_pulses[index][..., None] * current).reshape(
+                n_q, n_keys // size, size, dim).sum(axis=2).transpose(1, 0, 2)
+            assert rows.shape == (2, n_keys // size, n_q, dim)
+            assert np.allclose(rows[index], by_tile, rtol=10 * tolerance,
+                               atol=10 * tolerance * np.abs(by_tile).max())
+            assert np.allclose(rows[index], together.row_charges_C(row_pulses[index], q0, k0,
+                                                                   size), rtol=1e-12, atol=0)

@@ -285,7 +285,7 @@ def format_summary(report: dict) -> str:
                  f"DAC offset {write['dac_offset_V'] * 1e3:+.3g} mV; reads start "
                  f"{write['phase_s'] * 1e9:.3g} ns later")
     elif write.get("mode") == "ideal":
-        head += "\n  write: ideal (every storage node starts at its level, .ic)"
+        head += "\n  write: ideal (every storage node starts at its level)"
     if report.get("token_period_s"):
         head += (f"\n  ages: key j read {report['token_period_s']:.4g} s x (C-1-j) after its "
                  f"write (oldest {report['token_period_s'] * (report['cols'] - 1):.4g} s)")
@@ -313,7 +313,7 @@ def format_summary(report: dict) -> str:
               help="devices: SPICE writes every K and V cell through its write device first, "
                    "as gain_cell_write.cir does (the design's write pulse and DAC offset), so "
                    "the stored levels carry the write error; ideal: every storage node starts "
-                   "at its level (.ic).")
+                   "at its level.")
 def tile_command(rows, cols, seed, models, fits_dir, thresholds, max_errors, biases, as_json,
                  report_dir, jobs,
                  single, readout, mc_seed, r_wire, c_wire, temperature, design, executor,

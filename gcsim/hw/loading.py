@@ -63,21 +63,37 @@ class ReadoutLoading:
         correction's products (the deviation and the conductances) run in `correction_dtype`
         (default: the current array's): the correction is a few per cent of the charge, so
         float32 keeps it to about 1e-8 of the charge at half the cost of float64."""
-        dtype = array_args.pop("dtype", current.dtype)
+        return self._build(written_V, correction_dtype, array_args, current)
+
+    def build(self, written_V, correction_dtype=None, **array_args) -> LoadedArray:
+        """`arrays` with the current array built here too, from `array_args`: the current and
+        conductance arrays then share the powers of the stored voltage (GainCellArray.family)."""
+        return self._build(written_V, correction_dtype, array_args, None)
+
+    def _build(self, written_V, correction_dtype, array_args: dict,
+               current: GainCellArray | None) -> LoadedArray:
+        array_args = dict(array_args)
+        dtype = np.dtype(array_args.pop("dtype", current.dtype if current is not None
+                                        else np.float64))
         correction_dtype = np.dtype(correction_dtype or dtype)
-        conductance_args = {k: v for k, v in array_args.items() if k != "power_coefficients_A"}
+        current_coefficients = array_args.pop("power_coefficients_A", None)
         order = max(len(self.on_conductance_S), len(self.off_conductance_S))
         on = np.zeros(order)
         off = np.zeros(order)
         on[:len(self.on_conductance_S)] = self.on_conductance_S
         off[:len(self.off_conductance_S)] = self.off_conductance_S
-        rest = GainCellArray(written_V, power_coefficients_A=off, dtype=correction_dtype,
-                             **conductance_args)
-        extra = GainCellArray(written_V, power_coefficients_A=on - off, dtype=correction_dtype,
-                              **conductance_args)
-        moving = current
-        if correction_dtype != current.dtype:
-            moving = GainCellArray(written_V, dtype=correction_dtype, **array_args)
+        sets, dtypes = [off, on - off], [correction_dtype, correction_dtype]
+        if current is None:
+            sets.append(current_coefficients)
+            dtypes.append(dtype)
+        if correction_dtype != dtype:   # the current again, in the correction's precision
+            sets.append(current_coefficients)
+            dtypes.append(correction_dtype)
+        arrays = GainCellArray.family(written_V, sets, dtypes, **array_args)
+        rest, extra = arrays[:2]
+        if current is None:
+            current = arrays[2]
+        moving = arrays[-1] if correction_dtype != dtype else current
         return LoadedArray(self, current, rest, extra, moving)
 
 
@@ -103,12 +119,16 @@ class LoadedArray:
         lo = self.loading
         fold = fold or (lambda x: x)
         widths = np.asarray(widths)
-        charge = fold(product(self.current, widths))
         w = np.minimum(widths, max(window - start, 0.0))
         hold = w * (window - start) - 0.5 * w * w   # per cell: integral of its charge dt
-        moving = fold(product(self.moving or self.current,
-                              lo.charge_coefficient_V_per_C * hold
-                              + lo.current_coefficient_V_per_A * widths))
+        deviation = lo.charge_coefficient_V_per_C * hold + lo.current_coefficient_V_per_A * widths
+        if self.moving is None or self.moving is self.current:
+            # One array for both: one product with both weights, its key matrix read once.
+            both = product(self.current, np.stack([widths, deviation.astype(widths.dtype)]))
+            charge, moving = fold(both[0]), fold(both[1])
+        else:
+            charge = fold(product(self.current, widths))
+            moving = fold(product(self.moving, deviation))
         rest = totals(self.rest)
         conductance = rest + fold(product(self.extra, w)) / window
         return charge - conductance * (lo.offset_V * window + moving), rest

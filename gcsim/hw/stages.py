@@ -114,7 +114,7 @@ class ChargeToPulse:
             # `out` may alias `charge_C`: recover the charge from the width before masking.
             below = out < self.slope_s_per_C * (self.threshold_C - self.offset_C)
             np.clip(out, 0.0, self.t_max_s, out=out)
-            np.copyto(out, 0.0, where=below)
+            np.multiply(out, ~below, out=out)   # (a masked copy, where=, is far slower)
             return out
         return np.clip(out, 0.0, self.t_max_s, out=out)
 
@@ -172,6 +172,100 @@ def _derivative_coefficient(a: np.ndarray, m: int, u):
     return total
 
 
+# Cells per pass when building features: the work buffers are allocated once and stay in the
+# caches (fresh arrays for every pass cost more in page faults than in arithmetic).
+_CHUNK_CELLS = 1 << 13
+
+
+def _flat_cells(values, shape) -> np.ndarray | float:
+    """`values` (a scalar, or anything that broadcasts to `shape`) as a scalar or one value per
+    cell in C order."""
+    if np.ndim(values) == 0:
+        return float(values)
+    return np.ascontiguousarray(np.broadcast_to(values, shape), dtype=np.float64).reshape(-1)
+
+
+def _decay_terms(written_V: np.ndarray, coefficient_sets, v_mid_V: float, asymptote_V, gain,
+                 shift, dtypes) -> list[list[_Term]]:
+    """The terms of GainCellArray's regrouping, F_m = gain b^m sum_{i>=m} a_i binom(i, m)
+    u^(i-m), for each polynomial a of `coefficient_sets` on the same cells. Built a chunk of
+    cells at a time, with b^m shared by every polynomial and, when u differs between cells,
+    each polynomial's Taylor coefficients as one small product with u's powers."""
+    shape = written_V.shape
+    scalar_u = np.ndim(asymptote_V) == 0 and shift is None
+    u_scalar = float(asymptote_V) - v_mid_V if scalar_u else None
+    layouts: list[list[_Term]] = []
+    for a, dtype in zip(coefficient_sets, dtypes):
+        terms = []
+        for m in range(len(a)):
+            if scalar_u:
+                g_m = _derivative_coefficient(a, m, u_scalar)
+                if g_m == 0.0:
+                    continue  # e.g. the linear cell has only the m = 1 term
+                if m == 0 and gain is None:
+                    terms.append(_Term(0, g_m, None))
+                    continue
+            terms.append(_Term(m, None, np.empty(shape, dtype=dtype)))
+        layouts.append(terms)
+    order = max((len(a) for a in coefficient_sets), default=0)
+    # taylor[p][m, k] = a_(m+k) binom(m+k, m): row m of taylor @ (u^k) is g_m of polynomial p
+    taylor = []
+    for a in coefficient_sets:
+        matrix = np.zeros((len(a), order))
+        for m in range(len(a)):
+            for k in range(len(a) - m):
+                matrix[m, k] = a[m + k] * math.comb(m + k, m)
+        taylor.append(matrix)
+    # per power m, the (polynomial, term) pairs that have a feature there
+    by_power = [[(p, term) for p, terms in enumerate(layouts) for term in terms
+                 if term.power == m and term.feature is not None] for m in range(order)]
+    written = np.ascontiguousarray(written_V, dtype=np.float64).reshape(-1)
+    asymptote = _flat_cells(asymptote_V, shape)
+    shifts = None if shift is None else _flat_cells(shift, shape)
+    gains = None if gain is None else _flat_cells(gain, shape)
+    n_cells = written.size
+    chunk = min(_CHUNK_CELLS, max(n_cells, 1))
+    b_all, b_power_all = np.empty(chunk), np.empty(chunk)
+    feature_all = np.empty(chunk)
+    u_powers_all = None if scalar_u else np.empty((order, chunk))
+    coefficients_all = None if scalar_u else [np.empty((len(a), chunk)) for a in taylor]
+    for c0 in range(0, n_cells, chunk):
+        cut = slice(c0, min(c0 + chunk, n_cells))
+        n = cut.stop - c0
+        b, b_power, feature = b_all[:n], b_power_all[:n], feature_all[:n]
+        inf = asymptote if np.ndim(asymptote) == 0 else asymptote[cut]
+        np.subtract(written[cut], inf, out=b)
+        if not scalar_u:
+            u_powers = u_powers_all[:, :n]
+            u_powers[0] = 1.0
+            if order > 1:
+                np.subtract(inf, v_mid_V, out=u_powers[1])
+                if shifts is not None:
+                    u_powers[1] += shifts[cut]
+            for k in range(2, order):
+                np.multiply(u_powers[k - 1], u_powers[1], out=u_powers[k])
+            for matrix, out in zip(taylor, coefficients_all):
+                np.matmul(matrix, u_powers, out=out[:, :n])
+        for m in range(order):
+            if m == 1:
+                b_power[:] = b
+            elif m > 1:
+                b_power *= b
+            for p, term in by_power[m]:
+                if scalar_u:
+                    g_m = _derivative_coefficient(coefficient_sets[p], m, u_scalar)
+                else:
+                    g_m = coefficients_all[p][m, :n]
+                if m:
+                    np.multiply(b_power, g_m, out=feature)
+                else:
+                    feature[:] = g_m
+                if gains is not None:
+                    feature *= gains[cut]
+                term.feature.reshape(-1)[cut] = feature
+    return layouts
+
+
 class GainCellArray:
     """The gain cells holding one head's keys or values, written at `written_V` (tokens, head_dim).
 
@@ -194,6 +288,22 @@ class GainCellArray:
         vt_shift_V: np.ndarray | None = None,
         dtype=np.float64,
     ):
+        written_V = self._setup(written_V, decay_factor, dtype)
+        a = np.asarray(power_coefficients_A, dtype=np.float64)
+        gain = None if cell_gain is None else np.asarray(cell_gain, dtype=np.float64)
+        shift = None if vt_shift_V is None else np.asarray(vt_shift_V, dtype=np.float64)
+        if self.decay_factor == 0.0:
+            # No decay: e = 1, the stored value is the written one and I(x) is a single feature.
+            x = written_V - v_mid_V if shift is None else written_V - v_mid_V + shift
+            current = np.polynomial.polynomial.polyval(x, a)
+            if gain is not None:
+                current *= gain
+            self.terms = [_Term(0, None, current.astype(self.dtype))]
+            return
+        self.terms = _decay_terms(written_V, [a], v_mid_V, asymptote_V, gain, shift,
+                                  [self.dtype])[0]
+
+    def _setup(self, written_V, decay_factor: float, dtype) -> np.ndarray:
         written_V = np.asarray(written_V, dtype=np.float64)
         if written_V.ndim != 2:
             raise ValueError("a gain-cell array holds a (tokens, head_dim) block of voltages")
@@ -202,36 +312,35 @@ class GainCellArray:
         self.dtype = np.dtype(dtype)
         self.n_tokens, self.head_dim = written_V.shape
         self.decay_factor = float(decay_factor)
-        a = np.asarray(power_coefficients_A, dtype=np.float64)
-        gain = None if cell_gain is None else np.asarray(cell_gain, dtype=np.float64)
-        shift = None if vt_shift_V is None else np.asarray(vt_shift_V, dtype=np.float64)
         self.terms: list[_Term] = []
         self._global_keys: np.ndarray | None = None
         self._global_sums: np.ndarray | None = None   # (tokens, terms), see _term_sums
+        self._running_sums: tuple[int, np.ndarray] | None = None   # see _block_running_sums
         self._lock = threading.Lock()
-        if self.decay_factor == 0.0:
-            # No decay: e = 1, the stored value is the written one and I(x) is a single feature.
-            x = written_V - v_mid_V if shift is None else written_V - v_mid_V + shift
-            current = np.polynomial.polynomial.polyval(x, a)
-            if gain is not None:
-                current *= gain
-            self.terms.append(_Term(0, None, current.astype(self.dtype)))
-            return
-        b = written_V - asymptote_V
-        u = asymptote_V - v_mid_V if shift is None else asymptote_V - v_mid_V + shift
-        b_power = None  # b**m, built by multiplication: ndarray ** int is much slower
-        for m in range(len(a)):
-            b_power = None if m == 0 else (b.copy() if m == 1 else b_power * b)
-            g_m = _derivative_coefficient(a, m, u)
-            if np.isscalar(g_m) and g_m == 0.0:
-                continue  # e.g. the linear cell has only the m = 1 term
-            if m == 0 and gain is None and np.isscalar(g_m):
-                self.terms.append(_Term(0, float(g_m), None))
-                continue
-            feature = np.broadcast_to(g_m, b.shape) if b_power is None else g_m * b_power
-            if gain is not None:
-                feature = feature * gain
-            self.terms.append(_Term(m, None, np.ascontiguousarray(feature, dtype=self.dtype)))
+        return written_V
+
+    @classmethod
+    def family(cls, written_V: np.ndarray, coefficient_sets, dtypes, v_mid_V: float,
+               decay_factor: float, asymptote_V, cell_gain=None, vt_shift_V=None
+               ) -> list[GainCellArray]:
+        """One array per polynomial of `coefficient_sets`, each in its dtype of `dtypes`, all on
+        the same cells: as building each alone, with the powers of b and u shared (a cell's
+        current and its conductances are polynomials of one stored voltage)."""
+        if decay_factor == 0.0:
+            return [cls(written_V, a, v_mid_V, decay_factor, asymptote_V, cell_gain, vt_shift_V,
+                        dtype) for a, dtype in zip(coefficient_sets, dtypes)]
+        arrays = []
+        for dtype in dtypes:
+            array = cls.__new__(cls)
+            written = array._setup(written_V, decay_factor, dtype)
+            arrays.append(array)
+        gain = None if cell_gain is None else np.asarray(cell_gain, dtype=np.float64)
+        shift = None if vt_shift_V is None else np.asarray(vt_shift_V, dtype=np.float64)
+        sets = [np.asarray(a, dtype=np.float64) for a in coefficient_sets]
+        for array, terms in zip(arrays, _decay_terms(written, sets, v_mid_V, asymptote_V, gain,
+                                                     shift, [a.dtype for a in arrays])):
+            array.terms = terms
+        return arrays
 
     @property
     def _global_base(self) -> bool:
@@ -324,33 +433,40 @@ class GainCellArray:
         """K array: charge on each key's column, Q[t, j] = sum_d width[t, d] I(k[j, d], age t - j).
 
         `pulse_widths_s` is (n_queries, head_dim) for queries query_start...; keys past the end of
-        the sequence give zero charge.
+        the sequence give zero charge. A stack of widths (n_weights, n_queries, head_dim), for
+        the same queries, gives (n_weights, n_queries, n_keys) from one product: the key
+        matrix is read once for all of them.
         """
         widths = np.asarray(pulse_widths_s, dtype=self.dtype)
-        n_q = widths.shape[0]
+        n_q = widths.shape[-2]
         n_k = key_stop - key_start
         if not self.terms:
-            return np.zeros((n_q, n_k), dtype=self.dtype)
+            return np.zeros(widths.shape[:-1] + (n_k,), dtype=self.dtype)
         if self._single_feature() and self.terms[0].feature is not None:
             return widths @ self._key_features(key_start, key_stop, 0).T
         base = self._choose_base(query_start + n_q - 1, key_start, key_stop)
         if base is not None:
             scales = self._query_scales(query_start, n_q, base)
-            queries = np.empty((n_q, self._width), dtype=self.dtype)
+            queries = np.empty(widths.shape[:-1] + (self._width,), dtype=self.dtype)
             col = 0
             for term, scale in zip(self.terms, scales):
                 if term.constant is not None:  # the key side carries the constant
-                    total = widths.sum(axis=1)
-                    queries[:, col] = total if scale is None else total * scale
+                    total = widths.sum(axis=-1)
+                    queries[..., col] = total if scale is None else total * scale
                     col += 1
                     continue
-                part = queries[:, col:col + self.head_dim]
+                part = queries[..., col:col + self.head_dim]
                 if scale is None:
                     np.copyto(part, widths)
                 else:
                     np.multiply(widths, scale[:, None], out=part)
                 col += self.head_dim
-            return queries @ self._key_features(key_start, key_stop, base).T
+            keys = self._key_features(key_start, key_stop, base)
+            flat = queries.reshape(-1, self._width) @ keys.T
+            return flat.reshape(widths.shape[:-1] + (n_k,))
+        if widths.ndim == 3:
+            return np.stack([self.column_charges_C(w, query_start, key_start, key_stop)
+                             for w in widths])
         # Decay too strong to factorise over this span: explicit decay matrix per power.
         decay = self._decay_matrix(query_start, n_q, key_start, n_k)
         keys = self._key_features(key_start, key_stop, None)
@@ -431,11 +547,21 @@ class GainCellArray:
                 j = key_start + np.arange(n_keys)
                 ones *= (j >= key_ranges[0][:, None]) & (j < key_ranges[1][:, None])
             return self.row_charges_C(ones, query_start, key_start, array_size)
-        keys = self._key_features(key_start, key_stop, base)[:n_keys]
-        sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
-        sums[:n_keys] = keys   # past n_keys the cells are not there, as in the padded product
-        by_tile = sums.reshape(n_sub, array_size, -1)
-        sums = by_tile.sum(axis=1)   # (sub, N)
+        # Keys counted per sub-tile: past n_keys the cells are not there, as in the padded
+        # product.
+        counts = np.minimum(array_size, n_keys - np.arange(n_sub) * array_size)
+        if base == 0 and self._global_base:
+            # One set of running sums per sub-tile serves every block (a ring reads them
+            # twice per query: the total, and the sub-tiles that hold its range's ends).
+            running_tiles = self._block_running_sums(key_start, n_sub, array_size)
+            sums = running_tiles[np.arange(n_sub), counts]   # (sub, N)
+        else:
+            running_tiles = None
+            keys = self._key_features(key_start, key_stop, base)[:n_keys]
+            sums = np.zeros((n_sub * array_size, keys.shape[1]), dtype=self.dtype)
+            sums[:n_keys] = keys
+            by_tile = sums.reshape(n_sub, array_size, -1)
+            sums = by_tile.sum(axis=1)   # (sub, N)
         # Every query sees the same sums; only the decay scales differ between queries.
         totals = self._weigh_sums(sums, query_start, n_queries, base)
         if key_ranges is None:
@@ -453,23 +579,48 @@ class GainCellArray:
         tail = np.where(cut, last - 1, 0)
         # Running sums of the few sub-tiles that hold a range's end.
         ends, where = np.unique(np.concatenate([head, tail]), return_inverse=True)
-        running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
-        np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
+        if running_tiles is not None:
+            running = running_tiles[ends]
+        else:
+            running = np.zeros((len(ends), array_size + 1, sums.shape[1]), dtype=self.dtype)
+            np.cumsum(by_tile[ends], axis=1, out=running[:, 1:])
 
-        def local(position, start):   # within the sub-tile (clipped: uncut queries too)
-            return np.clip(position - start, 0, array_size)
+        def local(position, tile):   # within the sub-tile (clipped: uncut queries too)
+            return np.clip(position - tile * array_size, 0, counts[tile])
 
-        head_start, tail_start = head * array_size, tail * array_size
         h, t = where[:n_queries], where[n_queries:]
         kept = np.stack([
-            running[h, local(hi, head_start)] - running[h, local(lo, head_start)],
-            running[t, local(hi, tail_start)] - running[t, local(lo, tail_start)],
+            running[h, local(hi, head)] - running[h, local(lo, head)],
+            running[t, local(hi, tail)] - running[t, local(lo, tail)],
         ]) * cut[None, :, None]
         kept = self._weigh_row_terms(kept, query_start, base)
         queries = np.arange(n_queries)
         totals[head[cut], queries[cut]] = kept[0][cut]
         totals[tail[cut], queries[cut]] = kept[1][cut]
         return totals
+
+    def _block_running_sums(self, key_start: int, n_sub: int, array_size: int) -> np.ndarray:
+        """(n_sub, array_size + 1, N): running sums along each sub-tile of the key features
+        based at token 0, for the sub-tiles from `key_start` (zero past the sequence); the
+        whole sequence's are built once per array."""
+        cached = self._running_sums
+        if cached is None or cached[0] != array_size:
+            keys = self._key_features(0, self.n_tokens, 0)
+            n_tiles = -(-self.n_tokens // array_size)
+            padded = np.zeros((n_tiles * array_size, keys.shape[1]), dtype=self.dtype)
+            padded[:self.n_tokens] = keys
+            running = np.zeros((n_tiles, array_size + 1, keys.shape[1]), dtype=self.dtype)
+            np.cumsum(padded.reshape(n_tiles, array_size, -1), axis=1, out=running[:, 1:])
+            with self._lock:
+                self._running_sums = cached = (array_size, running)
+        running = cached[1]
+        first = key_start // array_size
+        if first + n_sub <= running.shape[0]:
+            return running[first:first + n_sub]
+        block = np.zeros((n_sub,) + running.shape[1:], dtype=self.dtype)
+        held = running[first:]
+        block[:len(held)] = held
+        return block
 
     def _weigh_sums(self, sums: np.ndarray, query_start: int, n_queries: int, base: int
                     ) -> np.ndarray:
@@ -490,8 +641,7 @@ class GainCellArray:
             per_term[index] = sums[:, col:col + width]
             col += width
         out = weights @ per_term.reshape(len(self.terms), -1)   # (query, sub * head_dim)
-        return np.ascontiguousarray(out.reshape(n_queries, n_sub, self.head_dim)
-                                    .transpose(1, 0, 2))
+        return out.reshape(n_queries, n_sub, self.head_dim).transpose(1, 0, 2)   # a view
 
     def _weigh_row_terms(self, products: np.ndarray, query_start: int, base: int) -> np.ndarray:
         """sum_m scale_m[t] P_m[s, t, :] from the per-term products P (sub, query, N) of the
@@ -521,28 +671,46 @@ class GainCellArray:
         """V array: sub-tile charges A[s, t, d] = sum_{j in tile s} width[t, j] I(v[j, d], t - j).
 
         `pulse_widths_s` is (n_queries, n_keys) for keys key_start...; `key_start` must sit on a
-        sub-tile boundary. Returns (n_subtiles, n_queries, head_dim).
+        sub-tile boundary. Returns (n_subtiles, n_queries, head_dim). A stack of widths
+        (n_weights, n_queries, n_keys), for the same queries, gives (n_weights, n_subtiles,
+        n_queries, head_dim) from one product per sub-tile.
         """
         if key_start % array_size:
             raise ValueError("V-array blocks must start on a sub-tile boundary")
         widths = np.asarray(pulse_widths_s, dtype=self.dtype)
-        n_q, n_k = widths.shape
+        if widths.ndim == 2:
+            return self.row_charges_C(widths[None], query_start, key_start, array_size)[0]
+        n_w, n_q, n_k = widths.shape
         n_sub = -(-n_k // array_size)
         padded = n_sub * array_size
         if padded != n_k:
             widths = np.concatenate(
-                [widths, np.zeros((n_q, padded - n_k), dtype=self.dtype)], axis=1
+                [widths, np.zeros((n_w, n_q, padded - n_k), dtype=self.dtype)], axis=2
             )
         key_stop = key_start + padded
         if not self.terms:
-            return np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)
-        tiles = widths.reshape(n_q, n_sub, array_size).transpose(1, 0, 2)  # (sub, query, key)
+            return np.zeros((n_w, n_sub, n_q, self.head_dim), dtype=self.dtype)
         single = self._single_feature()
         base = 0 if single else self._choose_base(query_start + n_q - 1, key_start, key_stop)
-        if base is not None:
-            keys = self._key_features(key_start, key_stop, base)
-            products = tiles @ keys.reshape(n_sub, array_size, -1)  # (sub, query, N)
-            return self._weigh_row_terms(products, query_start, base)
+        if base is None:
+            return np.stack([self._row_charges_decay_matrix(w, query_start, key_start,
+                                                            array_size) for w in widths])
+        # (sub, weights * query, key): a view, so every weight rides in one product per tile
+        tiles = (widths.reshape(n_w, n_q, n_sub, array_size).transpose(2, 0, 1, 3)
+                 .reshape(n_sub, n_w * n_q, array_size))
+        keys = self._key_features(key_start, key_stop, base)
+        products = tiles @ keys.reshape(n_sub, array_size, -1)  # (sub, weight * query, N)
+        products = products.reshape(n_sub * n_w, n_q, -1)
+        out = self._weigh_row_terms(products, query_start, base)
+        return out.reshape(n_sub, n_w, n_q, self.head_dim).transpose(1, 0, 2, 3)
+
+    def _row_charges_decay_matrix(self, widths, query_start: int, key_start: int,
+                                  array_size: int) -> np.ndarray:
+        """`row_charges_C` of one (n_queries, padded keys) widths, for a decay too strong to
+        factorise over the block's span: explicit decay matrix per power."""
+        n_q, padded = widths.shape
+        n_sub = padded // array_size
+        key_stop = key_start + padded
         decay = self._decay_matrix(query_start, n_q, key_start, padded)
         keys = self._key_features(key_start, key_stop, None)
         out = np.zeros((n_sub, n_q, self.head_dim), dtype=self.dtype)

@@ -110,8 +110,10 @@ def estimate_peak_bytes(config, shapes, *, powers: int = 6, references: tuple[st
         k_side = (7 if loading else 2) * matrix
         if _strong_decay(config, powers, block + window):
             k_side += 3 * block * keys * 8
-        # V side: one product of every power at a time, and the per-sub-tile charges.
-        v_side = n_sub * block * powers * dim * size
+        # V side: one product of every power at a time (with loading in one precision, the
+        # charge's and the deviation's weights in one product), and the per-sub-tile charges.
+        stacked = 2 if loading and np.dtype(config.loading_dtype) == np.dtype(config.dtype) else 1
+        v_side = stacked * n_sub * block * powers * dim * size
         v_side += (2 * arrays_per_side + 3) * block * n_sub * dim * size
         v_side += 2 * block * slots * dim * size
         # Heads run in parallel threads, each with its own arrays and block temporaries.

@@ -90,9 +90,8 @@ class ModelStages:
 
 
 def written_V(target_V: np.ndarray, model: HardwareModel, write_error: bool) -> np.ndarray:
-    """Where the tile's writes leave its cells: on the targets (the tile starts them there
-    with .ic), or where the model's write error puts them (the tile writes through the write
-    devices)."""
+    """Where the tile's writes leave its cells: on the targets (the tile starts them there),
+    or where the model's write error puts them (the tile writes through the write devices)."""
     if not write_error or model.write_error is None:
         return target_V
     return model.write_error.written_V(target_V)

@@ -5,7 +5,7 @@ is simulated, not modelled: the characterisation's retention testbench
 (netlists/gain_cell_retention.cir: write transistor off, every line at rest, gmin lowered so
 ngspice adds no leak of its own) runs one instance per distinct written voltage in one
 transient up to the oldest age, and each instance's v(sn) is read at every age needed. The tile
-netlist then starts each cell at its aged voltage (`.ic`), so the read itself is simulated on
+netlist then starts each cell at its aged voltage, so the read itself is simulated on
 the cell as it is after the hold. What this leaves out: nothing disturbs the cells during the
 hold (no reads or writes of neighbours). The hold runs on the tile's cell (its design's sizes,
 supply and word-line rest level) at the tile's temperature.

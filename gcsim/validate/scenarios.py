@@ -170,7 +170,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
     notes = []
     if token_period_s is not None and params.write != "ideal":
         params = replace(params, write="ideal")
-        notes.append("write: ideal (.ic), the retention scenario sets each cell's aged voltage")
+        notes.append("write: ideal (cells start at their levels), the retention scenario sets each cell's aged voltage")
     thresholds = thresholds or compare.parse_thresholds([])
     max_errors = max_errors or compare.parse_thresholds([], "--max-error")
     biases = biases or compare.parse_thresholds([], "--bias")
@@ -189,7 +189,7 @@ def validate_tile(q, k, v, model: HardwareModel, models: processes.ModelSet, *,
         notes.append(f"retention: key/value j written {token_period_s:.4g} s x (C-1-j) before "
                      "the read; SPICE: hold simulated on the retention testbench"
                      + (" with a T_max/2 read every period (the read-disturb testbench)"
-                        if reads else "") + ", read from .ic; model: fitted decay"
+                        if reads else "") + ", read from there; model: fitted decay"
                      + (" with one read per token's disturb" if reads else ""))
     if spice is None:
         tile = Tile(q, k_V, v_V)

@@ -9,13 +9,13 @@ Signal chain, with the periphery of the characterisation netlists:
 
 1. the write (`TileParams.write`): with 'devices' (the default) every K and V cell is written
    through its own write transistor exactly as netlists/gain_cell_write.cir writes one cell:
-   its storage node starts at mid-rail (`.ic`, the testbench's v_init), its write bitline sits
+   its storage node starts at mid-rail (the testbench's v_init; see _held_storage), its write bitline sits
    at its target plus the design's DAC offset from t = 0, and its column's write word line
    rises from v_wwl_low to v_wwl after t_wwl_delay, over t_wwl_rise, stays t_write - t_wwl_rise,
    falls over t_wwl_fall and rests at v_wwl_low through the reads; the phase ends at
    `t_write_end`, and so the stored level carries the write error (settling, charge
    injection, feed-through) the write characterisation measures. With 'ideal' every storage
-   node starts at its target (`.ic`) and the write port idles (word line at v_wwl_low, bitline
+   node starts at its target and the write port idles (word line at v_wwl_low, bitline
    at mid-rail): no write phase. The retention scenario needs that, since it starts each cell
    at its aged voltage;
 2. the integrators (cells/sense_amp.sub) are reset until t_krel (t_rst after the write);
@@ -127,6 +127,7 @@ class _Writer:
     probe_storage: bool = False       # save every storage node's voltage
     lines: list[str] = field(default_factory=list)
     initial_conditions: list[str] = field(default_factory=list)
+    held: list[tuple[str, float]] = field(default_factory=list)   # (storage node, start V)
     saves: list[str] = field(default_factory=list)
     vectors: list[str] = field(default_factory=lambda: ["time"])
 
@@ -295,7 +296,8 @@ def _column_cells(w: _Writer, array: str, n_rows: int, col: int, word_lines, bit
     """One bitline's cells of `array`, cell (row, col) holding stored_V(row, col): written
     through its write device (`write` = 'devices': its own write bitline at the target plus
     the DAC offset, the column's write word line pulsed as in gain_cell_write.cir, the storage
-    node starting at mid-rail as that testbench's v_init), or started there (`.ic`, 'ideal')."""
+    node starting at mid-rail as that testbench's v_init), or started there ('ideal'); either start is held by
+    a switch through the operating point (_held_storage)."""
     p = w.params
     devices = p.write == "devices"
     if devices:
@@ -315,7 +317,7 @@ def _column_cells(w: _Writer, array: str, n_rows: int, col: int, word_lines, bit
             wwl, wbl, start_V = "wwl", "wbl", stored_V(row, col)
         w.lines.append(f"{name} {node} {word_lines[row][0][col]} {word_lines[row][1][col]} "
                        f"{bitlines[col][row]} vdd {wwl} {wbl} tile_cell" + w.mismatch(name))
-        w.initial_conditions.append(f"v({node})={f(start_V)}")
+        w.held.append((node, start_V))
         if w.probe_storage:
             w.probe(node)
 
@@ -503,10 +505,42 @@ def _v_array(w: _Writer, tile: Tile, v_cols: list[int],
 
 
 # ----------------------------------------------------------------------------- the netlist
+# The storage nodes' hold (see _held_storage) lets go here: long before anything moves them
+# (the write word lines rise after the testbench's t_delay, 1 ns; reads come after the reset).
+HOLD_RELEASE_S = 1e-12
+
+
+def _held_storage(w: _Writer) -> list[str]:
+    """Every storage node starts at its level held by an ideal switch to a source at that level,
+    closed through the operating point and open from HOLD_RELEASE_S on, rather than by `.ic`:
+    ngspice holds each `.ic` node by walking every node of the circuit at every load of the
+    operating point (ZeroNoncurRow in cktload.c), so `.ic` on every cell cost a 64-row sky130
+    column a quarter of its analysis (0.43 s of 1.70 s; the switches: 0.02 s) and gave the
+    same charge and pulse width to 5e-6. Open, a switch leaks (V - V_start) / 1e18 ohm."""
+    if not w.held:
+        return []
+    first_event = w.params.write_pulse_s[0] if w.params.write == "devices" else w.params.t_krel
+    if not HOLD_RELEASE_S < 0.1 * first_event:
+        raise ParameterError(f"the tile's first event at {first_event:.3g} s leaves no time "
+                             f"to release the storage nodes' hold ({HOLD_RELEASE_S:g} s)")
+    release = HOLD_RELEASE_S
+    lines = [".model tile_hold sw vt=0.5 vh=0 ron=1 roff=1e18",
+             f"Vhold hold 0 PWL(0 1 {f(release / 2)} 1 {f(release)} 0)"]
+    sources: dict[float, str] = {}
+    for node, start_V in w.held:
+        if start_V not in sources:
+            sources[start_V] = f"hold{len(sources)}"
+            lines.append(f"V{sources[start_V]} {sources[start_V]} 0 {f(start_V)}")
+        lines.append(f"S{node} {node} {sources[start_V]} hold 0 tile_hold")
+    return lines
+
+
 def _control_cards(w: _Writer, t_stop_s: float) -> list[str]:
-    """Initial conditions, saved vectors and the transient analysis, after every element."""
+    """The storage nodes' hold, initial conditions, saved vectors and the transient analysis,
+    after every element."""
     p = w.params
-    lines = [".ic " + chunk for chunk in _chunks(w.initial_conditions)]
+    lines = _held_storage(w)
+    lines += [".ic " + chunk for chunk in _chunks(w.initial_conditions)]
     lines += [".save " + chunk for chunk in _chunks(w.saves)]
     lines.append(f".tran {f(p.max_step)} {f(t_stop_s)} 0 {f(p.max_step)}")
     lines.append(".end")

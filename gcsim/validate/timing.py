@@ -36,7 +36,7 @@ SIGNED_DEVICES = ("w_ref_p", "w_src_p", "w_dis_p", "w_latch_n", "w_latch_p", "c_
 # offset), so the tile writes its cells as the write characterisation did.
 WRITE_PARAMS = ("v_wwl", "t_write", "t_wwl_rise", "t_wwl_fall", "dac_offset")
 # 'devices': the cells are written through their write devices at the start of the run;
-# 'ideal': every storage node starts at its target (`.ic`), as the retention scenario needs.
+# 'ideal': every storage node starts at its target, as the retention scenario needs.
 WRITE_MODES = ("devices", "ideal")
 # ngspice refuses a zero-width PULSE top; gain_cell_write.cir's floor for it, mirrored.
 _MIN_FLAT_S = 1e-12
