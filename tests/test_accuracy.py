@@ -5,6 +5,8 @@ equals the NumPy simulator on the trained model's own q, k, v)."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,7 +98,7 @@ def test_without_torch_one_line_says_how_to_install(monkeypatch):
 @pytest.mark.parametrize("args, fragment", [
     (["induction", "--pairs", "4"], "--pairs and --queries are mqar's"),
     (["mqar", "--fits", "/nonexistent/bundle"], "not a directory"),
-    (["mqar", "--mode", "paper", "--fits", "fits/builtin"], "needs the fitted mode"),
+    (["mqar", "--mode", "paper", "--fits", "fits/builtin"], "needs the fitted or the exported"),
     (["mqar", "--pairs", "0"], "must be >= 1"),
     (["mqar", "--vocab", "16", "--pairs", "12"], "pairs must be 1...7"),
 ])
@@ -120,7 +122,8 @@ def test_quick_run_end_to_end(tmp_path):
     assert {"data", "init", "evaluation", "mismatch_evaluation"} <= set(report["seeds"])
     rows = report["results"]
     labels = {row["label"] for row in rows}
-    assert {"ideal", "linear", "paper", "fitted:builtin", "fitted:sky130"} <= labels
+    assert {"ideal", "linear", "paper", "fitted:builtin", "fitted:sky130", "exported:builtin",
+            "exported:sky130"} <= labels
     for row in rows:
         assert {"mode", "fits", "accuracy", "adapted_accuracy"} <= set(row)
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["adapted_accuracy"] <= 1.0
@@ -130,11 +133,21 @@ def test_quick_run_end_to_end(tmp_path):
     assert {row["nonideality"] for row in fitted} == {"none", "quantize", "decay", "mismatch",
                                                      "all"}
     assert all(row["fits"] for row in fitted)
+    # Each bundle's published-form export: no mismatch column (the form has none); the model
+    # adapted on it is also run on the bundle's fitted cells.
+    exported = [row for row in rows if row["mode"] == "exported"]
+    assert {row["fits"] for row in exported} == {row["fits"] for row in fitted}
+    assert {row["nonideality"] for row in exported} == {"none", "quantize", "decay", "all"}
+    assert all(0.0 <= row["on_fitted_accuracy"] <= 1.0 for row in exported)
+    assert all(0.0 <= row["on_fitted_calibrated_accuracy"] <= 1.0 for row in exported)
+    assert all(row["on_fitted_accuracy"] is None for row in rows if row["mode"] != "exported")
+    assert {(c["fits"], c["nonideality"]) for c in report["export_cost"]} == {
+        (row["fits"], row["nonideality"]) for row in exported}
     # The twin equals the NumPy simulator on the trained model's own hardware inputs, in every
     # hardware mode (fitted with mismatch, decay and quantisation on).
     checks = report["twin_check"]
-    assert {(c["mode"], c["fits"] is not None) for c in checks} >= {("paper", False),
-                                                                  ("fitted", True)}
+    assert {(c["mode"], c["fits"] is not None) for c in checks} >= {
+        ("paper", False), ("fitted", True), ("exported", True)}
     for check in checks:
         assert check["equal"] and check["max_abs_difference"] <= 1e-9, check
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.json",
@@ -171,3 +184,54 @@ def test_calibration_brings_every_scaler_to_its_target():
             assert torch.allclose(got, want, atol=0.01 * float(_per_head(ref["out"])[1].min()))
     # The softmax model itself is untouched: calibration works on a copy.
     assert all(core.kind == "softmax" for core in model.cores())
+
+
+# --- the exported mode: a bundle in the published form ----------------------------------------
+
+
+@pytest.mark.parametrize("bundle", ["builtin", "sky130"])
+def test_the_exported_mode_runs_the_published_form_and_equals_the_simulator(bundle):
+    """The exported mode's twin is the published model's chain on the bundle's published form
+    (the cubic `gcsim export paper-model` gives), and equals gcsim.simulate on that model with
+    every non-ideality it has on; it differs from the fitted twin on the same inputs."""
+    torch = pytest.importorskip("torch")
+    from gcsim.accuracy.evaluate import AccuracySettings, ModeSpec, make_twins
+    from gcsim.core import resources
+    from gcsim.hw import load_fitted_models
+    from gcsim.hw.export import published_form
+    from gcsim.simulate import simulate_attention
+
+    fits = resources.fits_for(bundle)
+    settings = AccuracySettings(layers=1)
+    exported = make_twins(ModeSpec("exported", fits), settings, 96, "all", 0, torch.float64)[0]
+    fitted = make_twins(ModeSpec("fitted", fits), settings, 96, "all", 0, torch.float64)[0]
+    form = published_form(load_fitted_models(fits))
+    assert exported.mode == "paper" and exported.model.cell.degree == 3
+    assert exported.model.cell.coefficients_A == form.model.cell.coefficients_A
+    assert exported.config.quantize_inputs and exported.config.decay
+    assert exported.config.mismatch_seed is None
+    assert exported.decay_factor == pytest.approx(form.numbers["decay_factor"], rel=1e-12)
+
+    point = form.model.operating_point
+    rng = np.random.default_rng(5)
+    shape = (2, 1, 96, 64)
+    q = rng.uniform(0, 1, shape)
+    k, v = (rng.uniform(point.stored_min_V, point.stored_max_V, shape) for _ in range(2))
+    with torch.no_grad():
+        ours = exported(*(torch.as_tensor(x) for x in (q, k, v))).numpy()
+        on_fitted = fitted(*(torch.as_tensor(x) for x in (q, k, v))).numpy()
+    config = replace(exported.config, keep_intermediates=False)
+    theirs = simulate_attention(q, k, v, "paper", model=form.model, config=config).output
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+    assert np.abs(ours - on_fitted).max() > 0.05     # the export is not the fitted model
+
+
+def test_bundle_modes_need_a_bundle_and_others_refuse_one():
+    from gcsim.accuracy.evaluate import ModeSpec
+
+    with pytest.raises(ValueError, match="needs a fits bundle"):
+        ModeSpec("exported")
+    with pytest.raises(ValueError, match="takes no fits bundle"):
+        ModeSpec("paper", Path("fits/builtin"))
+    assert ModeSpec("exported", Path("fits/sky130")).label == "exported:sky130"
+    assert not ModeSpec("exported", Path("fits/builtin")).models_mismatch()

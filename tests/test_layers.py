@@ -31,8 +31,9 @@ ALLOWED = {
             "bench", "pipeline", "schemas", "accuracy"},
     "schemas": {"core", "spice", "characterize", "fit", "hw"},
     "nn": {"core", "fit", "hw", "simulate"},
-    # Task accuracy on the twin: PyTorch models trained and evaluated through gcsim.nn.
-    "accuracy": {"core", "nn", "simulate"},
+    # Task accuracy on the twin: PyTorch models trained and evaluated through gcsim.nn; its
+    # exported mode builds a bundle's published form (gcsim.hw.export) for the twin to run.
+    "accuracy": {"core", "hw", "nn", "simulate"},
     "_data": set(),  # package data only: netlists, specs and fits in an installed wheel
 }
 # Top-level modules that belong to no layer: the package marker and `python -m gcsim`.

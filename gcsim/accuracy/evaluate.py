@@ -4,6 +4,7 @@ hardware mode, switch the non-idealities one at a time, adapt it, and measure ta
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -14,6 +15,7 @@ import torch
 
 from gcsim.accuracy.adapt import calibrate, hardware_copy, scaler_parameters, swap_twins
 from gcsim.accuracy.model import ModelConfig, TinyTransformer
+from gcsim.accuracy.report import export_costs
 from gcsim.accuracy.tasks import make_task
 from gcsim.accuracy.train import TrainConfig, evaluate, train
 
@@ -36,20 +38,34 @@ TRAIN_VALIDATE_EVERY = 50
 TRAIN_VALIDATION_SEQUENCES = 64
 
 
+# Modes a fits bundle is evaluated in: `fitted`, the bundle's own model; `exported`, its
+# published form (gcsim.hw.export.published_form: the numbers `gcsim export paper-model`
+# gives, run by the published model's signal chain), so that fitted minus exported is what
+# the published code cannot express.
+BUNDLE_MODES = ("fitted", "exported")
+
+
 @dataclass(frozen=True)
 class ModeSpec:
-    """One hardware to evaluate: a simulator mode, with its fits bundle when fitted."""
+    """One hardware to evaluate: a simulator mode, with its fits bundle when fitted or
+    exported."""
 
     mode: str
     fits: Path | None = None
 
+    def __post_init__(self):
+        if (self.mode in BUNDLE_MODES) != (self.fits is not None):
+            raise ValueError(f"mode {self.mode!r} " + ("needs a fits bundle"
+                             if self.mode in BUNDLE_MODES else "takes no fits bundle"))
+
     @property
     def label(self) -> str:
-        return f"fitted:{self.fits.name}" if self.fits is not None else self.mode
+        return f"{self.mode}:{self.fits.name}" if self.fits is not None else self.mode
 
     def models_mismatch(self) -> bool:
-        """Whether this mode has per-cell mismatch to switch (fitted bundles with the fit)."""
-        return self.fits is not None and (self.fits / "mismatch.json").is_file()
+        """Whether this mode has per-cell mismatch to switch (fitted bundles with the fit; the
+        published form has none)."""
+        return self.mode == "fitted" and (self.fits / "mismatch.json").is_file()
 
     def applicable(self, nonideality: str) -> bool:
         if self.mode == "ideal":
@@ -164,12 +180,27 @@ def make_twins(spec: ModeSpec, settings: AccuracySettings, window: int, nonideal
             options["mismatch_seed"] = _seed(chip_seed, layer)
         if spec.mode == "fitted" and settings.extrapolate:
             options["extrapolate"] = True
-        if spec.fits is not None:
+        if spec.mode == "exported":
+            twin = GainCellAttention("paper", model=exported_model(spec.fits,
+                                                                   settings.token_period_s),
+                                     **options)
+        elif spec.fits is not None:
             twin = GainCellAttention.from_fits(spec.fits, mode=spec.mode, **options)
         else:
             twin = GainCellAttention(spec.mode, **options)
         twins.append(twin)
     return twins
+
+
+@functools.lru_cache(maxsize=8)
+def exported_model(fits: Path, token_period_s: float | None):
+    """The published form of a fits bundle's model (gcsim.hw.export.published_form) at a token
+    period (None: the design's): the HardwareModel the `exported` mode runs in paper mode."""
+    from gcsim.hw import load_fitted_models
+    from gcsim.hw.export import published_form
+
+    return published_form(load_fitted_models(fits), token_period_s=token_period_s,
+                          source=str(fits)).model
 
 
 def _mismatch_of(nonideality: str, spec: ModeSpec) -> bool:
@@ -269,7 +300,11 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
     # Every twin is built once before training, so that a setting the hardware refuses (a
     # window older than the decay fit covers, say) stops the run before it has cost anything.
     warnings = {}
-    for spec in settings.modes:
+    checked = list(settings.modes)
+    # An exported bundle's adapted model is also run on its fitted cells.
+    checked += [ModeSpec("fitted", s.fits) for s in settings.modes if s.mode == "exported"
+                and ModeSpec("fitted", s.fits) not in settings.modes]
+    for spec in checked:
         twin = make_twins(spec, settings, window, "none" if spec.mode == "ideal" else "all",
                           0)[0]
         if twin.warnings:
@@ -373,6 +408,27 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                                    _last(weight_log.losses)],
                           "seconds": scaler_log.seconds + weight_log.seconds}
             adaptations.append(adaptation)
+        deployed, recalibrated = {}, {}
+        if spec.mode == "exported" and settings.adapt:
+            # What a user of the published code gets: the model adapted on the export, run on
+            # the cells the bundle was fitted from (their fitted model; under `all`, with the
+            # evaluated chip's mismatch too), as adapted and carried there by the statistics
+            # calibration (the published chain's step onto the nonlinear hardware).
+            on_cells = ModeSpec("fitted", spec.fits)
+            with stage("calibration"):
+                carried = swap_twins(adapted, make_twins(on_cells, settings, window, full,
+                                                         seeds["mismatch_evaluation"]))
+                deployed_calibration = calibrate(carried, adapted, calibration_set)
+            with stage("evaluation"), bar(2 * len(row_names) * settings.eval_sequences,
+                                          f"{spec.label} on fitted cells") as progress_bar:
+                for name in row_names:
+                    cells = make_twins(on_cells, settings, window, name,
+                                       seeds["mismatch_evaluation"])
+                    deployed[name] = evaluate(swap_twins(adapted, cells), eval_set,
+                                              settings.eval_batch, progress_bar)
+                    recalibrated[name] = evaluate(swap_twins(carried, cells), eval_set,
+                                                  settings.eval_batch, progress_bar)
+            adaptation["on_fitted_calibration"] = asdict(deployed_calibration)
         transferred = {}
         if intermediate is not None and spec.mode not in ("ideal", "linear"):
             with stage("calibration"):
@@ -404,10 +460,19 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                 "adapted_loss": round(after[name][1], 4) if name in after else None,
                 "from_linear_accuracy": transferred[name][0] if name in transferred else None,
                 "from_linear_loss": (round(transferred[name][1], 4) if name in transferred
-                                     else None)})
+                                     else None),
+                "on_fitted_accuracy": deployed[name][0] if name in deployed else None,
+                "on_fitted_loss": round(deployed[name][1], 4) if name in deployed else None,
+                "on_fitted_calibrated_accuracy": (recalibrated[name][0] if name in recalibrated
+                                                  else None),
+                "on_fitted_calibrated_loss": (round(recalibrated[name][1], 4)
+                                              if name in recalibrated else None)})
         say(f"{spec.label}: " + ", ".join(
             f"{n} {before[n][0]:.3f}" + (f" -> {after[n][0]:.3f}" if n in after else "")
-            for n in row_names) + (", from linear " + ", ".join(
+            for n in row_names) + (", on the fitted cells " + ", ".join(
+                f"{n} {deployed[n][0]:.3f} (calibrated {recalibrated[n][0]:.3f})"
+                for n in row_names) if deployed else "")
+            + (", from linear " + ", ".join(
                 f"{n} {transferred[n][0]:.3f}" for n in row_names) if transferred else "")
             + f" ({time.perf_counter() - start:.0f} s)")
 
@@ -438,6 +503,7 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
         "adaptation": adaptations,
         "from_linear": transfers,
         "twin_check": checks,
+        "export_cost": export_costs(results),
         "timings_s": timings,
         "warnings": warnings,
     }

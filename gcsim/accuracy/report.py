@@ -73,10 +73,26 @@ def format_report(report: dict) -> list[str]:
                       "statistics calibration alone (the published chain before its last "
                       "fine-tune):"]
         lines += _table(["mode"] + present, table)
+    deployed = [label for label in labels if any(
+        r["label"] == label and r.get("on_fitted_accuracy") is not None for r in rows)]
+    if deployed:
+        table = []
+        for label in deployed:
+            cells = {r["nonideality"]: f"{r['on_fitted_accuracy']:.3f}" + (
+                f" / {r['on_fitted_calibrated_accuracy']:.3f}"
+                if r.get("on_fitted_calibrated_accuracy") is not None else "")
+                for r in rows if r["label"] == label}
+            table.append([label] + [cells.get(c, "-") for c in present])
+        lines += ["", "the model adapted on each bundle's published-form export, run on the "
+                      "bundle's fitted cells (what a user of the published training code gets; "
+                      "'all' includes the fitted mismatch), as adapted / carried there by the "
+                      "statistics calibration:"]
+        lines += _table(["mode"] + present, table)
     lines.append("")
     if len({(r["label"], r["nonideality"]) for r in rows}) < len(labels) * len(present):
-        lines.append("'-': not applicable (ideal has no non-idealities; linear and paper "
-                     "model no mismatch)")
+        lines.append("'-': not applicable (ideal has no non-idealities; linear, paper and "
+                     "exported model no mismatch)")
+    lines += _export_cost(rows)
     decays = [f"{r['label']} {r['decay_factor_per_token']:.3g}" for r in rows
               if r["nonideality"] == "all" and r["decay"]]
     if decays:
@@ -102,6 +118,53 @@ def format_report(report: dict) -> list[str]:
     return lines
 
 
+def export_costs(rows: list[dict]) -> list[dict]:
+    """Per bundle evaluated both fitted and exported, and per column both have: the accuracy
+    of the softmax model calibrated onto each, of the model adapted on each, and of the model
+    adapted on the export run on the fitted cells (what a user of the published code gets)."""
+    costs = []
+    for fitted in rows:
+        if fitted["mode"] != "fitted":
+            continue
+        match = [r for r in rows if r["mode"] == "exported" and r["fits"] == fitted["fits"]
+                 and r["nonideality"] == fitted["nonideality"]]
+        if match:
+            exported = match[0]
+            costs.append({
+                "fits": fitted["fits"], "label": fitted["label"].split(":", 1)[1],
+                "nonideality": fitted["nonideality"],
+                "fitted_accuracy": fitted["accuracy"], "exported_accuracy": exported["accuracy"],
+                "fitted_adapted_accuracy": fitted.get("adapted_accuracy"),
+                "exported_adapted_accuracy": exported.get("adapted_accuracy"),
+                "exported_adapted_on_fitted_accuracy": exported.get("on_fitted_accuracy"),
+                "exported_adapted_on_fitted_calibrated_accuracy": exported.get(
+                    "on_fitted_calibrated_accuracy")})
+    return costs
+
+
+def _export_cost(rows: list[dict]) -> list[str]:
+    """One line per bundle, under `all` (every non-ideality; the export has no mismatch, the
+    fitted cells do) or else the first column both have."""
+    lines = []
+    costs = export_costs(rows)
+    for fits in dict.fromkeys(c["fits"] for c in costs):
+        mine = {c["nonideality"]: c for c in costs if c["fits"] == fits}
+        cost = mine.get("all") or next(iter(mine.values()))
+        text = (f"export cost, {cost['label']} ({cost['nonideality']}): calibrated fitted "
+                f"{cost['fitted_accuracy']:.3f}, exported {cost['exported_accuracy']:.3f}")
+        if cost["fitted_adapted_accuracy"] is not None:
+            text += (f"; adapted fitted {cost['fitted_adapted_accuracy']:.3f}, exported "
+                     f"{cost['exported_adapted_accuracy']:.3f}")
+        if cost["exported_adapted_on_fitted_accuracy"] is not None:
+            text += (", adapted on the export then run on the fitted cells "
+                     f"{cost['exported_adapted_on_fitted_accuracy']:.3f}")
+        if cost["exported_adapted_on_fitted_calibrated_accuracy"] is not None:
+            text += (f" ({cost['exported_adapted_on_fitted_calibrated_accuracy']:.3f} "
+                     "calibrated there)")
+        lines.append(text)
+    return lines
+
+
 def results_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame(report["results"])
 
@@ -120,7 +183,7 @@ def plot(report: dict):
     width = 0.8 / max(1, len(present))
     colors = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.2))
-    carried_labelled = False
+    carried_labelled = deployed_labelled = False
     for j, name in enumerate(present):
         labelled = False
         for i, label in enumerate(labels):
@@ -133,6 +196,14 @@ def plot(report: dict):
                    label=None if labelled else name)
             if r.get("adapted_accuracy") is not None:
                 ax.bar(x, r["adapted_accuracy"], width * 0.45, color=colors(j))
+            if r.get("on_fitted_accuracy") is not None:
+                ax.plot(x, r["on_fitted_accuracy"], "rv", ms=5,
+                        label=None if deployed_labelled else
+                        "adapted on the export, run on fitted cells")
+                if r.get("on_fitted_calibrated_accuracy") is not None:
+                    ax.plot(x, r["on_fitted_calibrated_accuracy"], "r^", ms=5,
+                            label=None if deployed_labelled else "... calibrated there")
+                deployed_labelled = True
             if r.get("from_linear_accuracy") is not None:
                 ax.plot(x, r["from_linear_accuracy"], "kD", ms=4,
                         label=None if carried_labelled else "from linear, calibrated only")
@@ -142,13 +213,18 @@ def plot(report: dict):
                label="softmax model")
     ax.axhline(report["chance"], color="k", lw=1, ls=":", label="chance")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels)
+    ax.set_xticklabels(labels, rotation=20 if len(labels) > 5 else 0,
+                       ha="right" if len(labels) > 5 else "center", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("task accuracy")
     task = report["task"]
-    ax.set_title(f"{task['name']}: {_describe_task(task)}\nwide pale bars: the softmax model "
-                 "calibrated; narrow dark bars: adapted; diamonds: the linear-adapted model "
-                 "calibrated", fontsize=9)
+    notes = ["wide pale bars: the softmax model calibrated; narrow dark bars: adapted"]
+    if carried_labelled:
+        notes.append("diamonds: the linear-adapted model calibrated")
+    if deployed_labelled:
+        notes.append("triangles: adapted on a bundle's export, run on its fitted cells "
+                     "(down: as adapted; up: calibrated there)")
+    ax.set_title("\n".join([f"{task['name']}: {_describe_task(task)}"] + notes), fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()

@@ -14,7 +14,7 @@ from gcsim.cli.common import OneLineErrors, fail
 from gcsim.core.errors import GcsimError
 
 TASK_NAMES = ("mqar", "induction")
-MODE_NAMES = ("ideal", "linear", "paper", "fitted")
+MODE_NAMES = ("ideal", "linear", "paper", "fitted", "exported")
 NONIDEALITY_NAMES = ("none", "quantize", "decay", "mismatch", "all")
 NO_TORCH = ("gcsim accuracy needs PyTorch, which gcsim's `ml` extra installs: "
             "pip install -e .[ml]")
@@ -53,10 +53,12 @@ def _positive(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the data, the model's initialisation and the held-out set.")
 @click.option("--mode", "modes", type=click.Choice(MODE_NAMES), multiple=True,
-              help="Modes to evaluate (repeatable) [all four; fitted once per bundle].")
+              help="Modes to evaluate (repeatable) [all five; fitted and exported once per "
+                   "bundle]. exported: the bundle's published form, as `gcsim export "
+                   "paper-model` gives it, run by the published model.")
 @click.option("--fits", "fits_dirs", multiple=True, metavar="DIR",
-              help="Fits bundle for the fitted mode (repeatable) [the shipped fits/builtin "
-                   "and fits/sky130].")
+              help="Fits bundle for the fitted and exported modes (repeatable) [the shipped "
+                   "fits/builtin and fits/sky130].")
 @click.option("--nonideality", "nonidealities", type=click.Choice(NONIDEALITY_NAMES),
               multiple=True,
               help="Non-idealities to switch on, one at a time and all together (repeatable) "
@@ -104,7 +106,10 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
     Generates an in-context task on the fly (mqar: multi-query associative recall; induction:
     induction heads), trains a small transformer (head dimension 64) with softmax attention,
     then computes its attention in each mode through the differentiable twin of the array
-    simulator (gcsim.nn), behind per-head scalers calibrated on statistics. Quantisation,
+    simulator (gcsim.nn), behind per-head scalers calibrated on statistics. Each fits bundle
+    runs as fitted (its own model) and as exported (its published form, the numbers `gcsim
+    export paper-model` gives the published code): the difference is what that code cannot
+    express. Quantisation,
     decay and mismatch are switched on one at a time and all together. Adaptation, as the
     published method: the scalers are calibrated, then trained, then every weight is
     fine-tuned with the hardware in the loop (every non-ideality on, on another chip's
@@ -115,6 +120,7 @@ def accuracy_command(task, vocab, pairs, queries, seq_len, layers, heads, steps,
       gcsim accuracy mqar --out reports/accuracy
       gcsim accuracy mqar --quick --json
       gcsim accuracy mqar --pairs 16 --mode paper --mode fitted --fits fits/sky130
+      gcsim accuracy mqar --mode fitted --mode exported --fits fits/builtin
       gcsim accuracy induction --token-period 5e-6 --nonideality none --nonideality decay
     """
     if not _torch_available():
@@ -164,16 +170,14 @@ def _settings(evaluate, task, vocab, pairs, queries, seq_len, layers, heads, ste
             raise GcsimError(f"--fits {directory}: not a directory (a fits bundle, e.g. "
                              "fits/builtin)")
     chosen = modes or MODE_NAMES
-    if fits_dirs and "fitted" not in chosen:
-        raise GcsimError("--fits needs the fitted mode (add --mode fitted)")
-    specs = []
-    for mode in MODE_NAMES:
-        if mode not in chosen:
-            continue
-        if mode == "fitted":
-            specs += [evaluate.ModeSpec("fitted", directory) for directory in fits]
-        else:
-            specs.append(evaluate.ModeSpec(mode))
+    if fits_dirs and not set(evaluate.BUNDLE_MODES) & set(chosen):
+        raise GcsimError("--fits needs the fitted or the exported mode (add --mode fitted "
+                         "or --mode exported)")
+    specs = [evaluate.ModeSpec(mode) for mode in MODE_NAMES
+             if mode in chosen and mode not in evaluate.BUNDLE_MODES]
+    # Each bundle's fitted model next to its published-form export.
+    specs += [evaluate.ModeSpec(mode, directory) for directory in fits
+              for mode in evaluate.BUNDLE_MODES if mode in chosen]
     settings = evaluate.AccuracySettings(task=task, seed=seed, modes=tuple(specs),
                                          mismatch_seed=mismatch_seed,
                                          token_period_s=token_period, extrapolate=extrapolate)
