@@ -808,11 +808,11 @@ def plot_sweep(report: dict, path) -> str:
         per_run.plot(batches, [r["run"]["device_cpu_s"] for r in entry["batches"]], "^--",
                      color=color, label=f"{entry['models']}: device evaluation", alpha=0.7)
         per_run.axhline(entry["fixed"]["process_cpu_s"], color=color, lw=0.8, alpha=0.6)
-        if i == 0:
-            _reference(rate, batches, (batches[0], entry["batches"][0]["points_per_s"]), 1,
-                       "O(batch)")
     first = report["models"][0]["batches"]
     batches = [r["batch"] for r in first]
+    # After every model is drawn: a reference keeps the y limits it finds, so one drawn
+    # earlier would leave a later model's points off the panel.
+    _reference(rate, batches, (batches[0], first[0]["points_per_s"]), 1, "O(batch)")
     middle = first[len(first) // 2]
     _reference(per_run, batches, (middle["batch"], middle["run"]["cpu_s"]), 1, "O(batch)")
     _reference(per_run, batches, (middle["batch"], middle["run"]["cpu_s"]), 2, "O(batch²)")
