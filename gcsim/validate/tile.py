@@ -518,7 +518,7 @@ def _held_storage(w: _Writer) -> list[str]:
     column a quarter of its analysis (0.43 s of 1.70 s; the switches: 0.02 s) and gave the
     same charge and pulse width to 5e-6. Open, a switch leaks (V - V_start) / 1e18 ohm. Each
     node has its own source: with one source shared by a V column's cells, ngspice's sparse
-    factorisation filled in 5,712 entries instead of 1,673 (a 64-row sky130 V column).
+    factorisation filled in 5,712 entries instead of 1,673 (a 64-row sky130 V column)."""
     if not w.held:
         return []
     first_event = w.params.write_pulse_s[0] if w.params.write == "devices" else w.params.t_krel
@@ -528,8 +528,6 @@ def _held_storage(w: _Writer) -> list[str]:
     release = HOLD_RELEASE_S
     lines = [".model tile_hold sw vt=0.5 vh=0 ron=1 roff=1e18",
              f"Vhold hold 0 PWL(0 1 {f(release / 2)} 1 {f(release)} 0)"]
-    # A source per node: one source shared by every cell would tie all their nodes to one
-    # matrix row, and the sparse factorisation fills in between them.
     for node, start_V in w.held:
         lines.append(f"V{node}_start {node}_start 0 {f(start_V)}")
         lines.append(f"S{node} {node} {node}_start hold 0 tile_hold")
