@@ -341,19 +341,26 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
         if not row_names:
             continue
         start = time.perf_counter()
+
+        def each_row(mapped_model, what: str, spec=spec, row_names=row_names) -> dict:
+            """{row: (accuracy, loss)} of `mapped_model` with each row's twins swapped in."""
+            scores = {}
+            with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
+                                          f"{spec.label} {what}") as progress_bar:
+                for name in row_names:
+                    variant = swap_twins(mapped_model, make_twins(
+                        spec, settings, window, name, seeds["mismatch_evaluation"]))
+                    scores[name] = evaluate(variant, eval_set, settings.eval_batch,
+                                            progress_bar)
+            return scores
+
         # 2. Map: a hardware copy under every non-ideality, scalers calibrated on statistics.
         full = "none" if spec.mode == "ideal" else "all"
         with stage("calibration"):
             mapped = hardware_copy(model, make_twins(spec, settings, window, full,
                                                      seeds["mismatch_evaluation"]))
             calibration = calibrate(mapped, model, calibration_set)
-        before = {}
-        with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
-                                      f"{spec.label} before") as progress_bar:
-            for name in row_names:
-                variant = swap_twins(mapped, make_twins(spec, settings, window, name,
-                                                        seeds["mismatch_evaluation"]))
-                before[name] = evaluate(variant, eval_set, settings.eval_batch, progress_bar)
+        before = each_row(mapped, "before")
         if settings.check_sequences:
             with stage("twin check"):
                 tokens = torch.as_tensor(eval_set.tokens[:settings.check_sequences])
@@ -387,12 +394,7 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                 with bar(settings.weight_steps, f"{spec.label} adapting weights") as progress_bar:
                     weight_log = train(adapted, task, weight_config, validation=validation_set,
                                        validate_every=VALIDATE_EVERY, progress=progress_bar)
-            with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
-                                          f"{spec.label} after") as progress_bar:
-                for name in row_names:
-                    variant = swap_twins(adapted, make_twins(spec, settings, window, name,
-                                                             seeds["mismatch_evaluation"]))
-                    after[name] = evaluate(variant, eval_set, settings.eval_batch, progress_bar)
+            after = each_row(adapted, "after")
             adaptation = {"mode": spec.mode, "fits": _fits(spec), "label": spec.label,
                           "nonideality": full,
                           "calibration": asdict(calibration),
@@ -435,13 +437,7 @@ def _run(settings: AccuracySettings, progress: bool | None, log) -> dict:
                 carried = swap_twins(intermediate, make_twins(spec, settings, window, full,
                                                               seeds["mismatch_evaluation"]))
                 carried_calibration = calibrate(carried, intermediate, calibration_set)
-            with stage("evaluation"), bar(len(row_names) * settings.eval_sequences,
-                                          f"{spec.label} from linear") as progress_bar:
-                for name in row_names:
-                    variant = swap_twins(carried, make_twins(spec, settings, window, name,
-                                                             seeds["mismatch_evaluation"]))
-                    transferred[name] = evaluate(variant, eval_set, settings.eval_batch,
-                                                 progress_bar)
+            transferred = each_row(carried, "from linear")
             transfers.append({"mode": spec.mode, "fits": _fits(spec), "label": spec.label,
                               "calibration": asdict(carried_calibration)})
         if spec.mode == "linear" and settings.adapt:
