@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from gcsim.spice import engine
+from gcsim.spice.executors import LocalExecutor
 from gcsim.spice import process as processes
 
 # ngspice's own accounting (`rusage all`) under the names the reports use.
@@ -66,37 +67,22 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-class RunRecorder:
-    """An executor that runs every ngspice run locally, as `engine.run_many` would, with
-    ngspice's accounting switched on, and keeps each run's result: `calls[i]` are the results
-    of the i-th `run_many` call (a tile's K stage, then its V stage)."""
+class RunRecorder(LocalExecutor):
+    """The local executor, with ngspice's accounting switched on, keeping each run's result:
+    `calls[i]` are the results of the i-th `run_many` call (a tile's K stage, then its V
+    stage)."""
 
     is_local = False     # so that engine.run_many hands the runs to this object
-    name = "local"
 
     def __init__(self, workers: int = 1):
         self.workers = workers
         self.calls: list[list[engine.RunResult]] = []
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-    def describe(self) -> str:
-        return "local"
-
     def threads(self) -> int:
         return self.workers
 
-    def ngspice_version(self) -> str:
-        return engine.ngspice_version()
-
     def run_many(self, requests: Iterable[engine.RunRequest], workers: int = 1
                  ) -> Iterator[tuple[engine.RunRequest, engine.RunResult]]:
-        from gcsim.spice.executors import LocalExecutor
-
         results: list[engine.RunResult] = []
         self.calls.append(results)
         counted = (dataclasses.replace(request, accounting=True) for request in requests)
