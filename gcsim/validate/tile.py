@@ -86,6 +86,9 @@ PARTS = ("full", "k", "v")
 _SWITCH_EDGE_S = 50e-12
 # The signed converter samples the sign until this long before its discharge window opens.
 _SIGN_SAMPLE_LEAD_S = 200e-12
+# The transient's print step, which is also ngspice's first step; the steps taken are set by
+# TileParams.max_step and trtol.
+_PRINT_STEP_S = 50e-12
 
 PulseWaveform = list[tuple[float, float]]   # PWL points (t [s], V)
 
@@ -541,7 +544,8 @@ def _control_cards(w: _Writer, t_stop_s: float) -> list[str]:
     lines = _held_storage(w)
     lines += [".ic " + chunk for chunk in _chunks(w.initial_conditions)]
     lines += [".save " + chunk for chunk in _chunks(w.saves)]
-    lines.append(f".tran {f(p.max_step)} {f(t_stop_s)} 0 {f(p.max_step)}")
+    lines.append(f".options trtol={f(p.trtol)}")
+    lines.append(f".tran {f(_PRINT_STEP_S)} {f(t_stop_s)} 0 {f(p.max_step)}")
     lines.append(".end")
     return lines
 
