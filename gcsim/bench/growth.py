@@ -26,10 +26,12 @@ ACCOUNTING = {
     "fill_ins": "Circuit fill-in non-zeroes",
     "timepoints": "Transient timepoints",
     "iterations": "Total iterations",
+    "transient_iterations": "Transient iterations",
     "analysis_s": "Total analysis time (seconds)",
     "transient_s": "Transient analysis time",
     # "Matrix load time": evaluating every device model and stamping the matrix.
     "device_eval_s": "Matrix load time",
+    "transient_device_s": "Transient load time",
     "reorder_s": "Matrix reorder time",
     "factor_s": "Matrix factor time",
     "solve_s": "Matrix solve time",
@@ -144,6 +146,13 @@ def run_summary(results: list[engine.RunResult]) -> dict:
                                          "Matrix solve time"))):
         summary[name] = median(sum(r.accounting.get(k, 0.0) for k in keys) * _on_core(r)
                                for r in ok)
+    # Device evaluation per circuit equation per transient iteration: flat while the work
+    # per device stays the same; it rises when the devices' data outgrow the caches.
+    summary["device_ns_per_equation_iteration"] = median(
+        r.accounting.get("Transient load time", math.nan) * _on_core(r) * 1e9
+        / (r.accounting.get("Circuit Equations", math.nan)
+           * r.accounting.get("Transient iterations", math.nan))
+        if r.accounting.get("Transient iterations") else math.nan for r in ok)
     summary["op_cpu_s"] = median(
         (r.accounting.get("Total analysis time (seconds)", math.nan)
          - r.accounting.get("Transient analysis time", math.nan)) * _on_core(r) for r in ok)
@@ -333,17 +342,20 @@ def format_validate(report: dict) -> str:
                      f"{fixed['runs']} runs; x runs at {entry['sizes'][0]['rows']} rows: "
                      f"{entry['fixed_share_of_cpu_at_baseline']:.0%} of its CPU")
         lines.append("  rows  runs    wall s  x base   CPU s  x base  size x | per K column run: "
-                     "CPU s   eqs device sparse   OP | per V run: CPU s   eqs")
+                     "CPU s   eqs device sparse   OP  ns/eq/it | per V run: CPU s   eqs")
         for s in entry["sizes"]:
             k, v = s["k_run"], s["v_run"]
             lines.append(
                 f"  {s['rows']:4d} {s['runs']:5d} {s['wall_s']:9.1f} {s['wall_ratio']:7.2f} "
                 f"{s['cpu_s']:7.1f} {s['cpu_ratio']:7.2f} {s['size_ratio']:7.2f} |"
                 f"{k['cpu_s']:22.3f} {k['equations']:5.0f} {k['device_share']:6.0%} "
-                f"{k['sparse_share']:6.0%} {k['op_share']:4.0%} | {v['cpu_s']:14.3f} "
+                f"{k['sparse_share']:6.0%} {k['op_share']:4.0%} "
+                f"{k['device_ns_per_equation_iteration']:9.0f} | {v['cpu_s']:14.3f} "
                 f"{v['equations']:5.0f}")
         lines.append("  device, sparse, OP: shares of ngspice's analysis time (its accounting): "
-                     "evaluating the devices, the sparse solver, the initial operating point")
+                     "evaluating the devices (the OP's included), the sparse solver, the "
+                     "initial operating point; ns/eq/it: the transient's device evaluation, "
+                     "CPU ns per circuit equation per iteration")
     lines.append(_load_line(report))
     return "\n".join(lines)
 
@@ -648,7 +660,7 @@ def format_sweep(report: dict) -> str:
                      f"{fixed['wall_s']:.3g} s wall, {fixed['process_cpu_s']:.3g} s CPU "
                      f"({fixed['cpu_s']:.3g} s in ngspice)")
         lines.append("  batch  runs  points/s  x base   CPU s  CPU/point ms | per run: CPU s  "
-                     "  eqs timepoints device sparse")
+                     "  eqs timepoints device sparse   OP  ns/eq/it")
         for row in entry["batches"]:
             run = row["run"]
             lines.append(
@@ -656,7 +668,8 @@ def format_sweep(report: dict) -> str:
                 f"{row['throughput_ratio']:7.2f} {row['cpu_s']:7.1f} "
                 f"{row['cpu_per_point_s'] * 1e3:12.2f} | {run['cpu_s']:14.3f} "
                 f"{run['equations']:5.0f} {run['timepoints']:10.0f} "
-                f"{run['device_share']:6.0%} {run['sparse_share']:6.0%}")
+                f"{run['device_share']:6.0%} {run['sparse_share']:6.0%} "
+                f"{run['op_share']:4.0%} {run['device_ns_per_equation_iteration']:9.0f}")
     lines.append(_load_line(report))
     return "\n".join(lines)
 
