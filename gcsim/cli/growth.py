@@ -113,7 +113,7 @@ def growth_group() -> None:
 @click.option("--cols", type=click.IntRange(2, 256), default=64, show_default=True,
               help="Tile columns (tokens).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
-              help="Runs of each size, interleaved; the best wall and CPU are kept.")
+              help="Runs of each size, interleaved; the best (least wall time) is reported.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="ngspice processes at once (default: cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random tile inputs.")
@@ -222,7 +222,7 @@ def growth_simulate(tokens, windows, window, at_tokens, modes, heads, dim, repea
 @click.option("--grid", default="16,32", show_default=True, callback=_int_list(2, 1000, ordered=False),
               help="Stored voltages, pulse widths of the pulse sweep (points: their product).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
-              help="Runs of each batch, interleaved; the best is kept.")
+              help="Runs of each batch, interleaved; the best (least wall time) is reported.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
               help="Worker processes (default: cores).")
 @_plot_option
