@@ -48,7 +48,7 @@ def bench_sweep(points: int = 1000, workers: int | None = None, progress: bool =
     """Time the pulse sweep batched by gcsim, then one PySpice run per point.
 
     ``sample``: time the per-point way on this many points spread over the grid and
-    report it per point (with sky130 one point costs seconds, 1000 would take hours);
+    report it per point (with a whole PDK loaded per run, a point costs seconds);
     None runs every point. ``batch``: points per batched ngspice run (default: the
     spec's 160 on builtin; for other libraries, whose load takes seconds, few loads per
     worker, at most 200 points per run)."""
