@@ -460,3 +460,20 @@ def test_retention_within_the_fitted_window_meets_every_limit(tmp_path):
                           token_period_s=window_s / 7, spice=result.spice)
     for name in ("S", "phi", "A"):
         assert wrong.report["stages"][name]["rmse_pct_fs"] > 2 * stages[name]["rmse_pct_fs"]
+
+
+def test_tile_steps_as_the_converter_sweeps_do():
+    """The tile runs the converters with the time step their fits were characterised at: the
+    same cap as the converter sweeps' max_step and the same trtol as their testbenches. A
+    tile alone at a finer or error-driven step moved builtin's phi bias past the validation's
+    limit (docs/reference/ngspice.md, "The tile's time step")."""
+    from gcsim.characterize import spec as specs
+    from gcsim.spice.template import Template
+
+    params = TileParams.defaults()
+    for name, netlist in (("charge_to_pulse_transfer.toml", "charge_to_pulse.cir"),
+                          ("signed_converter_transfer.toml", "signed_converter.cir")):
+        sweep = specs.load(resources.CHARACTERIZATION / name)
+        assert sweep.tran_max_step == pytest.approx(params.max_step), name
+        options = " ".join(Template.load(resources.NETLISTS / netlist).options)
+        assert re.search(rf"\btrtol={params.trtol:g}\b", options), netlist
