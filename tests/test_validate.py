@@ -133,36 +133,48 @@ def test_clean_pulse_keeps_the_bends_only():
 
 
 # ----------------------------------------------------------------------------- ngspice
-def test_tile_time_step_is_close_to_a_fine_reference():
+# Builtin's full scales (S_sat, T_max, the signed converter's charge, out's span) for the
+# stage comparisons below.
+FULL_SCALE = {"S_C": 1.2e-12, "phi_s": 15e-9, "A_C": 0.6e-12, "out": 2.0}
+
+
+def largest_errors(stages, reference) -> dict[str, float]:
+    """Each stage's largest difference from `reference`, as a fraction of its full scale."""
+    return {stage: float(np.max(np.abs(getattr(stages, stage) - getattr(reference, stage))))
+            / scale for stage, scale in FULL_SCALE.items()}
+
+
+@pytest.fixture(scope="module")
+def step_tile():
+    """A 4x6 builtin tile, its default parameters, and its stages run at them (shared by the
+    solver-setting tests, so the default run is made once)."""
+    tile = small_tile(4, 6, seed=11)
+    params = TileParams.defaults()
+    return tile, params, run_tile(tile, params, BUILTIN, jobs=2)
+
+
+def test_tile_time_step_is_close_to_a_fine_reference(step_tile):
     """The tile's time step (ngspice's truncation error at trtol 2, steps of at most 200 ps)
     gives a 10 ps run's stages to 0.1 % of full scale. The former setting (steps of at most
     50 ps at ngspice's default trtol, 7) misses on phi by 0.24 % FS on this tile."""
-    tile = small_tile(4, 6, seed=11)
-    params = TileParams.defaults()
+    tile, params, ours = step_tile
     fine = run_tile(tile, dataclasses.replace(params, max_step=10e-12, trtol=7.0), BUILTIN,
                     jobs=2)
-    ours = run_tile(tile, params, BUILTIN, jobs=2)
-    full_scale = {"S_C": 1.2e-12, "phi_s": 15e-9, "A_C": 0.6e-12, "out": 2.0}
-    for stage, scale in full_scale.items():
-        error = np.max(np.abs(getattr(ours, stage) - getattr(fine, stage))) / scale
+    for stage, error in largest_errors(ours, fine).items():
         assert error < 1e-3, (stage, error)
 
 
-def test_tile_pivot_threshold_moves_no_stage():
+def test_tile_pivot_threshold_moves_no_stage(step_tile):
     """The tile's netlists carry its solver settings, and the sparse solver's lower pivot
     threshold (1e-5, which keeps sky130 V columns from reordering into 3.6 times the fill-ins)
     gives ngspice's default threshold's stages to 1e-4 of full scale."""
-    tile = small_tile(4, 6, seed=11)
-    params = TileParams.defaults()
+    tile, params, ours = step_tile
     text = build(tile, params, BUILTIN).text
     assert f".options trtol={f(params.trtol)} pivrel={f(params.pivrel)}" in text
     assert re.search(rf"^\.tran 5e-11 \S+ 0 {f(params.max_step)}$", text, re.MULTILINE)
     assert params.pivrel < 1e-3
     default = run_tile(tile, dataclasses.replace(params, pivrel=1e-3), BUILTIN, jobs=2)
-    ours = run_tile(tile, params, BUILTIN, jobs=2)
-    full_scale = {"S_C": 1.2e-12, "phi_s": 15e-9, "A_C": 0.6e-12, "out": 2.0}
-    for stage, scale in full_scale.items():
-        error = np.max(np.abs(getattr(ours, stage) - getattr(default, stage))) / scale
+    for stage, error in largest_errors(ours, default).items():
         assert error < 1e-4, (stage, error)
 
 
