@@ -544,7 +544,7 @@ def _control_cards(w: _Writer, t_stop_s: float) -> list[str]:
     lines = _held_storage(w)
     lines += [".ic " + chunk for chunk in _chunks(w.initial_conditions)]
     lines += [".save " + chunk for chunk in _chunks(w.saves)]
-    lines.append(f".options trtol={f(p.trtol)} pivrel={f(p.pivrel)}")
+    lines.append(f".options trtol={f(p.trtol)} reltol={f(p.reltol)} pivrel={f(p.pivrel)}")
     lines.append(f".tran {f(_PRINT_STEP_S)} {f(t_stop_s)} 0 {f(p.max_step)}")
     lines.append(".end")
     return lines

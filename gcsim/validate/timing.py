@@ -55,6 +55,9 @@ class TileParams:
     # (docs/reference/ngspice.md, "The tile's time step").
     max_step: float = 200e-12
     trtol: float = 2.0
+    # ngspice's relative tolerance (its default), on Newton convergence and on the step's
+    # truncation error alike.
+    reltol: float = 1e-3
     # The sparse solver's relative pivot threshold (ngspice's default is 1e-3). At the default,
     # 18 of a 64x64 sky130 tile's 64 V column runs reorder their matrix into 3.6 times the
     # fill-ins, and their factorisation costs four times as much (same notes).
