@@ -170,7 +170,8 @@ def test_tile_pivot_threshold_moves_no_stage(step_tile):
     gives ngspice's default threshold's stages to 1e-4 of full scale."""
     tile, params, ours = step_tile
     text = build(tile, params, BUILTIN).text
-    assert f".options trtol={f(params.trtol)} pivrel={f(params.pivrel)}" in text
+    assert (f".options trtol={f(params.trtol)} reltol={f(params.reltol)} "
+            f"pivrel={f(params.pivrel)}") in text
     assert re.search(rf"^\.tran 5e-11 \S+ 0 {f(params.max_step)}$", text, re.MULTILINE)
     assert params.pivrel < 1e-3
     default = run_tile(tile, dataclasses.replace(params, pivrel=1e-3), BUILTIN, jobs=2)
